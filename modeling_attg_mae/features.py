@@ -1,0 +1,85 @@
+"""One feature extractor for every consumer (k-NN, linear probe, few-shot, retrieval, pipelines).
+
+ViTMAE's encoder masks 75% of the patches at random and shuffles the rest, also at inference, and with
+`mask_ratio=0` it still shuffles them. Here masking is off and patch order is kept (`noise = arange(N)`),
+for our model, stock ViTMAE checkpoints, and plain ViTs (`ViTModel`, DINO, DINOv2 with register tokens).
+"""
+
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from transformers import ViTMAEForPreTraining, ViTMAEModel
+
+Pooling = Literal["cls", "mean", "cls+mean"]
+POOLINGS = ("cls", "mean", "cls+mean")
+
+
+@contextmanager
+def _mask_ratio(config, value: float):
+    old = config.mask_ratio
+    config.mask_ratio = value
+    try:
+        yield
+    finally:
+        config.mask_ratio = old
+
+
+def encode_tokens(model, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False):
+    """All tokens of the last layer (after the final norm) with no masking: `(B, 1 + N, D)` and the prefix length.
+
+    The prefix is the CLS token (plus DINOv2's register tokens); patches follow in row-major order.
+    """
+    if isinstance(model, ViTMAEForPreTraining):
+        model = model.vit
+    if isinstance(model, ViTMAEModel):
+        batch_size = pixel_values.shape[0]
+        num_patches = model.embeddings.patch_embeddings.num_patches
+        if interpolate_pos_encoding:
+            patch = model.config.patch_size
+            patch = patch if isinstance(patch, int) else patch[0]
+            num_patches = (pixel_values.shape[2] // patch) * (pixel_values.shape[3] // patch)
+        noise = torch.arange(num_patches, device=pixel_values.device, dtype=torch.float32).expand(batch_size, -1)
+        with _mask_ratio(model.config, 0.0):
+            out = model(pixel_values, noise=noise, interpolate_pos_encoding=interpolate_pos_encoding)
+        return out.last_hidden_state, 1
+    if not hasattr(model, "config") or not callable(model):
+        raise ValueError(f"extract_features needs a transformers vision model, got {type(model).__name__}")
+    kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
+    out = model(pixel_values=pixel_values, **kwargs)
+    hidden = getattr(out, "last_hidden_state", None)
+    if hidden is None or hidden.dim() != 3:
+        raise ValueError(
+            f"{type(model).__name__} does not return ViT tokens (last_hidden_state of shape (B, tokens, dim)); "
+            "extract_features supports ViTMAE, ViT, DINO and DINOv2 encoders"
+        )
+    return hidden, 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
+
+
+@torch.no_grad()
+def extract_features(
+    model, pixel_values: torch.Tensor, pooling: Pooling = "cls", interpolate_pos_encoding: bool = False
+) -> torch.Tensor:
+    """Global image features `(B, D)` (`(B, 2 * D)` for "cls+mean") in float32.
+
+    Args:
+        model: `AttGViTMAEForPreTraining`, `ViTMAEForPreTraining`, `ViTMAEModel`, or any ViT-like `AutoModel`.
+        pixel_values: `(B, C, H, W)` normalised images.
+        pooling: "cls" (the CLS token), "mean" (mean of the patch tokens), or "cls+mean" (both, concatenated).
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pixel_values.dim() != 4:
+        raise ValueError(f"pixel_values must have shape (B, C, H, W), got {tuple(pixel_values.shape)}")
+    tokens, prefix = encode_tokens(model, pixel_values, interpolate_pos_encoding)
+    cls, patches = tokens[:, 0], tokens[:, prefix:]  # (B, D), (B, N, D)
+    if pooling == "cls":
+        features = cls
+    elif pooling == "mean":
+        features = patches.mean(dim=1)
+    else:
+        features = torch.cat([cls, patches.mean(dim=1)], dim=-1)
+    return features.float()
+
+
+__all__ = ["extract_features", "encode_tokens", "POOLINGS"]

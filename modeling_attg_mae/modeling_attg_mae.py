@@ -1,0 +1,289 @@
+"""AttG-MAE: a ViTMAE whose reconstruction loss is weighted by an attention map (paper Sec. 3, Eq. 1-2).
+
+Masking convention, as in transformers' ViTMAE: `mask` is 1 for a removed (masked) patch, 0 for a kept one.
+
+This file imports only torch, transformers and the configuration file next to it, so that
+`register_for_auto_class` can copy it to a checkpoint folder and `trust_remote_code=True` can load it.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import ViTMAEForPreTraining
+from transformers.models.vit_mae.modeling_vit_mae import ViTMAEForPreTrainingOutput
+from transformers.utils.generic import can_return_tuple
+
+try:  # relative import when this file travels alone to the Hub (remote code)
+    from .configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+except ImportError:  # pragma: no cover - loaded as a top-level module
+    from configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+
+
+@dataclass
+class AttGViTMAEForPreTrainingOutput(ViTMAEForPreTrainingOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`):
+        Attention-guided reconstruction loss (Eq. 2): sum over masked patches of `patch_loss * patch_weights`,
+        divided by the number of masked patches.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_patches, patch_size ** 2 * num_channels)`):
+        Pixel reconstruction logits.
+    mask (`torch.FloatTensor` of shape `(batch_size, num_patches)`):
+        1 for a masked (removed) patch, 0 for a kept one.
+    ids_restore (`torch.LongTensor` of shape `(batch_size, num_patches)`):
+        Original index of the shuffled patches.
+    patch_weights (`torch.FloatTensor` of shape `(batch_size, num_patches)`):
+        Float32 weight of every patch in the loss (1 everywhere for "none" and "input_masking").
+    patch_loss (`torch.FloatTensor` of shape `(batch_size, num_patches)`):
+        Unweighted per-patch MSE against the (normalised) target, for every patch, masked or not.
+    """
+
+    patch_weights: torch.FloatTensor | None = None
+    patch_loss: torch.FloatTensor | None = None
+
+
+def resample_attention_map(attention_map: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+    """Bring an attention map onto a patch grid: the one resampling used everywhere in attg-mae.
+
+    Args:
+        attention_map: float tensor `(B, h, w)` on any grid, or `(B, h * w)` with a square `h == w` or with
+            `h * w` equal to the grid's patch count (then read in the grid's row-major order).
+        grid_size: `(grid_h, grid_w)` of the target patch grid.
+
+    Returns:
+        float32 tensor `(B, grid_h * grid_w)`, row-major. Maps larger than the grid are area-averaged (every
+        source pixel counts once, like Grad-CAM's average pooling); smaller maps are bilinearly upsampled
+        (`align_corners=False`). A map already on the grid is returned unchanged (only cast to float32).
+    """
+    grid_h, grid_w = grid_size
+    if not torch.is_tensor(attention_map):
+        raise ValueError(f"attention_map must be a torch.Tensor, got {type(attention_map).__name__}")
+    if not (attention_map.is_floating_point()):
+        raise ValueError(
+            f"attention_map must be a floating-point tensor, got dtype {attention_map.dtype}; "
+            "cast it with .float() (a binary mask becomes 0./1.)"
+        )
+    if attention_map.dim() == 2:
+        batch_size, length = attention_map.shape
+        if length == grid_h * grid_w:
+            attention_map = attention_map.reshape(batch_size, grid_h, grid_w)
+        else:
+            side = int(round(length**0.5))
+            if side * side != length:
+                raise ValueError(
+                    f"attention_map of shape {tuple(attention_map.shape)} cannot be resampled to the "
+                    f"{grid_h}x{grid_w} patch grid: a flat map must have {grid_h * grid_w} entries or a square "
+                    f"number of them; pass it as (batch_size, h, w) instead"
+                )
+            attention_map = attention_map.reshape(batch_size, side, side)
+    elif attention_map.dim() != 3:
+        raise ValueError(
+            f"attention_map must have shape (batch_size, h, w) or (batch_size, h*w), got rank "
+            f"{attention_map.dim()} shape {tuple(attention_map.shape)}"
+        )
+    batch_size, height, width = attention_map.shape
+    if height == 0 or width == 0:
+        raise ValueError(f"attention_map has an empty grid {height}x{width}; cannot resample to {grid_h}x{grid_w}")
+    attention_map = attention_map.float()
+    if (height, width) != (grid_h, grid_w):
+        shrink = height >= grid_h and width >= grid_w
+        attention_map = F.interpolate(
+            attention_map[:, None],  # (B, 1, h, w)
+            size=(grid_h, grid_w),
+            mode="area" if shrink else "bilinear",
+            align_corners=None if shrink else False,
+        )[:, 0]
+    return attention_map.reshape(batch_size, grid_h * grid_w)
+
+
+def normalize_attention_map(attention_map: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each row of `(B, N)` to [0, 1]: `M_norm = (M - min) / (max - min)`.
+
+    A constant row has no object to point at: it becomes all zeros, hence weights `exp(0) = 1` (plain MAE),
+    instead of the 0/0 = NaN of the formula.
+    """
+    low = attention_map.amin(dim=1, keepdim=True)
+    span = attention_map.amax(dim=1, keepdim=True) - low
+    return torch.where(span > 0, (attention_map - low) / torch.where(span > 0, span, 1.0), 0.0)
+
+
+def guidance_weights(
+    attention_norm: torch.Tensor, guidance: str, temperature: torch.Tensor | float, quantile: float
+) -> torch.Tensor:
+    """Per-patch loss weights `(B, N)` for a min-max normalised map (paper Eq. 1 and Table 10)."""
+    if guidance == "attg":
+        return torch.exp(attention_norm / temperature)  # Eq. 1: M_scaled = exp(M_norm / tau)
+    if guidance == "inverted":
+        return torch.exp((1.0 - attention_norm) / temperature)
+    if guidance in ("foreground_only", "background_only"):
+        scores = attention_norm if guidance == "foreground_only" else 1.0 - attention_norm
+        threshold = torch.quantile(scores, quantile, dim=1, keepdim=True)  # (B, 1), linear interpolation
+        return (scores >= threshold).float()
+    # "none" and "input_masking" keep the vanilla loss
+    return torch.ones_like(attention_norm)
+
+
+def attention_masking_noise(attention_norm: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`noise` for ViTMAE's `random_masking` that removes the most attended patches ("input_masking").
+
+    `random_masking` keeps the patches with the smallest noise, so the noise is each patch's rank by
+    attention; ties are broken at random so that a flat map falls back to random masking.
+    """
+    batch_size, num_patches = attention_norm.shape
+    shuffle = torch.rand(batch_size, num_patches, device=attention_norm.device, generator=generator).argsort(dim=1)
+    order = attention_norm.gather(1, shuffle).argsort(dim=1, stable=True)  # ascending attention, random ties
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, shuffle.gather(1, order), torch.arange(num_patches, device=order.device).expand_as(order))
+    return ranks.float()
+
+
+def _checked_temperature(temperature):
+    if torch.is_tensor(temperature):
+        if not bool((temperature > 0).all()):
+            raise ValueError(f"temperature (tau) must be > 0, got {temperature}")
+        return temperature.float()
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature (tau) must be a number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
+    """`ViTMAEForPreTraining` with the attention-guided reconstruction loss (Algorithm 1 of the paper).
+
+    Same parameters, same state dict as the stock model: checkpoints load both ways. The current temperature
+    lives in a non-persistent buffer `attg_temperature` that the schedule fills in place every step (a value
+    change, not a new Python float, so `torch.compile` does not recompile).
+    """
+
+    config_class = AttGViTMAEConfig
+
+    def __init__(self, config):
+        if not isinstance(config, AttGViTMAEConfig):  # a stock ViTMAEConfig: add our defaults
+            config = AttGViTMAEConfig(**config.to_dict())
+        validate_attg_config(config)
+        super().__init__(config)
+        self.register_buffer(
+            "attg_temperature", torch.tensor(float(config.attg_temperature), dtype=torch.float32), persistent=False
+        )
+
+    @torch.no_grad()
+    def set_attg_temperature(self, temperature: float) -> None:
+        """Set tau for the following steps (in place, see the class docstring)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature (tau) must be > 0, got {temperature!r}")
+        self.attg_temperature.fill_(float(temperature))
+
+    @property
+    def _patch_size(self) -> int:
+        patch_size = self.config.patch_size
+        return patch_size if isinstance(patch_size, int) else patch_size[0]
+
+    def _prepare_attention_map(self, attention_map, pixel_values):
+        grid = (pixel_values.shape[2] // self._patch_size, pixel_values.shape[3] // self._patch_size)
+        if attention_map.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"attention_map batch size {attention_map.shape[0]} does not match pixel_values batch size "
+                f"{pixel_values.shape[0]} (expected attention_map of shape ({pixel_values.shape[0]}, "
+                f"{grid[0]}, {grid[1]}))"
+            )
+        attention = resample_attention_map(attention_map.detach(), grid)
+        if not torch.isfinite(attention).all():
+            raise ValueError("attention_map contains NaN or inf values; fix the maps (e.g. recompute them)")
+        return normalize_attention_map(attention)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        attention_map: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        temperature: torch.Tensor | float | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> AttGViTMAEForPreTrainingOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Normalised images.
+        attention_map (`torch.FloatTensor` of shape `(batch_size, h, w)` or `(batch_size, h * w)`, *optional*):
+            Object-discovery map M, any real values (min-max normalised per image here), on any grid
+            (resampled to the patch grid by `resample_attention_map`). Required unless `attg_guidance="none"`.
+        noise (`torch.FloatTensor` of shape `(batch_size, num_patches)`, *optional*):
+            ViTMAE's masking noise (the smallest `1 - mask_ratio` share is kept). Not allowed with
+            "input_masking", which derives it from the map.
+        temperature (`float` or 0-dim tensor, *optional*):
+            tau of Eq. 1 for this call; defaults to the scheduled `self.attg_temperature`.
+        """
+        config = self.config
+        guidance = config.attg_guidance
+        validate_attg_config(config)  # configs are mutable: a bad value set after construction still fails here
+        if pixel_values is None:
+            raise ValueError("pixel_values is required")
+        attention_norm = None
+        if guidance != "none":
+            if attention_map is None:
+                raise ValueError(
+                    f"attg_guidance={guidance!r} needs an `attention_map` input (batch_size, h, w) and got none; "
+                    "pass the object-discovery maps, or set attg_guidance='none' to train a vanilla MAE"
+                )
+            attention_norm = self._prepare_attention_map(attention_map, pixel_values)
+        num_patches = (pixel_values.shape[2] // self._patch_size) * (pixel_values.shape[3] // self._patch_size)
+        if int(num_patches * (1 - config.mask_ratio)) >= num_patches:
+            raise ValueError(
+                f"mask_ratio={config.mask_ratio} masks no patch of {num_patches}: the reconstruction loss is "
+                "undefined (use modeling_attg_mae.extract_features for unmasked features)"
+            )
+        if guidance == "input_masking":
+            if noise is not None:
+                raise ValueError("attg_guidance='input_masking' derives the masking noise from attention_map; "
+                                 "do not pass `noise` as well")
+            noise = attention_masking_noise(attention_norm)
+
+        outputs = super().forward(
+            pixel_values,
+            noise=noise,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            attention_mask=attention_mask,
+            return_dict=True,
+            **kwargs,
+        )
+        logits, mask = outputs.logits, outputs.mask
+        # Weights and loss in float32 even under bf16/fp16 autocast: exp(1/tau) and the masked mean of many
+        # small terms are where half precision loses the signal.
+        with torch.autocast(device_type=pixel_values.device.type, enabled=False):
+            target = self.patchify(pixel_values.float(), interpolate_pos_encoding=interpolate_pos_encoding)
+            if config.norm_pix_loss:
+                mean = target.mean(dim=-1, keepdim=True)
+                var = target.var(dim=-1, keepdim=True)
+                target = (target - mean) / (var + 1.0e-6) ** 0.5
+            patch_loss = ((logits.float() - target) ** 2).mean(dim=-1)  # (B, N)
+            if guidance == "none":
+                # the stock loss, computed by ViTMAEForPreTraining itself: vanilla MAE to the last bit
+                loss, patch_weights = outputs.loss, torch.ones_like(patch_loss)
+            else:
+                tau = self.attg_temperature if temperature is None else _checked_temperature(temperature)
+                patch_weights = guidance_weights(attention_norm, guidance, tau, config.attg_quantile)  # (B, N)
+                mask = mask.float()
+                # Eq. 2: gamma * L_rec * M_scaled, averaged over the masked patches as in MAE
+                loss = (patch_loss * (mask * patch_weights)).sum() / mask.sum()
+
+        return AttGViTMAEForPreTrainingOutput(
+            loss=loss,
+            logits=logits,
+            mask=outputs.mask,
+            ids_restore=outputs.ids_restore,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            patch_weights=patch_weights,
+            patch_loss=patch_loss,
+        )
+
+
+__all__ = [
+    "AttGViTMAEForPreTraining",
+    "AttGViTMAEForPreTrainingOutput",
+    "resample_attention_map",
+    "normalize_attention_map",
+    "guidance_weights",
+    "attention_masking_noise",
+]
