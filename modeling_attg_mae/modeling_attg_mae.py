@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import ViTMAEForPreTraining
+from transformers import initialization as init
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAEForPreTrainingOutput
 from transformers.utils.generic import can_return_tuple
 
@@ -107,6 +108,12 @@ def normalize_attention_map(attention_map: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (attention_map - low) / torch.where(span > 0, span, 1.0), 0.0)
 
 
+def _invert(attention_norm: torch.Tensor) -> torch.Tensor:
+    """`1 - M_norm`, except that a flat map (all zeros after normalisation) stays flat at 0, weight 1."""
+    informative = attention_norm.amax(dim=1, keepdim=True) > 0
+    return torch.where(informative, 1.0 - attention_norm, 0.0)
+
+
 def guidance_weights(
     attention_norm: torch.Tensor, guidance: str, temperature: torch.Tensor | float, quantile: float
 ) -> torch.Tensor:
@@ -114,9 +121,9 @@ def guidance_weights(
     if guidance == "attg":
         return torch.exp(attention_norm / temperature)  # Eq. 1: M_scaled = exp(M_norm / tau)
     if guidance == "inverted":
-        return torch.exp((1.0 - attention_norm) / temperature)
+        return torch.exp(_invert(attention_norm) / temperature)
     if guidance in ("foreground_only", "background_only"):
-        scores = attention_norm if guidance == "foreground_only" else 1.0 - attention_norm
+        scores = attention_norm if guidance == "foreground_only" else _invert(attention_norm)
         threshold = torch.quantile(scores, quantile, dim=1, keepdim=True)  # (B, 1), linear interpolation
         return (scores >= threshold).float()
     # "none" and "input_masking" keep the vanilla loss
@@ -165,6 +172,13 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
         self.register_buffer(
             "attg_temperature", torch.tensor(float(config.attg_temperature), dtype=torch.float32), persistent=False
         )
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is self:
+            # transformers builds models on the meta device and re-initialises non-persistent buffers here,
+            # after loading; without this, tau would be uninitialised memory after `from_pretrained`.
+            init.constant_(self.attg_temperature, float(self.config.attg_temperature))
 
     @torch.no_grad()
     def set_attg_temperature(self, temperature: float) -> None:

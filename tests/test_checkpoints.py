@@ -1,0 +1,101 @@
+"""Checkpoints are ordinary ViTMAE checkpoints: loaded in fresh processes by stock classes and remote code."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining
+from tests.test_modeling import batch, tiny_config, tiny_model
+
+
+def run_fresh(code: str, cwd) -> dict:
+    """Run `code` in a new interpreter outside the repo (so only installed/saved code is importable)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH="")
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_saved_folder_loads_with_stock_classes_without_missing_keys(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "ckpt")
+    files = sorted(os.listdir(tmp_path / "ckpt"))
+    assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
+    pixels, attention, noise = batch()
+    torch.save({"pixels": pixels, "noise": noise}, tmp_path / "inputs.pt")
+    expected_hidden = model.vit(pixels, noise=noise).last_hidden_state
+    stock_loss = ViTMAEForPreTraining(ViTMAEConfig(**{k: v for k, v in model.config.to_dict().items()
+                                                      if not k.startswith("attg_")}))
+    stock_loss.load_state_dict(model.state_dict())
+    expected_loss = stock_loss.eval()(pixels, noise=noise).loss.item()
+    out = run_fresh(f"""
+        import json, torch
+        from transformers import AutoModel, ViTMAEForPreTraining, ViTMAEModel
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+        result = {{}}
+        for cls in (ViTMAEModel, AutoModel, ViTMAEForPreTraining):
+            model, info = cls.from_pretrained({str(tmp_path / "ckpt")!r}, output_loading_info=True)
+            result[cls.__name__] = dict(type=type(model).__name__, missing=sorted(info["missing_keys"]),
+                                        mismatched=sorted(info["mismatched_keys"]))
+            model.eval()
+            out = model(inputs["pixels"], noise=inputs["noise"])
+            if cls is ViTMAEForPreTraining:
+                result["loss"] = out.loss.item()
+            else:
+                result[cls.__name__]["hidden"] = out.last_hidden_state.flatten()[:50].tolist()
+        print(json.dumps(result))
+    """, cwd=tmp_path)
+    assert out["ViTMAEModel"]["type"] == out["AutoModel"]["type"] == "ViTMAEModel"
+    assert out["ViTMAEForPreTraining"]["type"] == "ViTMAEForPreTraining"
+    for name in ("ViTMAEModel", "AutoModel", "ViTMAEForPreTraining"):
+        assert out[name]["missing"] == [] and out[name]["mismatched"] == []
+    for name in ("ViTMAEModel", "AutoModel"):
+        assert torch.allclose(torch.tensor(out[name]["hidden"]), expected_hidden.flatten()[:50], atol=1e-5)
+    # stock ViTMAEForPreTraining reads norm_pix_loss=True from our config: the same loss as the stock model here
+    assert abs(out["loss"] - expected_loss) < 1e-5
+
+
+def test_remote_code_route_loads_our_class_from_the_saved_folder(tmp_path):
+    AttGViTMAEConfig.register_for_auto_class()
+    AttGViTMAEForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+    try:
+        model = tiny_model(attg_temperature=0.6)
+        model.save_pretrained(tmp_path / "ckpt")
+    finally:  # the registration is class-global: do not leak it into other tests
+        AttGViTMAEConfig._auto_class = AttGViTMAEForPreTraining._auto_class = None
+    assert {"modeling_attg_mae.py", "configuration_attg_mae.py"} <= set(os.listdir(tmp_path / "ckpt"))
+    pixels, attention, noise = batch()
+    torch.save({"pixels": pixels, "attention": attention, "noise": noise}, tmp_path / "inputs.pt")
+    expected = model(pixels, attention_map=attention, noise=noise).loss.item()
+    out = run_fresh(f"""
+        import json, torch
+        from transformers import AutoModelForPreTraining
+        model = AutoModelForPreTraining.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+        loss = model(inputs["pixels"], attention_map=inputs["attention"], noise=inputs["noise"]).loss
+        print(json.dumps(dict(cls=type(model).__name__, tau=model.attg_temperature.item(), loss=loss.item())))
+    """, cwd=tmp_path)
+    assert out["cls"] == "AttGViTMAEForPreTraining"
+    assert abs(out["tau"] - 0.6) < 1e-7  # the non-persistent buffer is rebuilt from the config on load
+    assert abs(out["loss"] - expected) < 1e-5
+
+
+def test_our_class_continues_from_a_stock_vitmae_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    stock_config = ViTMAEConfig(**{k: v for k, v in tiny_config().to_dict().items() if not k.startswith("attg_")})
+    stock = ViTMAEForPreTraining(stock_config)
+    stock.save_pretrained(tmp_path / "stock")
+    model, info = AttGViTMAEForPreTraining.from_pretrained(tmp_path / "stock", output_loading_info=True)
+    assert info["missing_keys"] == set() and info["unexpected_keys"] == set()
+    assert isinstance(model.config, AttGViTMAEConfig) and model.config.attg_guidance == "attg"
+    assert model.attg_temperature.item() == 0.75
+    for name, tensor in stock.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    pixels, attention, noise = batch()
+    assert torch.isfinite(model(pixels, attention_map=attention, noise=noise).loss)

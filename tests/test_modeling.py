@@ -1,0 +1,278 @@
+"""The guided loss against a reference computed here by hand (numpy), for every guidance mode."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from modeling_attg_mae import (
+    GUIDANCE_MODES,
+    AttGViTMAEConfig,
+    AttGViTMAEForPreTraining,
+    resample_attention_map,
+)
+
+IMAGE, PATCH = 32, 8  # 4x4 grid, 16 patches, 12 masked
+GRID = IMAGE // PATCH
+N = GRID * GRID
+
+
+def tiny_config(**kwargs):
+    base = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=IMAGE,
+        patch_size=PATCH, decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+    )
+    base.update(kwargs)
+    return AttGViTMAEConfig(**base)
+
+
+def tiny_model(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return AttGViTMAEForPreTraining(tiny_config(**kwargs)).eval()
+
+
+def batch(batch_size=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(batch_size, 3, IMAGE, IMAGE, generator=g)
+    attention = torch.rand(batch_size, GRID, GRID, generator=g) * 5 - 2  # any real values
+    noise = torch.rand(batch_size, N, generator=g)
+    return pixels, attention, noise
+
+
+def reference_loss(pixels, logits, mask, attention, guidance, tau, quantile=0.1, norm_pix=True):
+    """Paper Eq. 1-2 (and Table 10's variants), written from the formulas with numpy."""
+    x = pixels.double().numpy()
+    b, c = x.shape[:2]
+    # patchify: (B, C, gh, p, gw, p) -> (B, gh, gw, p, p, C) -> (B, N, p*p*C), row-major patches
+    target = x.reshape(b, c, GRID, PATCH, GRID, PATCH).transpose(0, 2, 4, 3, 5, 1).reshape(b, N, -1)
+    if norm_pix:
+        mean = target.mean(-1, keepdims=True)
+        var = target.var(-1, ddof=1, keepdims=True)
+        target = (target - mean) / np.sqrt(var + 1e-6)
+    per_patch = ((logits.double().numpy() - target) ** 2).mean(-1)  # (B, N)
+    m = attention.double().numpy().reshape(b, N)
+    m_norm = np.zeros_like(m)
+    for i in range(b):
+        span = m[i].max() - m[i].min()
+        m_norm[i] = (m[i] - m[i].min()) / span if span > 0 else 0.0
+    if guidance == "attg":
+        weights = np.exp(m_norm / tau)
+    elif guidance == "inverted":
+        weights = np.exp((1 - m_norm) / tau)
+        weights[m_norm.max(1) == 0] = 1.0  # a flat map carries no information: weights 1
+    elif guidance == "foreground_only":
+        weights = np.stack([(row >= np.quantile(row, quantile)).astype(float) for row in m_norm])
+    elif guidance == "background_only":
+        weights = np.stack([(1 - row >= np.quantile(1 - row, quantile)).astype(float) for row in m_norm])
+    else:
+        weights = np.ones_like(m_norm)
+    gamma = mask.double().numpy()
+    return (per_patch * gamma * weights).sum() / gamma.sum(), weights
+
+
+@pytest.mark.parametrize("guidance", [g for g in GUIDANCE_MODES if g != "input_masking"])
+@pytest.mark.parametrize("tau", [0.5, 0.75, 1.3])
+def test_loss_matches_hand_computed_reference(guidance, tau):
+    model = tiny_model(attg_guidance=guidance)
+    pixels, attention, noise = batch()
+    out = model(pixels, attention_map=attention, noise=noise, temperature=tau)
+    expected, weights = reference_loss(pixels, out.logits.detach(), out.mask, attention, guidance, tau)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(out.patch_weights.numpy(), weights, rtol=1e-5)
+    assert out.patch_weights.shape == (3, N) and out.patch_weights.dtype == torch.float32
+    assert out.mask.sum(1).tolist() == [12, 12, 12]  # vanilla masking untouched
+
+
+def test_scheduled_temperature_buffer_is_used_when_no_temperature_is_passed():
+    model = tiny_model()
+    pixels, attention, noise = batch()
+    model.set_attg_temperature(0.6)
+    out = model(pixels, attention_map=attention, noise=noise)
+    expected, _ = reference_loss(pixels, out.logits.detach(), out.mask, attention, "attg", 0.6)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_weights_range_from_one_on_background_to_exp_inverse_tau_on_object():
+    model = tiny_model()
+    pixels, _, noise = batch()
+    attention = torch.zeros(3, GRID, GRID)
+    attention[:, 1:3, 1:3] = 1.0  # a 2x2 object
+    out = model(pixels, attention_map=attention, noise=noise, temperature=0.75)
+    weights = out.patch_weights.reshape(3, GRID, GRID)
+    assert torch.allclose(weights[:, 1:3, 1:3], torch.tensor(np.exp(1 / 0.75), dtype=torch.float32))
+    assert (weights[:, 0] == 1).all() and (weights[:, 3] == 1).all()
+
+
+def stock_copy(model):
+    stock = ViTMAEForPreTraining(ViTMAEConfig(**{k: v for k, v in model.config.to_dict().items()
+                                               if not k.startswith("attg_")}))
+    missing, unexpected = stock.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and unexpected == []
+    return stock.eval()
+
+
+def test_guidance_none_equals_stock_vitmae_bit_for_bit():
+    model = tiny_model(attg_guidance="none")
+    stock = stock_copy(model)
+    pixels, attention, noise = batch()
+    ours = model(pixels, attention_map=attention, noise=noise).loss
+    assert torch.equal(ours, stock(pixels, noise=noise).loss)
+    assert torch.equal(model(pixels, noise=noise).loss, ours)  # no map needed for "none"
+
+
+@pytest.mark.parametrize("guidance", ["attg", "inverted", "foreground_only", "background_only"])
+def test_constant_map_equals_stock_vitmae_bit_for_bit(guidance):
+    model = tiny_model(attg_guidance=guidance)
+    stock = stock_copy(model)
+    pixels, _, noise = batch()
+    out = model(pixels, attention_map=torch.full((3, GRID, GRID), 0.37), noise=noise)
+    assert torch.equal(out.patch_weights, torch.ones(3, N))
+    assert not torch.isnan(out.loss)
+    assert torch.equal(out.loss, stock(pixels, noise=noise).loss)
+
+
+def test_input_masking_removes_the_most_attended_patches_and_keeps_the_vanilla_loss():
+    model = tiny_model(attg_guidance="input_masking")
+    stock = stock_copy(model)
+    pixels, _, _ = batch()
+    g = torch.Generator().manual_seed(5)
+    attention = torch.randperm(N, generator=g).float().expand(3, N).clone()  # distinct values
+    out = model(pixels, attention_map=attention)
+    top = attention.argsort(dim=1, descending=True)[:, :12]
+    expected_mask = torch.zeros(3, N).scatter_(1, top, 1.0)
+    assert torch.equal(out.mask, expected_mask)
+    # the loss is the plain MAE loss with that mask: the stock model with noise = attention agrees
+    assert torch.allclose(out.loss, stock(pixels, noise=attention).loss, rtol=1e-6)
+    with pytest.raises(ValueError, match="noise"):
+        model(pixels, attention_map=attention, noise=torch.rand(3, N))
+
+
+def test_input_masking_on_a_flat_map_is_random_not_fixed():
+    model = tiny_model(attg_guidance="input_masking")
+    pixels, _, _ = batch()
+    masks = {tuple(model(pixels, attention_map=torch.zeros(3, N)).mask[0].tolist()) for _ in range(5)}
+    assert len(masks) > 1
+
+
+def test_map_on_another_grid_is_area_resampled():
+    # an 8x8 map onto the 4x4 grid: every patch gets the mean of its 2x2 block
+    g = torch.Generator().manual_seed(3)
+    fine = torch.rand(2, 8, 8, generator=g)
+    expected = fine.reshape(2, 4, 2, 4, 2).mean(dim=(2, 4)).reshape(2, 16)
+    assert torch.allclose(resample_attention_map(fine, (4, 4)), expected, atol=1e-6)
+    assert torch.allclose(resample_attention_map(fine.reshape(2, 64), (4, 4)), expected, atol=1e-6)
+    # a 2x2 map grows bilinearly; a constant map stays constant, a map on the grid is unchanged
+    assert torch.allclose(resample_attention_map(torch.full((1, 2, 2), 0.3), (4, 4)), torch.full((1, 16), 0.3))
+    on_grid = torch.rand(2, 4, 4, generator=g)
+    assert torch.equal(resample_attention_map(on_grid, (4, 4)), on_grid.reshape(2, 16))
+    # the model uses that function: a fine map gives the same loss as its pooled version
+    model = tiny_model()
+    pixels, _, noise = batch(2)
+    a = model(pixels, attention_map=fine, noise=noise).loss
+    b = model(pixels, attention_map=expected.reshape(2, 4, 4), noise=noise).loss
+    assert torch.allclose(a, b, rtol=1e-6)
+
+
+def test_gradients_flow_to_encoder_and_decoder():
+    model = tiny_model().train()
+    pixels, attention, noise = batch()
+    model(pixels, attention_map=attention, noise=noise).loss.backward()
+    for name in ["vit.embeddings.patch_embeddings.projection.weight", "vit.layers.0.attention.q_proj.weight",
+                 "vit.embeddings.cls_token", "decoder.decoder_pred.weight", "decoder.mask_token"]:
+        grad = model.get_parameter(name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    assert model.get_parameter("vit.embeddings.position_embeddings").grad is None  # fixed sin-cos, as in MAE
+    assert attention.grad is None  # the map is an input, not something to learn
+
+
+def test_bf16_autocast_stays_finite_and_weights_are_float32():
+    model = tiny_model()
+    pixels, attention, noise = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(pixels, attention_map=attention.bfloat16(), noise=noise, temperature=0.75)
+    assert out.patch_weights.dtype == torch.float32 and out.loss.dtype == torch.float32
+    assert torch.isfinite(out.loss)
+    fp32 = model(pixels, attention_map=attention, noise=noise, temperature=0.75).loss
+    assert out.loss.item() == pytest.approx(fp32.item(), rel=0.05)
+
+
+def test_return_dict_false_gives_a_tuple_with_the_loss_first():
+    model = tiny_model()
+    pixels, attention, noise = batch()
+    tup = model(pixels, attention_map=attention, noise=noise, return_dict=False)
+    assert isinstance(tup, tuple)
+    assert torch.equal(tup[0], model(pixels, attention_map=attention, noise=noise).loss)
+
+
+@pytest.mark.parametrize(
+    "attention_map, message",
+    [
+        (torch.rand(2, GRID, GRID), "batch size 2 does not match pixel_values batch size 3"),
+        (torch.rand(3, 1, GRID, GRID), "rank 4"),
+        (torch.rand(3, 15), "cannot be resampled to the 4x4 patch grid"),
+        (torch.rand(3, GRID, 0), "empty grid"),
+        (torch.ones(3, GRID, GRID, dtype=torch.long), "floating-point tensor, got dtype torch.int64"),
+        (torch.ones(3, GRID, GRID, dtype=torch.bool), "floating-point tensor, got dtype torch.bool"),
+        (torch.full((3, GRID, GRID), float("nan")), "NaN or inf"),
+        (torch.tensor([[float("inf")] * N] * 3), "NaN or inf"),
+    ],
+)
+def test_bad_attention_maps_raise_a_clear_error(attention_map, message):
+    model = tiny_model()
+    pixels, _, noise = batch()
+    with pytest.raises(ValueError, match=message):
+        model(pixels, attention_map=attention_map, noise=noise)
+
+
+@pytest.mark.parametrize("guidance", [g for g in GUIDANCE_MODES if g != "none"])
+def test_missing_map_raises_instead_of_training_vanilla_mae(guidance):
+    model = tiny_model(attg_guidance=guidance)
+    with pytest.raises(ValueError, match="needs an `attention_map`"):
+        model(batch()[0])
+
+
+def test_bad_temperature_raises():
+    model = tiny_model()
+    pixels, attention, noise = batch()
+    for tau in (0.0, -1.0):
+        with pytest.raises(ValueError, match="tau"):
+            model(pixels, attention_map=attention, noise=noise, temperature=tau)
+        with pytest.raises(ValueError, match="tau"):
+            model.set_attg_temperature(tau)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(attg_guidance="attention"), "attg_guidance must be one of"),
+        (dict(attg_temperature_schedule="linear"), "attg_temperature_schedule must be one of"),
+        (dict(attg_temperature=0.0), "attg_temperature"),
+        (dict(attg_temperature_end=-1.0), "attg_temperature_end"),
+        (dict(attg_quantile=1.0), "attg_quantile"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**kwargs)
+
+
+def test_config_defaults_follow_the_paper():
+    config = AttGViTMAEConfig()
+    assert config.model_type == "vit_mae"
+    assert (config.attg_temperature, config.attg_temperature_end) == (0.75, 1.0)
+    assert config.attg_guidance == "attg" and config.attg_temperature_schedule == "cosine"
+    assert config.norm_pix_loss is True and config.mask_ratio == 0.75 and config.attg_quantile == 0.1
+
+
+def test_a_guidance_changed_to_a_bad_value_after_construction_fails_at_forward():
+    model = tiny_model()
+    model.config.__dict__["attg_guidance"] = "typo"  # bypass the dataclass validation, as a raw edit would
+    with pytest.raises(ValueError, match="attg_guidance must be one of"):
+        model(*batch()[:2])
+
+
+def test_mask_ratio_zero_is_refused_for_pretraining():
+    model = tiny_model(mask_ratio=0.0)
+    with pytest.raises(ValueError, match="masks no patch"):
+        model(*batch()[:2])
