@@ -39,6 +39,12 @@ class AttGViTMAEConfig(ViTMAEConfig):
               `ViTMAEForPreTraining`'s.
         attg_quantile (`float`, *optional*, defaults to 0.1):
             Quantile (per image) under which "foreground_only" / "background_only" zero the loss. In [0, 1).
+        attg_pretraining_mask_ratio (`float`, *optional*):
+            Masking ratio that `AttGViTMAEForPreTraining` uses when this is set and `mask_ratio` is 0. Published
+            checkpoints store `mask_ratio=0.0` so that stock `ViTMAEModel` (and the `image-feature-extraction`
+            pipeline) returns every patch token instead of a random 25%, and `attg_pretraining_mask_ratio=0.75` so
+            that continued pre-training with this class still masks 75%. (Stock `ViTMAEForPreTraining` does not
+            read it: pass `mask_ratio=0.75` to it explicitly.)
         norm_pix_loss (`bool`, *optional*, defaults to `True`):
             Per-patch normalised reconstruction target, as in the paper (stock ViTMAE defaults to False).
     """
@@ -48,6 +54,7 @@ class AttGViTMAEConfig(ViTMAEConfig):
     attg_temperature_schedule: str = "cosine"
     attg_guidance: str = "attg"
     attg_quantile: float | int = 0.1
+    attg_pretraining_mask_ratio: float | None = None
     norm_pix_loss: bool = True
 
     def __post_init__(self, **kwargs):
@@ -70,6 +77,9 @@ def validate_attg_config(config) -> None:
             raise ValueError(f"{name} (tau) must be a number > 0, got {value!r}")
     if not 0.0 <= config.attg_quantile < 1.0:
         raise ValueError(f"attg_quantile must be in [0, 1), got {config.attg_quantile!r}")
+    pretraining_ratio = getattr(config, "attg_pretraining_mask_ratio", None)
+    if pretraining_ratio is not None and not 0.0 < pretraining_ratio < 1.0:
+        raise ValueError(f"attg_pretraining_mask_ratio must be in (0, 1), got {pretraining_ratio!r}")
     if not 0.0 <= config.mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1), got {config.mask_ratio!r}")
 

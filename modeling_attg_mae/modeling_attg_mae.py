@@ -168,6 +168,9 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
         if not isinstance(config, AttGViTMAEConfig):  # a stock ViTMAEConfig: add our defaults
             config = AttGViTMAEConfig(**config.to_dict())
         validate_attg_config(config)
+        if config.mask_ratio == 0 and config.attg_pretraining_mask_ratio is not None:
+            # an exported checkpoint (mask_ratio 0 for inference pipelines): pre-train with its recorded ratio
+            config.mask_ratio = config.attg_pretraining_mask_ratio
         super().__init__(config)
         self.register_buffer(
             "attg_temperature", torch.tensor(float(config.attg_temperature), dtype=torch.float32), persistent=False
@@ -293,7 +296,25 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
         )
 
 
+def save_for_inference_and_pretraining(model, save_directory, **kwargs) -> None:
+    """`save_pretrained` with `mask_ratio=0.0` and `attg_pretraining_mask_ratio` set to the training ratio.
+
+    Stock loaders and the `image-feature-extraction` pipeline then see every patch token (stock ViTMAE still
+    shuffles their order when it masks nothing; use `extract_features` for ordered tokens), and
+    `AttGViTMAEForPreTraining.from_pretrained` resumes pre-training with the original ratio.
+    """
+    config = model.config
+    ratio = config.mask_ratio if config.mask_ratio > 0 else config.attg_pretraining_mask_ratio
+    old = (config.mask_ratio, getattr(config, "attg_pretraining_mask_ratio", None))
+    config.mask_ratio, config.attg_pretraining_mask_ratio = 0.0, ratio
+    try:
+        model.save_pretrained(save_directory, **kwargs)
+    finally:
+        config.mask_ratio, config.attg_pretraining_mask_ratio = old
+
+
 __all__ = [
+    "save_for_inference_and_pretraining",
     "AttGViTMAEForPreTraining",
     "AttGViTMAEForPreTrainingOutput",
     "resample_attention_map",

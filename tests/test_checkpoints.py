@@ -99,3 +99,20 @@ def test_our_class_continues_from_a_stock_vitmae_checkpoint(tmp_path):
         assert torch.equal(model.state_dict()[name], tensor), name
     pixels, attention, noise = batch()
     assert torch.isfinite(model(pixels, attention_map=attention, noise=noise).loss)
+
+
+def test_exported_checkpoint_gives_all_tokens_to_stock_loaders_and_still_pretrains_at_75(tmp_path):
+    from transformers import ViTMAEModel
+
+    from modeling_attg_mae.modeling_attg_mae import save_for_inference_and_pretraining
+
+    model = tiny_model()
+    save_for_inference_and_pretraining(model, tmp_path / "export")
+    assert model.config.mask_ratio == 0.75  # the live model is untouched
+    saved = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert saved["mask_ratio"] == 0.0 and saved["attg_pretraining_mask_ratio"] == 0.75
+    encoder = ViTMAEModel.from_pretrained(tmp_path / "export")
+    assert encoder(torch.randn(1, 3, 32, 32)).last_hidden_state.shape == (1, 1 + 16, 32)
+    again = AttGViTMAEForPreTraining.from_pretrained(tmp_path / "export")
+    out = again(batch()[0], attention_map=batch()[1])
+    assert out.mask.sum(1).tolist() == [12, 12, 12]
