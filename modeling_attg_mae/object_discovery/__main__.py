@@ -1,0 +1,101 @@
+"""Precompute attention maps for a dataset and save (or push) it.
+
+    python -m modeling_attg_mae.object_discovery --method tokencut --dataset_name imagenette --output_dir maps/
+    python -m modeling_attg_mae.object_discovery --method dino --train_dir photos/ --output_dir maps/ --save_pictures 8
+    python -m modeling_attg_mae.object_discovery --method spectral_residual --output_dir maps/   # synthetic data
+    python -m modeling_attg_mae.object_discovery --method column --image_column object_mask --output_dir maps/
+
+Several GPUs: `--num_proc <n_gpus>` (worker i runs on cuda:i). Method parameters: `--method_kwargs '{"head": "max"}'`.
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+from transformers import HfArgumentParser
+
+from .map_step import add_attention_maps
+from .registry import METHODS
+
+
+@dataclass
+class ObjectDiscoveryArguments:
+    method: str = field(default="tokencut", metadata={"help": f"one of {sorted(METHODS)}"})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "detector (Hub id or folder); default: the method's own "
+                                        "(facebook/dino-vits16 for dino/tokencut, microsoft/resnet-50 for gradcam)"})
+    method_kwargs: str = field(default="{}", metadata={"help": "JSON object of method parameters"})
+    grid_size: int = field(default=14, metadata={"help": "side G of the stored (G, G) map grid"})
+    image_column: str = field(default="image", metadata={"help": "column the method reads (mask column for 'column')"})
+    batch_size: int = field(default=32, metadata={"help": "images per detector batch"})
+    num_proc: int | None = field(default=None, metadata={"help": "worker processes (one per GPU)"})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset name"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
+    train_dir: str | None = field(default=None, metadata={"help": "local image folder (imagefolder layout)"})
+    synthetic_num_train: int = field(default=4000, metadata={"help": "synthetic data (the default dataset): train size"})
+    synthetic_num_validation: int = field(default=1000, metadata={"help": "synthetic data: validation size"})
+    output_dir: str = field(default="attention_maps", metadata={"help": "save_to_disk folder"})
+    push_to_hub: bool = field(default=False, metadata={"help": "also push the dataset to the Hub"})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id for --push_to_hub"})
+    save_pictures: int = field(default=0, metadata={"help": "write a PNG of N image | map | weights rows"})
+    temperature: float = field(default=0.75, metadata={"help": "tau for the weights in the pictures"})
+
+    def __post_init__(self):
+        if self.dataset_name and self.train_dir:
+            raise ValueError("give --dataset_name or --train_dir, not both")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id")
+
+
+def load_source(data: DataArguments) -> datasets.DatasetDict:
+    if data.dataset_name:
+        return datasets.load_dataset(data.dataset_name, data.dataset_config_name)
+    if data.train_dir:
+        if not os.path.isdir(data.train_dir):
+            raise ValueError(f"--train_dir {data.train_dir!r} is not a folder")
+        return datasets.load_dataset("imagefolder", data_dir=data.train_dir)
+    from ..data.synthetic import load_synthetic_dataset
+
+    return load_synthetic_dataset(num_train=data.synthetic_num_train, num_validation=data.synthetic_num_validation)
+
+
+def main(argv=None):
+    parser = HfArgumentParser((ObjectDiscoveryArguments, DataArguments))
+    args, data = parser.parse_args_into_dataclasses(args=argv)
+    if args.method not in METHODS:
+        raise ValueError(f"unknown --method {args.method!r}; choose one of {sorted(METHODS)}")
+    params = json.loads(args.method_kwargs)
+    if not isinstance(params, dict):
+        raise ValueError(f"--method_kwargs must be a JSON object, got {args.method_kwargs!r}")
+    model = args.model_name_or_path or METHODS[args.method].default_model
+    source = load_source(data)
+    result = add_attention_maps(
+        source, args.method, model, image_column=args.image_column, grid_size=args.grid_size,
+        batch_size=args.batch_size, num_proc=args.num_proc, **params,
+    )
+    result.save_to_disk(data.output_dir)
+    print(f"saved {', '.join(f'{k}: {len(v)}' for k, v in result.items())} rows with attention maps to {data.output_dir}")
+    if data.save_pictures > 0:
+        from ..visualize import save_guidance_grid
+
+        split = next(iter(result.values())).select(range(min(data.save_pictures, len(next(iter(result.values()))))))
+        picture_column = "image" if "image" in split.column_names else args.image_column
+        path = save_guidance_grid(
+            split[picture_column], split.with_format("numpy")["attention_map"],
+            os.path.join(data.output_dir, "attention_maps.png"), temperature=data.temperature,
+            max_rows=data.save_pictures,
+        )
+        print(f"wrote {path}")
+    if data.push_to_hub:
+        result.push_to_hub(data.hub_model_id)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,68 @@
+"""The object-discovery methods by name, and the interface they share.
+
+A method turns a batch of images into float32 maps `(B, h, w)` on its own grid (the ViT patch grid, the
+ResNet's last stage, the saliency image, ...); the map always covers the whole image. Pooling onto the MAE
+patch grid happens later, through `resample_attention_map`.
+"""
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+METHODS: dict[str, type["ObjectDiscoveryMethod"]] = {}
+
+
+def register(cls):
+    METHODS[cls.name] = cls
+    return cls
+
+
+class ObjectDiscoveryMethod:
+    """Base class: `method(images) -> (B, h, w)` float32 on the method's device.
+
+    Subclasses set `name`, `needs_model`, `default_model` and implement `preprocess` (images -> inputs
+    tensor on CPU), `compute` (inputs on the device -> maps) and `params` (everything that changes the
+    output, for the cache fingerprint).
+    """
+
+    name: ClassVar[str]
+    needs_model: ClassVar[bool] = False
+    default_model: ClassVar[str | None] = None
+    device: torch.device = torch.device("cpu")
+
+    def preprocess(self, images: Sequence, row_offset=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        raise NotImplementedError
+
+    def __call__(self, images: Sequence, row_offset=None) -> torch.Tensor:
+        inputs = self.preprocess(images, row_offset=row_offset)
+        return self.compute(inputs.to(self.device))
+
+
+def build_method(
+    method: str,
+    model_name_or_path: str | None = None,
+    device: str | torch.device = "cpu",
+    **params,
+) -> ObjectDiscoveryMethod:
+    """Build a method by name: `dino`, `tokencut`, `gradcam` (load `model_name_or_path` with transformers),
+    `spectral_residual`, `column` (no model)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown object-discovery method {method!r}; choose one of {sorted(METHODS)}")
+    cls = METHODS[method]
+    if cls.needs_model:
+        if not model_name_or_path:
+            raise ValueError(
+                f"method {method!r} needs a model: pass model_name_or_path, e.g. {cls.default_model!r} "
+                "(a Hub id or a local folder written by save_pretrained)"
+            )
+        return cls.from_pretrained(model_name_or_path, device=device, **params)
+    if model_name_or_path:
+        raise ValueError(f"method {method!r} uses no model, but model_name_or_path={model_name_or_path!r} was given")
+    return cls(device=device, **params)

@@ -1,0 +1,111 @@
+"""Pictures of the guidance, like the paper's Figures 1 and 3: image | map | loss weights | reconstruction.
+
+No matplotlib: the colormap is a piecewise-linear approximation of "inferno" in numpy.
+"""
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .modeling_attg_mae import normalize_attention_map
+
+# (position, RGB) anchors of the inferno colormap: dark = low, yellow = high
+_INFERNO = np.array([
+    [0.00, 0, 0, 4], [0.13, 27, 12, 65], [0.25, 74, 12, 107], [0.38, 120, 28, 109], [0.50, 165, 44, 96],
+    [0.63, 207, 68, 70], [0.75, 237, 105, 37], [0.88, 251, 155, 6], [1.00, 252, 255, 164],
+], dtype=np.float64)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] `(H, W)` -> RGB uint8 `(H, W, 3)` (values outside are clipped)."""
+    values = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    channels = [np.interp(values, _INFERNO[:, 0], _INFERNO[:, c]) for c in (1, 2, 3)]
+    return np.stack(channels, axis=-1).round().astype(np.uint8)
+
+
+def _image_tile(image, size: int) -> Image.Image:
+    """PIL image, uint8 array `(H, W[, C])`, or float tensor/array `(3, H, W)` in [0, 1] -> RGB tile."""
+    if isinstance(image, Image.Image):
+        pil = image.convert("RGB")
+    else:
+        array = image.detach().cpu().numpy() if torch.is_tensor(image) else np.asarray(image)
+        if array.dtype != np.uint8:
+            if array.ndim != 3 or array.shape[0] not in (1, 3):
+                raise ValueError(f"float images must have shape (3, H, W) in [0, 1], got {array.shape}")
+            array = (np.clip(array.transpose(1, 2, 0), 0.0, 1.0) * 255).round().astype(np.uint8)
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3):
+            raise ValueError(f"uint8 images must have shape (H, W) or (H, W, 3), got {array.shape}")
+        pil = Image.fromarray(array).convert("RGB")
+    return pil.resize((size, size), Image.BICUBIC)
+
+
+def _as_maps(attention_maps, count: int) -> torch.Tensor:
+    maps = torch.as_tensor(np.asarray(attention_maps, dtype=np.float32)) if not torch.is_tensor(attention_maps) \
+        else attention_maps.detach().float().cpu()
+    if maps.dim() == 2:  # (B, N) on a square grid
+        side = math.isqrt(maps.shape[1])
+        if side * side != maps.shape[1]:
+            raise ValueError(f"flat attention maps need a square number of patches, got {maps.shape[1]}")
+        maps = maps.view(-1, side, side)
+    if maps.dim() != 3 or maps.shape[0] < count:
+        raise ValueError(f"attention_maps must be (B, h, w) or (B, h*w) with B >= {count}, got {tuple(maps.shape)}")
+    return maps[:count]
+
+
+def _map_tile(values: np.ndarray, size: int) -> Image.Image:
+    # nearest keeps the patch grid visible: each cell is one weight of the loss
+    return Image.fromarray(colormap(values)).resize((size, size), Image.NEAREST)
+
+
+def save_guidance_grid(
+    images: Sequence,
+    attention_maps,
+    path: str | os.PathLike,
+    temperature: float = 0.75,
+    reconstructions: Sequence | None = None,
+    max_rows: int = 8,
+    tile_size: int = 128,
+) -> str:
+    """Write a PNG with one row per image: image | map | loss weights exp(M_norm / tau) | reconstruction.
+
+    Args:
+        images: PIL images, uint8 arrays `(H, W, 3)`, or float tensors `(3, H, W)` in [0, 1].
+        attention_maps: `(B, h, w)` or `(B, h*w)` maps (any scale: min-max normalised per image here).
+        path: the PNG to write (parent folders are created).
+        temperature: tau of Eq. 1; the weights are shown on the fixed scale [1, e^(1/tau)].
+        reconstructions: optional, one per image, same formats as `images`.
+        max_rows: at most this many rows.
+
+    Returns the path written.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    rows = min(len(images), max_rows)
+    if rows == 0:
+        raise ValueError("save_guidance_grid got no images")
+    if reconstructions is not None and len(reconstructions) < rows:
+        raise ValueError(f"got {len(reconstructions)} reconstructions for {rows} images")
+    maps = _as_maps(attention_maps, rows)
+    grid_h, grid_w = maps.shape[1:]
+    norm = normalize_attention_map(maps.reshape(rows, -1)).view(rows, grid_h, grid_w).numpy()  # M_norm in [0, 1]
+    weights = np.exp(norm / temperature)  # Eq. 1
+    top = math.exp(1.0 / temperature)
+    columns = 3 + (reconstructions is not None)
+    gap = 4
+    canvas = Image.new("RGB", (columns * tile_size + (columns - 1) * gap, rows * tile_size + (rows - 1) * gap), "white")
+    for row in range(rows):
+        tiles = [_image_tile(images[row], tile_size), _map_tile(norm[row], tile_size),
+                 _map_tile((weights[row] - 1.0) / (top - 1.0), tile_size)]
+        if reconstructions is not None:
+            tiles.append(_image_tile(reconstructions[row], tile_size))
+        for column, tile in enumerate(tiles):
+            canvas.paste(tile, (column * (tile_size + gap), row * (tile_size + gap)))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    canvas.save(path)
+    return str(path)
