@@ -1,0 +1,114 @@
+"""Where pre-training images come from: a Hub dataset, a local image folder, or the embedded synthetic benchmark."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import datasets
+
+from .synthetic import load_synthetic_dataset
+
+
+def _image_extensions() -> tuple[str, ...]:
+    # the suffixes the "imagefolder" builder itself picks up, so that our emptiness check agrees with it
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    return tuple(extension.lower() for extension in ImageFolder.EXTENSIONS)
+
+
+def check_image_folder(path: str | os.PathLike, argument: str = "train_dir") -> None:
+    """Raise ValueError unless `path` is a directory holding at least one image file (searched recursively)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{argument}={path!r} does not exist")
+    if not os.path.isdir(path):
+        raise ValueError(f"{argument}={path!r} is not a directory (expected a folder of images, optionally in "
+                         "one sub-folder per class)")
+    extensions = _image_extensions()
+    for _, _, files in os.walk(path):
+        if any(name.lower().endswith(extensions) for name in files):
+            return
+    raise ValueError(f"{argument}={path!r} contains no image files (looked recursively for "
+                     f"{', '.join(extensions[:8])}, ...); point it at a folder of images")
+
+
+def load_image_dataset(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_dir: str | os.PathLike | None = None,
+    validation_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    synthetic_kwargs: dict | None = None,
+) -> datasets.DatasetDict:
+    """Load the images to pre-train on, from exactly one source.
+
+    Args:
+        dataset_name: a Hub dataset (`datasets.load_dataset(dataset_name, dataset_config_name)`).
+        dataset_config_name: its configuration, if any.
+        train_dir: a local image folder (`load_dataset("imagefolder", data_dir=train_dir)`: class sub-folders
+            become a `label` column); its images form the `train` split.
+        validation_dir: optional second folder, loaded the same way as the `validation` split.
+        cache_dir: the `datasets` cache for Hub / folder data; for the synthetic data, the folder where it is
+            saved (see `load_synthetic_dataset`).
+        synthetic_kwargs: arguments of `load_synthetic_dataset`, used when neither a name nor a folder is given.
+
+    Returns:
+        `datasets.DatasetDict` (the synthetic data: train, validation, validation_mixed_rand, validation_only_fg).
+    """
+    if dataset_name is not None and (train_dir is not None or validation_dir is not None):
+        raise ValueError(f"give either dataset_name ({dataset_name!r}) or train_dir/validation_dir "
+                         f"({train_dir!r}/{validation_dir!r}), not both")
+    if validation_dir is not None and train_dir is None:
+        raise ValueError(f"validation_dir={validation_dir!r} was given without train_dir")
+    if synthetic_kwargs and (dataset_name is not None or train_dir is not None):
+        raise ValueError("synthetic_kwargs only apply to the embedded synthetic dataset, but a dataset_name or "
+                         "train_dir was given as well")
+    if dataset_config_name is not None and dataset_name is None:
+        raise ValueError(f"dataset_config_name={dataset_config_name!r} needs a dataset_name")
+    cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+    if dataset_name is not None:
+        dataset = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
+        if not isinstance(dataset, datasets.DatasetDict):  # an IterableDatasetDict (streaming) has no __len__
+            raise ValueError(f"{dataset_name!r} did not load as a DatasetDict (got {type(dataset).__name__})")
+        return dataset
+    if train_dir is not None:
+        splits = {"train": train_dir} if validation_dir is None else {"train": train_dir, "validation": validation_dir}
+        result = {}
+        for split, folder in splits.items():
+            check_image_folder(folder, "train_dir" if split == "train" else "validation_dir")
+            loaded = datasets.load_dataset("imagefolder", data_dir=os.fspath(folder), cache_dir=cache_dir)
+            if len(loaded) != 1:
+                raise ValueError(f"{folder!r} loaded as several splits {list(loaded)}; point "
+                                 f"{'train_dir' if split == 'train' else 'validation_dir'} at one split's folder")
+            result[split] = next(iter(loaded.values()))
+        return datasets.DatasetDict(result)
+    return load_synthetic_dataset(**(synthetic_kwargs or {}), cache_dir=cache_dir)
+
+
+def check_columns(
+    dataset: datasets.Dataset | datasets.DatasetDict,
+    image_column: str,
+    label_column: str | None = None,
+    other_columns: Iterable[str] = (),
+) -> None:
+    """Raise ValueError unless every split has `image_column` (a `datasets.Image`), `label_column` and `other_columns`.
+
+    The message names the missing column, the split, and the columns that do exist.
+    """
+    splits = dataset.items() if isinstance(dataset, datasets.DatasetDict) else [(str(dataset.split), dataset)]
+    wanted = [("image_column", image_column)]
+    if label_column is not None:
+        wanted.append(("label_column", label_column))
+    wanted += [("column", name) for name in other_columns]
+    for split, data in splits:
+        columns = list(data.column_names)
+        for argument, name in wanted:
+            if name not in columns:
+                raise ValueError(f"{argument} {name!r} not found in split {split!r}; the dataset has columns "
+                                 f"{columns}")
+        feature = data.features.get(image_column) if data.features is not None else None
+        if feature is not None and not isinstance(feature, datasets.Image):
+            raise ValueError(f"image_column {image_column!r} in split {split!r} is a {type(feature).__name__}, not "
+                             f"a datasets.Image; columns with images: "
+                             f"{[c for c, f in data.features.items() if isinstance(f, datasets.Image)]}")
