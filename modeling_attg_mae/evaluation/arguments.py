@@ -1,0 +1,102 @@
+"""Argument dataclasses of `run_knn.py` and `run_linear_probe.py` (parsed with `HfArgumentParser`)."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE
+
+
+@dataclass
+class EvalModelArguments:
+    model_name_or_path: str = field(
+        metadata={"help": "Checkpoint folder or Hub id: ours, facebook/vit-mae-*, or any ViT AutoModel (DINO, DINOv2, DeiT)."}
+    )
+    pooling: Literal["cls", "mean", "cls+mean"] = field(default="cls", metadata={"help": "Global feature: CLS token, patch mean, or both."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Hugging Face cache for models and datasets."})
+    model_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub checkpoint."})
+
+
+@dataclass
+class EvalDataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset; default: the embedded synthetic dataset."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the Hub dataset."})
+    train_dir: str | None = field(default=None, metadata={"help": "Image folder (one sub-folder per class) for the train split."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Image folder for the validation split."})
+    train_split: str = field(default="train", metadata={"help": "Split that forms the k-NN bank / trains the probe."})
+    eval_splits: list[str] | None = field(
+        default=None, metadata={"help": "Splits to report, each separately; default: every split except train_split."}
+    )
+    image_column_name: str = field(default="image", metadata={"help": "Column holding the images."})
+    label_column_name: str = field(default="label", metadata={"help": "Column holding the integer class ids."})
+
+
+@dataclass
+class EvalRunArguments:
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where results JSON files are written."})
+    feature_cache_dir: str | None = field(
+        default="outputs/feature_cache", metadata={"help": "Feature cache folder (safetensors); empty string disables it."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute features even when cached."})
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass, per process."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers for image decoding."})
+    update_model_card: bool = field(default=True, metadata={"help": "Add the results to README.md of a local checkpoint folder."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the updated model card to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repo to push the card to; default: model_name_or_path when it is a Hub id."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of the few-shot subsets."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self):
+        if self.feature_cache_dir == "":
+            self.feature_cache_dir = None
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+
+
+@dataclass
+class KNNArguments:
+    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "Numbers of neighbours, all reported."})
+    temperature: float = field(default=DEFAULT_TEMPERATURE, metadata={"help": "T of the vote weight exp(cos / T)."})
+    few_shot: list[int] = field(
+        default_factory=list, metadata={"help": "Images per class for few-shot k-NN, e.g. 1 5 10 20 (paper Table 3)."}
+    )
+    few_shot_k: int = field(default=5, metadata={"help": "k of the few-shot k-NN (the paper uses 5)."})
+
+    def __post_init__(self):
+        if not self.ks or min(self.ks) < 1 or self.few_shot_k < 1:
+            raise ValueError(f"ks and few_shot_k must be >= 1, got ks={self.ks}, few_shot_k={self.few_shot_k}")
+        if self.few_shot and min(self.few_shot) < 1:
+            raise ValueError(f"few_shot sizes must be >= 1, got {self.few_shot}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class LinearProbeArguments:
+    mode: Literal["protocol", "features"] = field(
+        default="protocol",
+        metadata={"help": "protocol: MAE's (augmented images every epoch); features: fast, on cached un-augmented features."},
+    )
+    epochs: int = field(default=90, metadata={"help": "Training epochs (MAE: 90)."})
+    warmup_epochs: float = field(default=10, metadata={"help": "Linear warmup epochs (MAE: 10)."})
+    probe_batch_size: int = field(default=256, metadata={"help": "Effective batch of the probe (MAE: 16384); lr = base_lr * batch / 256."})
+    base_lr: float = field(
+        default=0.1,
+        metadata={"help": "MAE: 0.1. LARS moves weights by ~lr * 0.001 * |w| per step, so small datasets need a larger one."},
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay on the head's weights (MAE: 0)."})
+    few_shot: list[int] = field(
+        default_factory=list, metadata={"help": "Images per class for few-shot linear probes, e.g. 10 25 50 (paper Table 7)."}
+    )
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.probe_batch_size < 2 or self.base_lr <= 0 or not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(
+                f"need epochs >= 1, probe_batch_size >= 2, base_lr > 0, 0 <= warmup_epochs <= epochs; got {self}"
+            )
+        if self.few_shot and min(self.few_shot) < 1:
+            raise ValueError(f"few_shot sizes must be >= 1, got {self.few_shot}")
+
+
+__all__ = ["EvalModelArguments", "EvalDataArguments", "EvalRunArguments", "KNNArguments", "LinearProbeArguments"]

@@ -1,0 +1,309 @@
+"""The two evaluations end to end: `run_knn` and `run_linear_probe` (what the CLIs call).
+
+Results JSON (`<output_dir>/knn_results.json`, `<output_dir>/linear_probe_results.json`), schema version 1:
+
+    {
+      "schema_version": 1,
+      "checkpoint": "<model_name_or_path>", "dataset": "<dataset label>", "train_split": "train",
+      "pooling": "cls", "num_classes": 10,
+      "results": [
+        {"method": "knn", "split": "validation", "k": 20, "shots": null, "seed": null,
+         "top1": 81.2, "top5": 97.0, "num_queries": 500},
+        {"method": "knn_few_shot", "split": "validation", "k": 5, "shots": 1, "seed": 0, "top1": ..., "top5": ...},
+        {"method": "knn_few_shot", "split": "validation", "k": 5, "shots": 1, "seed": null, "top1": <mean>,
+         "top5": <mean>, "top1_std": ..., "top5_std": ..., "num_seeds": 3},
+        {"method": "linear_probe" | "linear_probe_features", "k": null, "shots": null, "seed": 0, ...},
+        {"method": "linear_few_shot" | "linear_few_shot_features", "shots": 10, "seed": 0, ...}, ...
+      ]
+    }
+
+`top1` / `top5` are accuracies in percent. A row with `seed: null` and `num_seeds` is the mean (and sample
+std) over the seeds of the rows above it. "…_features" methods are the fast mode on cached features
+(no augmentation); "linear_probe" is MAE's protocol.
+"""
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from .few_shot import mean_std, sample_few_shot
+from .knn import knn_classify
+from .linear_probe import linear_probe_rank, train_linear_probe, train_linear_probe_on_features
+from .metrics import top_k_accuracy
+from .runner import (
+    check_label_column,
+    check_split,
+    eval_transform_for,
+    load_encoder,
+    num_classes_of,
+    probe_train_transform_for,
+    split_features,
+    write_results,
+)
+
+
+def _load_dataset(model_args, data_args):
+    from ..data import load_image_dataset
+
+    return load_image_dataset(
+        dataset_name=data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name,
+        train_dir=data_args.train_dir,
+        validation_dir=data_args.validation_dir,
+        cache_dir=model_args.cache_dir,
+    )
+
+
+def _dataset_description(data_args) -> dict:
+    return {
+        "dataset_name": data_args.dataset_name or ("imagefolder" if data_args.train_dir else "synthetic"),
+        "dataset_config_name": data_args.dataset_config_name,
+        "train_dir": data_args.train_dir,
+        "validation_dir": data_args.validation_dir,
+    }
+
+
+def _dataset_label(data_args) -> str:
+    if data_args.dataset_name:
+        return data_args.dataset_name
+    return str(data_args.train_dir) if data_args.train_dir else "attg-mae-synthetic"
+
+
+class _Setup:
+    """Encoder, dataset, splits checked up front, and a features(split) function through the cache."""
+
+    def __init__(self, model_args, data_args, run_args, dataset=None, accelerator=None):
+        from accelerate import Accelerator
+
+        self.accelerator = accelerator or Accelerator()
+        self.model_args, self.data_args, self.run_args = model_args, data_args, run_args
+        self.dataset = dataset if dataset is not None else _load_dataset(model_args, data_args)
+        # Bad splits and columns fail here, before a model is loaded or a feature extracted.
+        check_split(self.dataset, data_args.train_split)
+        self.eval_splits = data_args.eval_splits or [s for s in self.dataset if s != data_args.train_split]
+        if not self.eval_splits:
+            raise ValueError(f"no eval split: the dataset has only {sorted(self.dataset.keys())}; pass --eval_splits")
+        for split in [data_args.train_split, *self.eval_splits]:
+            check_split(self.dataset, split)
+            check_label_column(self.dataset[split], split, data_args.image_column_name, data_args.label_column_name)
+        self.model, self.info = load_encoder(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision)
+        self.model.to(self.accelerator.device)
+        self.transform = eval_transform_for(self.info)
+        self.cache_hits: dict[str, bool] = {}
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        features, labels, hit = split_features(
+            self.model,
+            self.info,
+            self.dataset,
+            split,
+            _dataset_description(self.data_args),
+            self.data_args.image_column_name,
+            self.data_args.label_column_name,
+            self.transform,
+            self.model_args.pooling,
+            self.run_args.batch_size,
+            self.run_args.feature_cache_dir,
+            self.run_args.overwrite_cache,
+            self.run_args.num_workers,
+            self.accelerator,
+            self.run_args.progress and self.is_main,
+        )
+        self.cache_hits[split] = hit
+        return features, labels
+
+    def num_classes(self, labels: torch.Tensor) -> int:
+        split = self.dataset[self.data_args.train_split]
+        return num_classes_of(split, self.data_args.label_column_name, labels)
+
+    def payload(self, rows: list[dict], num_classes: int) -> dict:
+        return {
+            "schema_version": 1,
+            "checkpoint": self.info.model_name_or_path,
+            "dataset": _dataset_label(self.data_args),
+            "train_split": self.data_args.train_split,
+            "pooling": self.model_args.pooling,
+            "num_classes": num_classes,
+            "results": rows,
+        }
+
+    def finish(self, rows: list[dict], num_classes: int, filename: str) -> dict:
+        """Write the JSON, update (and push) the model card; main process only."""
+        payload = self.payload(rows, num_classes)
+        if not self.is_main:
+            return payload
+        path = write_results(Path(self.run_args.output_dir) / filename, payload)
+        payload["results_file"] = str(path)
+        from ..hub import push_model_card, update_model_card_results
+
+        checkpoint_dir = Path(self.model_args.model_name_or_path)
+        repo_id = self.run_args.hub_model_id or (None if checkpoint_dir.is_dir() else self.model_args.model_name_or_path)
+        if self.run_args.update_model_card and checkpoint_dir.is_dir():
+            update_model_card_results(checkpoint_dir, rows, dataset=_dataset_label(self.data_args), pooling=self.model_args.pooling)
+            payload["model_card"] = str(checkpoint_dir / "README.md")
+        if self.run_args.push_to_hub:
+            if repo_id is None:
+                raise ValueError("push_to_hub needs --hub_model_id for a local checkpoint folder")
+            if not checkpoint_dir.is_dir():
+                raise ValueError("push_to_hub updates the card of a local checkpoint folder; download the checkpoint first")
+            push_model_card(checkpoint_dir, repo_id)
+        return payload
+
+
+def _accuracy_row(method: str, split: str, ranked: torch.Tensor, labels: torch.Tensor, **fields) -> dict:
+    accuracy = top_k_accuracy(ranked, labels)
+    return {
+        "method": method,
+        "split": split,
+        "k": fields.pop("k", None),
+        "shots": fields.pop("shots", None),
+        "seed": fields.pop("seed", None),
+        "top1": 100.0 * accuracy["top1"],
+        "top5": 100.0 * accuracy["top5"],
+        "num_queries": int(labels.shape[0]),
+        **fields,
+    }
+
+
+def _summary_row(rows: list[dict]) -> dict:
+    top1, top1_std = mean_std([r["top1"] for r in rows])
+    top5, top5_std = mean_std([r["top5"] for r in rows])
+    first = rows[0]
+    return {
+        "method": first["method"], "split": first["split"], "k": first["k"], "shots": first["shots"], "seed": None,
+        "top1": top1, "top5": top5, "top1_std": top1_std, "top5_std": top5_std, "num_seeds": len(rows),
+        "num_queries": first["num_queries"],
+    }
+
+
+def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator=None) -> dict:
+    """Weighted k-NN (all `ks`) and few-shot k-NN on every eval split; returns the results payload."""
+    setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
+    bank, bank_labels = setup.features(data_args.train_split)
+    if max(knn_args.ks) > bank.shape[0]:
+        raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({bank.shape[0]} train images)")
+    num_classes = setup.num_classes(bank_labels)
+    subsets = {
+        (shots, seed): sample_few_shot(bank_labels, shots, seed) for shots in knn_args.few_shot for seed in run_args.seeds
+    }
+    rows = []
+    for split in setup.eval_splits:
+        queries, query_labels = setup.features(split)
+        if not setup.is_main:
+            continue
+        ranked = knn_classify(bank, bank_labels, queries, knn_args.ks, knn_args.temperature, num_classes, progress=run_args.progress)
+        rows += [_accuracy_row("knn", split, ranked[k], query_labels, k=k) for k in sorted(ranked)]
+        for shots in knn_args.few_shot:
+            per_seed = []
+            for seed in run_args.seeds:
+                idx = subsets[(shots, seed)]
+                if knn_args.few_shot_k > idx.numel():
+                    raise ValueError(
+                        f"few_shot_k={knn_args.few_shot_k} is larger than the {shots}-shot bank ({idx.numel()} images)"
+                    )
+                few = knn_classify(bank[idx], bank_labels[idx], queries, [knn_args.few_shot_k], knn_args.temperature, num_classes)
+                per_seed.append(
+                    _accuracy_row("knn_few_shot", split, few[knn_args.few_shot_k], query_labels, k=knn_args.few_shot_k, shots=shots, seed=seed)
+                )
+            rows += per_seed + [_summary_row(per_seed)]
+    payload = setup.finish(rows, num_classes, "knn_results.json")
+    payload["cache_hits"] = setup.cache_hits
+    return payload
+
+
+class _AugmentedImages(Dataset):
+    def __init__(self, split_dataset, image_column, label_column, transform):
+        self.data, self.image_column, self.label_column, self.transform = split_dataset, image_column, label_column, transform
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        example = self.data[int(index)]
+        return {"pixel_values": self.transform(example[self.image_column]), "labels": int(example[self.label_column])}
+
+
+def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, accelerator=None) -> dict:
+    """Linear probe (protocol or fast mode) and few-shot linear probes, each evaluated on every eval split."""
+    setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
+    accelerator = setup.accelerator
+    fast = probe_args.mode == "features"
+    if fast:
+        train_features, train_labels = setup.features(data_args.train_split)
+        num_features = train_features.shape[1]
+    else:  # the protocol re-encodes augmented images: no un-augmented train features needed
+        train_split = setup.dataset[data_args.train_split]
+        train_labels = torch.as_tensor(train_split[data_args.label_column_name], dtype=torch.long)
+        num_features = setup.info.hidden_size * (2 if model_args.pooling == "cls+mean" else 1)
+    num_classes = setup.num_classes(train_labels)
+    eval_features = {split: setup.features(split) for split in setup.eval_splits}
+    suffix = "_features" if fast else ""
+    hparams = dict(epochs=probe_args.epochs, warmup_epochs=probe_args.warmup_epochs, base_lr=probe_args.base_lr, weight_decay=probe_args.weight_decay)
+    if not fast:
+        augmented = _AugmentedImages(
+            setup.dataset[data_args.train_split], data_args.image_column_name, data_args.label_column_name,
+            probe_train_transform_for(setup.info),
+        )
+
+    def train(indices: torch.Tensor | None, seed: int):
+        if fast:
+            features = train_features if indices is None else train_features[indices]
+            labels = train_labels if indices is None else train_labels[indices]
+            return train_linear_probe_on_features(
+                features.to(accelerator.device), labels.to(accelerator.device), num_classes,
+                batch_size=probe_args.probe_batch_size, seed=seed, progress=run_args.progress and setup.is_main, **hparams,
+            )
+        data = augmented if indices is None else Subset(augmented, indices.tolist())
+        per_process = max(2, probe_args.probe_batch_size // accelerator.num_processes)
+        loader = DataLoader(
+            data, batch_size=min(per_process, len(data)), shuffle=True, drop_last=True,
+            num_workers=run_args.num_workers, generator=torch.Generator().manual_seed(seed),
+        )
+        loader = accelerator.prepare(loader)
+        return train_linear_probe(
+            setup.model, loader, num_features, num_classes, model_args.pooling, seed=seed,
+            accelerator=accelerator, progress=run_args.progress and setup.is_main, **hparams,
+        )
+
+    def evaluate(head, method: str, **fields) -> list[dict]:
+        return [
+            _accuracy_row(method, split, linear_probe_rank(head, features), labels, **fields)
+            for split, (features, labels) in eval_features.items()
+        ]
+
+    seed = run_args.seeds[0]
+    head = train(None, seed)
+    rows = evaluate(head, "linear_probe" + suffix, seed=seed) if setup.is_main else []
+    for shots in probe_args.few_shot:
+        per_seed = []
+        for seed in run_args.seeds:
+            head = train(sample_few_shot(train_labels, shots, seed), seed)
+            per_seed += evaluate(head, "linear_few_shot" + suffix, shots=shots, seed=seed)
+        for split in setup.eval_splits if setup.is_main else []:
+            rows += [r for r in per_seed if r["split"] == split]
+            rows.append(_summary_row([r for r in per_seed if r["split"] == split]))
+    payload = setup.finish(rows, num_classes, "linear_probe_results.json")
+    payload["cache_hits"] = setup.cache_hits
+    return payload
+
+
+def format_results_table(payload: dict) -> str:
+    """A plain-text table of the result rows (few-shot: the mean over seeds, with its std)."""
+    lines = [f"{'method':<26}{'split':<26}{'k':>5}{'shots':>7}{'top1':>13}{'top5':>9}"]
+    for row in payload["results"]:
+        if row.get("shots") is not None and row.get("seed") is not None:
+            continue
+        top1 = f"{row['top1']:.2f}" + (f"±{row['top1_std']:.1f}" if "top1_std" in row else "")
+        lines.append(
+            f"{row['method']:<26}{row['split']:<26}{row['k'] or '-':>5}{row['shots'] or '-':>7}{top1:>13}{row['top5']:>9.2f}"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["run_knn", "run_linear_probe", "format_results_table"]

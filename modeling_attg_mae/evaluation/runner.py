@@ -1,0 +1,271 @@
+"""Wiring for the evaluation CLIs: checkpoint -> encoder + transform, dataset -> split features (cached, sharded).
+
+Everything here is plumbing between the pieces that hold the logic (`features.extract_features`, `knn`,
+`linear_probe`, `feature_cache`, the data module); `run_knn.py` / `run_linear_probe.py` call `run_knn` /
+`run_linear_probe` in `evaluation.pipelines`.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..features import extract_features
+from .feature_cache import cache_key, cached_features, checkpoint_fingerprint
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Model types whose encoders `extract_features` understands (CLS first, then optional registers, then patches).
+VIT_MODEL_TYPES = ("vit_mae", "vit", "deit", "dinov2", "dinov2_with_registers", "vit_msn")
+
+
+@dataclass
+class EncoderInfo:
+    """What the evaluation needs to know about a checkpoint besides its weights."""
+
+    model_name_or_path: str
+    model_type: str
+    image_size: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    hidden_size: int
+    commit_hash: str | None
+
+    def transform_description(self) -> dict:
+        return {
+            "name": "resize_center_crop",
+            "image_size": self.image_size,
+            "resize": round(self.image_size * 256 / 224),
+            "interpolation": "bicubic",
+            "mean": list(self.image_mean),
+            "std": list(self.image_std),
+        }
+
+
+def _image_size(config) -> int:
+    size = getattr(config, "image_size", None)
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"non-square image_size {size} is not supported by the evaluation transform")
+        size = size[0]
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"the checkpoint's config has no usable image_size (got {size!r})")
+    return size
+
+
+def _normalisation(model_name_or_path: str, cache_dir=None, revision=None) -> tuple[tuple, tuple]:
+    """Mean/std from the checkpoint's `preprocessor_config.json`, else ImageNet's (as MAE and DINO use)."""
+    from transformers.utils import cached_file
+
+    path = cached_file(
+        model_name_or_path,
+        "preprocessor_config.json",
+        cache_dir=cache_dir,
+        revision=revision,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    if path is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    config = json.loads(Path(path).read_text())
+    mean, std = config.get("image_mean", IMAGENET_MEAN), config.get("image_std", IMAGENET_STD)
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"{path}: image_mean / image_std must have 3 entries, got {mean} / {std}")
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision: str | None = None):
+    """`(encoder, EncoderInfo)` for any ViT checkpoint: ours, stock `facebook/vit-mae-*`, ViT, DeiT, DINO(v2).
+
+    ViTMAE checkpoints (ours included: model_type stays "vit_mae") load as `ViTMAEModel`, i.e. the encoder
+    only; others through `AutoModel`. Anything else (a ResNet, a text model) is a ValueError, before any weights load.
+    """
+    from transformers import AutoConfig, AutoModel, ViTMAEModel
+
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load a model config from {model_name_or_path!r}: {error}") from error
+    model_type = getattr(config, "model_type", None)
+    if model_type not in VIT_MODEL_TYPES:
+        raise ValueError(
+            f"{model_name_or_path!r} is a {model_type!r} checkpoint, not a ViT; evaluation supports {VIT_MODEL_TYPES}"
+        )
+    loader = ViTMAEModel if model_type == "vit_mae" else AutoModel
+    kwargs = {"add_pooling_layer": False} if model_type in ("vit", "deit") else {}
+    model = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision, **kwargs)
+    model.eval().requires_grad_(False)
+    mean, std = _normalisation(model_name_or_path, cache_dir, revision)
+    info = EncoderInfo(
+        model_name_or_path=str(model_name_or_path),
+        model_type=model_type,
+        image_size=_image_size(config),
+        image_mean=mean,
+        image_std=std,
+        hidden_size=int(config.hidden_size),
+        commit_hash=getattr(config, "_commit_hash", None),
+    )
+    return model, info
+
+
+def eval_transform_for(info: EncoderInfo):
+    """The data module's evaluation transform (resize 256/224 bicubic, center crop, normalise) for this encoder."""
+    from ..data.transforms import build_eval_transform
+
+    return build_eval_transform(info.image_size, image_mean=info.image_mean, image_std=info.image_std)
+
+
+def probe_train_transform_for(info: EncoderInfo):
+    """The data module's training transform for the linear probe (RandomResizedCrop + flip, normalise)."""
+    from ..data.transforms import build_train_transform
+
+    return build_train_transform(info.image_size, image_mean=info.image_mean, image_std=info.image_std)
+
+
+def check_split(dataset, split: str) -> None:
+    if split not in dataset:
+        raise ValueError(f"unknown split {split!r}; the dataset has splits {sorted(dataset.keys())}")
+
+
+def check_label_column(split_dataset, split: str, image_column: str, label_column: str) -> None:
+    """Both columns must exist; the message lists the columns that do."""
+    columns = split_dataset.column_names
+    for kind, name in (("image", image_column), ("label", label_column)):
+        if name not in columns:
+            raise ValueError(
+                f"{kind} column {name!r} not found in split {split!r}; its columns are {columns} "
+                f"(pass --{kind}_column_name)"
+            )
+
+
+def num_classes_of(split_dataset, label_column: str, labels: torch.Tensor) -> int:
+    """From the `ClassLabel` feature when there is one (classes absent from a split still count), else max + 1."""
+    feature = split_dataset.features[label_column]
+    names = getattr(feature, "names", None)
+    return len(names) if names else int(labels.max()) + 1
+
+
+class _TransformedImages(Dataset):
+    def __init__(self, split_dataset, indices, image_column: str, transform):
+        self.data, self.indices, self.column, self.transform = split_dataset, indices, image_column, transform
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, position):
+        return self.transform(self.data[int(self.indices[position])][self.column])
+
+
+@torch.no_grad()
+def extract_split_features(
+    model,
+    split_dataset,
+    image_column: str,
+    transform,
+    pooling: str = "cls",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    accelerator=None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Features `(N, D)` of every image of a split, in dataset order.
+
+    With an `accelerate.Accelerator` of several processes, process r encodes the r-th contiguous shard (padded
+    to equal length with the last index), one `gather` collects them, and the padding is dropped: every process
+    ends with all N features in order.
+    """
+    num_images = len(split_dataset)
+    if num_images == 0:
+        raise ValueError("cannot extract features of an empty split")
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    per_process = -(-num_images // world)
+    indices = [min(i, num_images - 1) for i in range(rank * per_process, (rank + 1) * per_process)]
+    loader = DataLoader(
+        _TransformedImages(split_dataset, indices, image_column, transform),
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )
+    chunks = []
+    for pixel_values in tqdm(loader, desc=f"features [{rank}/{world}]", unit="batch", disable=not progress):
+        chunks.append(extract_features(model, pixel_values.to(device), pooling))  # (b, D)
+    features = torch.cat(chunks)  # (per_process, D)
+    if world > 1:
+        features = accelerator.gather(features.contiguous())  # (world * per_process, D), rank-major
+    return features[:num_images].cpu()
+
+
+def split_features(
+    model,
+    info: EncoderInfo,
+    dataset,
+    split: str,
+    dataset_description: dict,
+    image_column: str,
+    label_column: str,
+    transform,
+    pooling: str,
+    batch_size: int,
+    cache_dir: str | None,
+    overwrite_cache: bool = False,
+    num_workers: int = 0,
+    accelerator=None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """`(features (N, D), labels (N,), cache_hit)` of one split, through the feature cache."""
+    check_split(dataset, split)
+    split_dataset = dataset[split]
+    check_label_column(split_dataset, split, image_column, label_column)
+    labels = torch.as_tensor(split_dataset[label_column], dtype=torch.long)
+    key = cache_key(
+        checkpoint=checkpoint_fingerprint(info.model_name_or_path, info.commit_hash),
+        dataset={**dataset_description, "fingerprint": split_dataset._fingerprint, "num_rows": len(split_dataset)},
+        split=split,
+        transform=info.transform_description(),
+        pooling=pooling,
+    )
+
+    def compute():
+        features = extract_split_features(
+            model, split_dataset, image_column, transform, pooling, batch_size, num_workers, accelerator, progress
+        )
+        return features, labels
+
+    is_main = accelerator is None or accelerator.is_main_process
+    # Every process must agree on hit or miss (a miss runs a collective gather), so all read the same file state
+    # before the main process writes.
+    if accelerator is not None and cache_dir is not None:
+        accelerator.wait_for_everyone()
+    features, cached_labels, hit = cached_features(cache_dir, key, compute, overwrite_cache, write=is_main)
+    if accelerator is not None and cache_dir is not None:
+        accelerator.wait_for_everyone()
+    if not torch.equal(cached_labels, labels):
+        raise ValueError(f"cached labels of split {split!r} differ from the dataset's; rerun with overwrite_cache")
+    return features, labels, hit
+
+
+def write_results(path: str | os.PathLike, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+__all__ = [
+    "EncoderInfo",
+    "VIT_MODEL_TYPES",
+    "load_encoder",
+    "eval_transform_for",
+    "probe_train_transform_for",
+    "check_split",
+    "check_label_column",
+    "num_classes_of",
+    "extract_split_features",
+    "split_features",
+    "write_results",
+]
