@@ -5,7 +5,7 @@ Results JSON (`<output_dir>/knn_results.json`, `<output_dir>/linear_probe_result
     {
       "schema_version": 1,
       "checkpoint": "<model_name_or_path>", "dataset": "<dataset label>", "train_split": "train",
-      "pooling": "cls", "num_classes": 10,
+      "pooling": "cls", "num_classes": 10, "num_processes": 1,
       "results": [
         {"method": "knn", "split": "validation", "k": 20, "shots": null, "seed": null,
          "top1": 81.2, "top5": 97.0, "num_queries": 500},
@@ -130,6 +130,7 @@ class _Setup:
             "train_split": self.data_args.train_split,
             "pooling": self.model_args.pooling,
             "num_classes": num_classes,
+            "num_processes": self.accelerator.num_processes,
             "results": rows,
         }
 

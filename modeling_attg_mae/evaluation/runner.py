@@ -33,13 +33,14 @@ class EncoderInfo:
     image_mean: tuple[float, ...]
     image_std: tuple[float, ...]
     hidden_size: int
+    patch_size: int
     commit_hash: str | None
 
     def transform_description(self) -> dict:
         return {
             "name": "resize_center_crop",
             "image_size": self.image_size,
-            "resize": round(self.image_size * 256 / 224),
+            "resize": int(self.image_size * 256 / 224),
             "interpolation": "bicubic",
             "mean": list(self.image_mean),
             "std": list(self.image_std),
@@ -85,6 +86,7 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
     only; others through `AutoModel`. Anything else (a ResNet, a text model) is a ValueError, before any weights load.
     """
     from transformers import AutoConfig, AutoModel, ViTMAEModel
+    from transformers.utils import logging as transformers_logging
 
     try:
         config = AutoConfig.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision)
@@ -97,7 +99,13 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
         )
     loader = ViTMAEModel if model_type == "vit_mae" else AutoModel
     kwargs = {"add_pooling_layer": False} if model_type in ("vit", "deit") else {}
-    model = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision, **kwargs)
+    verbosity = transformers_logging.get_verbosity()
+    if model_type == "vit_mae":  # the decoder weights of a pre-training checkpoint are unused here, by design
+        transformers_logging.set_verbosity_error()
+    try:
+        model = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision, **kwargs)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     model.eval().requires_grad_(False)
     mean, std = _normalisation(model_name_or_path, cache_dir, revision)
     info = EncoderInfo(
@@ -107,23 +115,38 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
         image_mean=mean,
         image_std=std,
         hidden_size=int(config.hidden_size),
+        patch_size=int(config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]),
         commit_hash=getattr(config, "_commit_hash", None),
     )
     return model, info
 
 
+class _PixelsOnly:
+    """Adapts the data module's `(image, map, generator) -> (pixel_values, map)` transforms to `image -> pixel_values`."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image):
+        return self.transform(image)[0]
+
+
 def eval_transform_for(info: EncoderInfo):
-    """The data module's evaluation transform (resize 256/224 bicubic, center crop, normalise) for this encoder."""
-    from ..data.transforms import build_eval_transform
+    """The data module's `EvalTransform` (resize shorter side to size * 256/224 bicubic, center crop, normalise)."""
+    from ..data.transforms import EvalTransform
 
-    return build_eval_transform(info.image_size, image_mean=info.image_mean, image_std=info.image_std)
+    return _PixelsOnly(EvalTransform(info.image_size, mean=info.image_mean, std=info.image_std))
 
 
-def probe_train_transform_for(info: EncoderInfo):
-    """The data module's training transform for the linear probe (RandomResizedCrop + flip, normalise)."""
-    from ..data.transforms import build_train_transform
+def probe_train_transform_for(info: EncoderInfo, seed: int | None = None):
+    """MAE's linear-probe augmentation: RandomResizedCrop (torchvision's default scale (0.08, 1), bicubic)
+    + horizontal flip + normalisation, i.e. the data module's `PretrainTransform` with that scale."""
+    from ..data.transforms import PretrainTransform
 
-    return build_train_transform(info.image_size, image_mean=info.image_mean, image_std=info.image_std)
+    transform = PretrainTransform(
+        info.image_size, info.patch_size, scale=(0.08, 1.0), mean=info.image_mean, std=info.image_std, seed=seed
+    )
+    return _PixelsOnly(transform)
 
 
 def check_split(dataset, split: str) -> None:
@@ -132,14 +155,12 @@ def check_split(dataset, split: str) -> None:
 
 
 def check_label_column(split_dataset, split: str, image_column: str, label_column: str) -> None:
-    """Both columns must exist; the message lists the columns that do."""
-    columns = split_dataset.column_names
-    for kind, name in (("image", image_column), ("label", label_column)):
-        if name not in columns:
-            raise ValueError(
-                f"{kind} column {name!r} not found in split {split!r}; its columns are {columns} "
-                f"(pass --{kind}_column_name)"
-            )
+    """Both columns must exist (and the image column hold images); the message lists the columns that do."""
+    import datasets
+
+    from ..data import check_columns
+
+    check_columns(datasets.DatasetDict({split: split_dataset}), image_column, label_column)
 
 
 def num_classes_of(split_dataset, label_column: str, labels: torch.Tensor) -> int:

@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Weighted k-NN evaluation (DINO's vote, several k) and few-shot k-NN of a frozen ViT, per eval split.
+
+Single process (the embedded synthetic dataset by default):
+
+    python run_knn.py --model_name_or_path outputs/demo --few_shot 1 5 10 20
+
+Several processes (feature extraction is sharded and gathered; on GPUs drop ACCELERATE_USE_CPU):
+
+    accelerate launch --multi_gpu --num_processes 8 run_knn.py --model_name_or_path facebook/vit-mae-large \\
+        --dataset_name imagenet-1k --train_split train --eval_splits validation --ks 10 20 100 200
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 run_knn.py --model_name_or_path outputs/demo
+
+or `python run_knn.py args.json` with the same fields. Results go to `<output_dir>/knn_results.json` (schema in
+`modeling_attg_mae/evaluation/pipelines.py`) and into the checkpoint folder's README.md model card.
+"""
+
+import json
+import sys
+
+from transformers import HfArgumentParser
+
+from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments
+from modeling_attg_mae.evaluation.pipelines import format_results_table, run_knn
+
+
+def main(argv=None):
+    parser = HfArgumentParser((EvalModelArguments, EvalDataArguments, EvalRunArguments, KNNArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        model_args, data_args, run_args, knn_args = parser.parse_json_file(argv[0])
+    else:
+        model_args, data_args, run_args, knn_args = parser.parse_args_into_dataclasses(argv)
+    payload = run_knn(model_args, data_args, run_args, knn_args)
+    if "results_file" in payload:  # main process
+        print(format_results_table(payload))
+        print(f"results: {payload['results_file']}" + (f"  model card: {payload['model_card']}" if "model_card" in payload else ""))
+        print(f"feature cache hits: {json.dumps(payload['cache_hits'])}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Model cards: rendered from model_cards/, parsed back by ModelCard.load, every metric kept."""
+
+import json
+
+import pytest
+from huggingface_hub import EvalResult, ModelCard
+
+from modeling_attg_mae.hub import eval_results_from_rows, render_model_card, update_model_card_results
+
+
+def _render(tmp_path, **kwargs):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit_mae", "image_size": 64, "mask_ratio": 0.75}))
+    defaults = dict(
+        base_model="facebook/vit-mae-base",
+        datasets=["imagenet-1k"],
+        object_discovery={"method": "tokencut", "model": "facebook/dino-vits16"},
+        temperature={"start": 0.75, "end": 1.0, "schedule": "cosine"},
+        training_hparams={"epochs": 800, "base_learning_rate": 1.5e-4},
+        tags=["demo"],
+    )
+    return render_model_card(tmp_path, **{**defaults, **kwargs})
+
+
+def _knn_row(split, k, top1, **extra):
+    return {"method": "knn", "split": split, "k": k, "shots": None, "seed": None, "top1": top1, "top5": 90.0, **extra}
+
+
+def test_rendered_card_has_metadata_and_sections(tmp_path):
+    _render(tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.pipeline_tag == "image-feature-extraction"
+    assert card.data.library_name == "transformers"
+    assert card.data.tags == ["attg-mae", "mae", "vit", "self-supervised", "demo"]
+    assert card.data.datasets == ["imagenet-1k"] and card.data.base_model == "facebook/vit-mae-base"
+    for text in ("| method | tokencut |", "| schedule | cosine |", "| start | 0.75 |", "| base_learning_rate | 0.00015 |",
+                 "random, ratio 0.75", "torch.randn(1, 3, 64, 64)"):
+        assert text in card.text, text
+    assert card.data.eval_results is None
+
+
+def test_every_metric_survives_the_round_trip(tmp_path):
+    rows = [_knn_row("validation", k, 50.0 + k) for k in (10, 20, 100, 200)]
+    rows += [{"method": "knn_few_shot", "split": "validation", "k": 5, "shots": 1, "seed": s, "top1": 10.0 + s, "top5": 30.0}
+             for s in (0, 1)]
+    rows.append({"method": "knn_few_shot", "split": "validation", "k": 5, "shots": 1, "seed": None, "top1": 10.5,
+                 "top5": 30.0, "top1_std": 0.7, "top5_std": 0.0, "num_seeds": 2})
+    _render(tmp_path, results=rows, results_dataset="synthetic")
+    card = ModelCard.load(tmp_path / "README.md")
+    # 4 k x 2 + the few-shot mean x 2 (per-seed rows are not metrics of the card): all in one task/dataset/split
+    got = {(r.metric_config, r.metric_value) for r in card.data.eval_results}
+    expected = {(f"knn-k{k}-top1-cls", 50.0 + k) for k in (10, 20, 100, 200)}
+    expected |= {(f"knn-k{k}-top5-cls", 90.0) for k in (10, 20, 100, 200)}
+    expected |= {("knn-few-shot-k5-1shot-top1-cls", 10.5), ("knn-few-shot-k5-1shot-top5-cls", 30.0)}
+    assert got == expected
+    assert all(r.dataset_split == "validation" and r.task_type == "image-classification" for r in card.data.eval_results)
+    assert "few-shot k-NN top-1 (k=5, 1-shot, mean of 2 seeds, cls pooling) | 10.50" in card.text
+
+
+def test_update_replaces_same_metric_and_keeps_the_others(tmp_path):
+    _render(tmp_path, results=[_knn_row("validation", 20, 60.0)], results_dataset="synthetic")
+    update_model_card_results(tmp_path, [_knn_row("validation", 20, 61.0), _knn_row("validation_mixed_rand", 20, 40.0)],
+                              dataset="synthetic", pooling="cls")
+    update_model_card_results(tmp_path, [_knn_row("validation", 20, 55.0)], dataset="synthetic", pooling="mean")
+    card = ModelCard.load(tmp_path / "README.md")
+    values = {(r.dataset_split, r.metric_config): r.metric_value for r in card.data.eval_results}
+    assert values == {
+        ("validation", "knn-k20-top1-cls"): 61.0, ("validation", "knn-k20-top5-cls"): 90.0,
+        ("validation_mixed_rand", "knn-k20-top1-cls"): 40.0, ("validation_mixed_rand", "knn-k20-top5-cls"): 90.0,
+        ("validation", "knn-k20-top1-mean"): 55.0, ("validation", "knn-k20-top5-mean"): 90.0,
+    }
+    assert card.text.count("<!-- attg-mae:results:start -->") == 1 and "| 61.00 |" in card.text and "| 60.00 |" not in card.text
+    assert "| method | tokencut |" in card.text  # the rest of the body is untouched
+
+
+def test_update_creates_a_card_for_a_folder_without_one(tmp_path):
+    update_model_card_results(tmp_path, [_knn_row("validation", 20, 60.0)], dataset="imagenet-1k", pooling="cls")
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.pipeline_tag == "image-feature-extraction" and len(card.data.eval_results) == 2
+
+
+def test_eval_results_and_bad_input(tmp_path):
+    results = eval_results_from_rows([_knn_row("validation", 20, 60.123)], "synthetic", "cls+mean")
+    assert [r.metric_value for r in results] == [60.12, 90.0]
+    assert results[0].metric_config == "knn-k20-top1-cls+mean"
+    card = _render(tmp_path, results=[EvalResult(task_type="image-classification", dataset_type="d", dataset_name="d",
+                                                   metric_type="accuracy", metric_value=1.0, metric_config="x")])
+    assert len(card.data.eval_results) == 1
+    with pytest.raises(ValueError, match="object_discovery must be a dict"):
+        _render(tmp_path, object_discovery="tokencut")
+    with pytest.raises(ValueError, match="results_dataset"):
+        _render(tmp_path, results=[_knn_row("validation", 20, 60.0)])
+    with pytest.raises(ValueError, match="not a folder"):
+        render_model_card(tmp_path / "missing", object_discovery={}, temperature={}, training_hparams={})

@@ -1,0 +1,216 @@
+"""End to end: run_knn / run_linear_probe on a tiny random-weight checkpoint and tiny datasets built here."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
+
+from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining, extract_features
+from modeling_attg_mae.evaluation import knn_classify
+from modeling_attg_mae.evaluation.arguments import (
+    EvalDataArguments,
+    EvalModelArguments,
+    EvalRunArguments,
+    KNNArguments,
+    LinearProbeArguments,
+)
+from modeling_attg_mae.evaluation.pipelines import run_knn, run_linear_probe
+
+REPO = Path(__file__).resolve().parents[1]
+COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
+
+
+def _image(label: int, rng) -> Image.Image:
+    pixels = np.clip(np.array(COLOURS[label]) + rng.normal(0, 40, (40, 48, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)  # 48x40: not square, so the resize + center crop matters
+
+
+def _dataset(per_class=(8, 4, 4)) -> datasets.DatasetDict:
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["r", "g", "b"])})
+    splits = {}
+    for split, n in zip(("train", "validation", "validation_shifted"), per_class):
+        labels = [c for c in range(3) for _ in range(n)]
+        splits[split] = datasets.Dataset.from_dict({"image": [_image(c, rng) for c in labels], "label": labels}, features=features)
+    return datasets.DatasetDict(splits)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = AttGViTMAEConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
+        decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt")
+    AttGViTMAEForPreTraining(config).save_pretrained(path)
+    return path
+
+
+def _args(checkpoint, tmp_path, **overrides):
+    model = EvalModelArguments(model_name_or_path=str(checkpoint), pooling=overrides.pop("pooling", "cls"))
+    data = EvalDataArguments(**{k: overrides.pop(k) for k in list(overrides) if k in EvalDataArguments.__dataclass_fields__})
+    run = EvalRunArguments(output_dir=str(tmp_path / "out"), feature_cache_dir=str(tmp_path / "cache"), progress=False,
+                           batch_size=5, **{k: overrides.pop(k) for k in list(overrides) if k in EvalRunArguments.__dataclass_fields__})
+    return model, data, run, overrides
+
+
+def _reference_features(checkpoint, split_dataset):
+    """Encode by hand: stock ViTMAEModel, PIL resize of the shorter side to int(32 * 256/224) = 36, center crop 32."""
+    from transformers import ViTMAEModel
+
+    model = ViTMAEModel.from_pretrained(checkpoint).eval()
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    batch = []
+    for image in split_dataset["image"]:
+        resized = image.convert("RGB").resize((43, 36), Image.BICUBIC)  # 48x40 -> shorter side 36, width int(36*48/40)
+        array = np.asarray(resized.crop((6, 2, 38, 34)), dtype=np.float32) / 255  # round((43-32)/2)=6, round(2)=2
+        batch.append((torch.from_numpy(array).permute(2, 0, 1) - mean) / std)
+    return extract_features(model, torch.stack(batch), "cls")
+
+
+def test_knn_run_matches_hand_pipeline_and_caches(checkpoint, tmp_path):
+    dataset = _dataset()
+    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path)
+    knn_args = KNNArguments(ks=[1, 3, 10], few_shot=[1, 2], few_shot_k=3)
+    first = run_knn(model_args, data_args, run_args, knn_args, dataset=dataset)
+    assert first["cache_hits"] == {"train": False, "validation": False, "validation_shifted": False}
+
+    bank, queries = _reference_features(checkpoint, dataset["train"]), _reference_features(checkpoint, dataset["validation"])
+    bank_labels, labels = torch.tensor(dataset["train"]["label"]), torch.tensor(dataset["validation"]["label"])
+    knn_rows = {r["k"]: r for r in first["results"] if r["method"] == "knn" and r["split"] == "validation"}
+    assert sorted(knn_rows) == [1, 3, 10]
+    for k, row in knn_rows.items():
+        ranked = knn_classify(bank, bank_labels, queries, ks=[k])[k]
+        assert row["top1"] == pytest.approx(100 * (ranked[:, 0] == labels).float().mean().item())
+        assert row["top5"] == 100.0 and row["num_queries"] == 12  # 3 classes: top-5 always hits
+
+    few = [r for r in first["results"] if r["method"] == "knn_few_shot" and r["split"] == "validation" and r["shots"] == 2]
+    assert [r["seed"] for r in few] == [0, 1, 2, None]
+    assert few[-1]["top1"] == pytest.approx(np.mean([r["top1"] for r in few[:3]]))
+    assert few[-1]["top1_std"] == pytest.approx(np.std([r["top1"] for r in few[:3]], ddof=1))
+
+    saved = json.loads((tmp_path / "out" / "knn_results.json").read_text())
+    assert saved["results"] == first["results"] and saved["schema_version"] == 1
+    assert {"method", "split", "k", "shots", "seed", "top1", "top5"} <= set(saved["results"][0])
+
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(checkpoint / "README.md")
+    # 2 splits x (3 k + 2 few-shot means) x (top1, top5): every metric kept, none merged
+    assert len(card.data.eval_results) == 2 * 5 * 2
+    assert len({(r.dataset_split, r.metric_config) for r in card.data.eval_results}) == 20
+
+    second = run_knn(model_args, data_args, run_args, knn_args, dataset=dataset)
+    assert second["cache_hits"] == {"train": True, "validation": True, "validation_shifted": True}
+    assert second["results"] == first["results"]
+    _, _, run_overwrite, _ = _args(checkpoint, tmp_path, overwrite_cache=True)
+    third = run_knn(model_args, data_args, run_overwrite, knn_args, dataset=dataset)
+    assert not any(third["cache_hits"].values())
+    mean_args = EvalModelArguments(model_name_or_path=str(checkpoint), pooling="mean")
+    assert not any(run_knn(mean_args, data_args, run_args, knn_args, dataset=dataset)["cache_hits"].values())
+
+
+def test_bad_input_gives_clear_errors(checkpoint, tmp_path):
+    dataset = _dataset()
+    knn = KNNArguments(ks=[3])
+    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["test"])
+    with pytest.raises(ValueError, match=r"unknown split 'test'.*'train', 'validation'"):
+        run_knn(model_args, data_args, run_args, knn, dataset=dataset)
+    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, label_column_name="class")
+    with pytest.raises(ValueError, match=r"'class' not found.*\['image', 'label'\]"):
+        run_knn(model_args, data_args, run_args, knn, dataset=dataset)
+    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path)
+    with pytest.raises(ValueError, match=r"k=100 is larger than the k-NN bank \(24"):
+        run_knn(model_args, data_args, run_args, KNNArguments(ks=[10, 100]), dataset=dataset)
+    resnet = tmp_path / "resnet"
+    ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1])).save_pretrained(resnet)
+    model_args, data_args, run_args, _ = _args(resnet, tmp_path)
+    with pytest.raises(ValueError, match="'resnet' checkpoint, not a ViT"):
+        run_knn(model_args, data_args, run_args, knn, dataset=dataset)
+
+
+def test_plain_vit_checkpoint_and_its_normalisation(tmp_path):
+    """Any ViT AutoModel loads; mean/std come from its preprocessor_config.json."""
+    from transformers import ViTImageProcessor
+
+    from modeling_attg_mae.evaluation.runner import load_encoder
+
+    path = tmp_path / "vit"
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)).save_pretrained(path)
+    ViTImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]).save_pretrained(path)
+    model, info = load_encoder(str(path))
+    assert isinstance(model, ViTModel) and (info.image_size, info.patch_size, info.hidden_size) == (32, 8, 32)
+    assert info.image_mean == (0.5, 0.5, 0.5) and info.image_std == (0.25, 0.25, 0.25)
+    model_args, data_args, run_args, _ = _args(path, tmp_path)
+    payload = run_knn(model_args, data_args, run_args, KNNArguments(ks=[3]), dataset=_dataset())
+    assert [r["split"] for r in payload["results"]] == ["validation", "validation_shifted"]
+
+
+def test_linear_probe_runs_both_modes(checkpoint, tmp_path):
+    dataset = _dataset()
+    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["validation"], seeds=[0, 1])
+    probe = LinearProbeArguments(mode="features", epochs=50, warmup_epochs=5, probe_batch_size=8, base_lr=100.0, few_shot=[3])
+    fast = run_linear_probe(model_args, data_args, run_args, probe, dataset=dataset)
+    methods = [(r["method"], r["shots"], r["seed"]) for r in fast["results"]]
+    assert methods == [("linear_probe_features", None, 0), ("linear_few_shot_features", 3, 0),
+                       ("linear_few_shot_features", 3, 1), ("linear_few_shot_features", 3, None)]
+    # colour classes are separable even for random weights: the probe must find it
+    assert fast["results"][0]["top1"] >= 90.0
+    probe = LinearProbeArguments(mode="protocol", epochs=2, warmup_epochs=1, probe_batch_size=8, base_lr=10.0)
+    protocol = run_linear_probe(model_args, data_args, run_args, probe, dataset=dataset)
+    assert [r["method"] for r in protocol["results"]] == ["linear_probe"]
+    assert "train" not in protocol["cache_hits"]  # the protocol encodes augmented images, not cached ones
+    assert 0.0 <= protocol["results"][0]["top1"] <= 100.0
+
+
+def _image_folders(root: Path):
+    dataset = _dataset()
+    for split, folder in (("train", root / "train"), ("validation", root / "val")):
+        for i, example in enumerate(dataset[split]):
+            target = folder / "rgb"[example["label"]]
+            target.mkdir(parents=True, exist_ok=True)
+            example["image"].save(target / f"{i}.png")
+    return root / "train", root / "val"
+
+
+def test_two_process_accelerate_launch_matches_single_process(checkpoint, tmp_path):
+    train_dir, val_dir = _image_folders(tmp_path)
+    common = ["--model_name_or_path", str(checkpoint), "--train_dir", str(train_dir), "--validation_dir", str(val_dir),
+              "--ks", "1", "3", "--batch_size", "4", "--progress", "false", "--update_model_card", "false",
+              "--cache_dir", str(tmp_path / "hf")]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "run_knn.py", *common,
+         "--output_dir", str(tmp_path / "two"), "--feature_cache_dir", str(tmp_path / "cache_two")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run(
+        [sys.executable, "run_knn.py", *common, "--output_dir", str(tmp_path / "one"), "--feature_cache_dir", str(tmp_path / "cache_one")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    two_json = json.loads((tmp_path / "two" / "knn_results.json").read_text())
+    one_json = json.loads((tmp_path / "one" / "knn_results.json").read_text())
+    assert (two_json["num_processes"], one_json["num_processes"]) == (2, 1)
+    assert two_json["results"] == one_json["results"]
+    # the gathered features equal the single-process ones row by row (order kept across the shards)
+    from safetensors.torch import load_file
+
+    for name in ("cache_one", "cache_two"):
+        assert len(list((tmp_path / name).glob("*.safetensors"))) == 2
+    pairs = zip(sorted((tmp_path / "cache_one").glob("*")), sorted((tmp_path / "cache_two").glob("*")))
+    for a, b in pairs:  # same keys (checkpoint, dataset, split, transform, pooling) -> same file names
+        assert a.name == b.name
+        torch.testing.assert_close(load_file(a)["features"], load_file(b)["features"], rtol=1e-5, atol=1e-5)
