@@ -5,9 +5,13 @@ applied to the map as well, or the weights land on the wrong patches. Maps cover
 grid (a 14x14 DINO map, a 64x64 object mask, ...). A crop box is therefore carried over in *relative*
 coordinates: the map is sampled (nearest cell) at the centres of a fine grid of points covering the box, flipped
 with the image, and then area-averaged onto the model's patch grid by
-`modeling_attg_mae.modeling_attg_mae.resample_attention_map`, the one resampling function of the package. With
-at least one sample per output pixel and per map cell, each patch receives the area-weighted mean of the map
-cells it covers: the full image with a map already on the patch grid comes back unchanged.
+`modeling_attg_mae.modeling_attg_mae.resample_attention_map`, the one resampling function of the package.
+Per patch, the samples form a k x k lattice with k = max(pixels per patch, map cells per patch in the box):
+each output pixel takes the map cell under its centre, like the image pixel it weights, and a patch gets the
+mean over its lattice, i.e. the area-weighted mean of the map cells it covers (exact when cell edges fall on
+sample boundaries). The full image with a map already on the patch grid comes back unchanged (to float rounding). Nearest cells
+rather than bilinear interpolation: a map cell is the score of an image region, and blurring it across the
+crop would move weight onto neighbouring patches.
 
 `PretrainTransform` is MAE's pre-training augmentation (RandomResizedCrop scale (0.2, 1), ratio (3/4, 4/3),
 bicubic, horizontal flip, ImageNet normalisation); `EvalTransform` is resize(size * 256 / 224) + center crop.
@@ -127,9 +131,10 @@ def crop_attention_map(
         raise ValueError(f"crop box {box} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (relative coordinates)")
     if output_size % grid_h or output_size % grid_w:
         raise ValueError(f"output_size {output_size} is not divisible by the patch grid {grid_h}x{grid_w}")
-    # samples per patch: one per output pixel, and at least two per map cell so that no cell is skipped
-    per_patch_h = max(output_size // grid_h, math.ceil(2 * height * (y1 - y0) / grid_h))
-    per_patch_w = max(output_size // grid_w, math.ceil(2 * width * (x1 - x0) / grid_w))
+    # samples per patch: one per output pixel (what the image shows), and no sparser than the map's cells
+    # inside the box, so that no cell of a fine map (e.g. a full-resolution mask) falls between two samples
+    per_patch_h = max(output_size // grid_h, math.ceil(height * (y1 - y0) / grid_h))
+    per_patch_w = max(output_size // grid_w, math.ceil(width * (x1 - x0) / grid_w))
     rows_rel = y0 + (torch.arange(grid_h * per_patch_h, dtype=torch.float64) + 0.5) / (grid_h * per_patch_h) * (y1 - y0)
     cols_rel = x0 + (torch.arange(grid_w * per_patch_w, dtype=torch.float64) + 0.5) / (grid_w * per_patch_w) * (x1 - x0)
     if flip:
