@@ -28,6 +28,7 @@ from modeling_attg_mae.data import (
     load_image_dataset,
     load_synthetic_dataset,
     stack_pretrain_batch,
+    to_normalized_tensor,
     with_pretrain_transform,
 )
 
@@ -228,8 +229,6 @@ def test_known_box_crop_puts_weights_on_the_object():
     expected_patches = {(2, 4), (2, 5), (3, 4), (3, 5)}
     assert _hot(out_map) == expected_patches
     assert out_map.sum().item() == pytest.approx(4.0)
-    from modeling_attg_mae.data import to_normalized_tensor
-
     assert _bright_patches(to_normalized_tensor(pixel_values), 8) == expected_patches
 
 

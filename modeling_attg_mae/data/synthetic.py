@@ -44,9 +44,11 @@ value by one). Bump `GENERATOR_VERSION` whenever the output changes: it is part 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from typing import Literal
@@ -427,8 +429,6 @@ def generate_synthetic_dataset(
 
 def synthetic_parameters(**kwargs) -> dict:
     """The full, JSON-able parameter set (defaults filled in) that determines the generated data."""
-    import inspect
-
     signature = inspect.signature(generate_synthetic_dataset)
     unknown = set(kwargs) - set(signature.parameters)
     if unknown:
@@ -512,7 +512,5 @@ def load_synthetic_dataset(
     try:
         os.rename(staging, folder)
     except OSError:  # another process finished first: keep its (identical) copy
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
     return datasets.load_from_disk(folder)

@@ -9,7 +9,8 @@ with the image, and then area-averaged onto the model's patch grid by
 Per patch, the samples form a k x k lattice with k = max(pixels per patch, map cells per patch in the box):
 each output pixel takes the map cell under its centre, like the image pixel it weights, and a patch gets the
 mean over its lattice, i.e. the area-weighted mean of the map cells it covers (exact when cell edges fall on
-sample boundaries). The full image with a map already on the patch grid comes back unchanged (to float rounding). Nearest cells
+sample boundaries). The full image with a map already on the patch grid comes back unchanged (to float
+rounding). Nearest cells
 rather than bilinear interpolation: a map cell is the score of an image region, and blurring it across the
 crop would move weight onto neighbouring patches.
 
