@@ -214,3 +214,17 @@ def test_two_process_accelerate_launch_matches_single_process(checkpoint, tmp_pa
     for a, b in pairs:  # same keys (checkpoint, dataset, split, transform, pooling) -> same file names
         assert a.name == b.name
         torch.testing.assert_close(load_file(a)["features"], load_file(b)["features"], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_accepts_a_json_file(checkpoint, tmp_path):
+    import run_knn
+
+    train_dir, val_dir = _image_folders(tmp_path)
+    config = {"model_name_or_path": str(checkpoint), "train_dir": str(train_dir), "validation_dir": str(val_dir),
+              "ks": [2], "output_dir": str(tmp_path / "out"), "feature_cache_dir": "", "progress": False,
+              "update_model_card": False, "cache_dir": str(tmp_path / "hf")}
+    (tmp_path / "args.json").write_text(json.dumps(config))
+    payload = run_knn.main([str(tmp_path / "args.json")])
+    assert [(r["method"], r["split"], r["k"]) for r in payload["results"]] == [("knn", "validation", 2)]
+    assert payload["cache_hits"] == {"train": False, "validation": False}  # "" disables the cache
+    assert not (tmp_path / "cache").exists()

@@ -190,6 +190,7 @@ def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator
     if max(knn_args.ks) > bank.shape[0]:
         raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({bank.shape[0]} train images)")
     num_classes = setup.num_classes(bank_labels)
+    bank = bank.to(setup.accelerator.device)  # the similarity matmuls run where the model ran (the GPU if any)
     subsets = {
         (shots, seed): sample_few_shot(bank_labels, shots, seed) for shots in knn_args.few_shot for seed in run_args.seeds
     }
