@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from transformers import ViTMAEForPreTraining
 from transformers import initialization as init
-from transformers.models.vit_mae.modeling_vit_mae import ViTMAEForPreTrainingOutput
+from transformers.models.vit_mae.modeling_vit_mae import (
+    ViTMAEDecoder,
+    ViTMAEEmbeddings,
+    ViTMAEForPreTrainingOutput,
+    build_2d_sinusoidal_position_embedding,
+)
 from transformers.utils.generic import can_return_tuple
 
 try:  # relative import when this file travels alone to the Hub (remote code)
@@ -144,6 +149,47 @@ def attention_masking_noise(attention_norm: torch.Tensor, generator: torch.Gener
     return ranks.float()
 
 
+def _fixed_sincos(pos_embed: torch.Tensor) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos table `(1, 1 + N, D)` with a zero CLS row, in the official checkpoints' layout."""
+    grid = int(round((pos_embed.shape[1] - 1) ** 0.5))
+    table = build_2d_sinusoidal_position_embedding(height=grid, width=grid, embed_dim=pos_embed.shape[-1],
+                                                   cls_token=True)
+    half = table.shape[-1] // 2  # the official code swapped h and w: its checkpoints hold [w | h]
+    return torch.cat([table[..., half:], table[..., :half]], dim=-1).unsqueeze(0)
+
+
+@torch.no_grad()
+def _init_mae_embeddings(module, config, ops=init) -> None:
+    """MAE's initialisation of the token embeddings, which transformers 5.x skips for a model built from a config.
+
+    In transformers 5.24 a fresh `ViTMAEForPreTraining(config)` has all-zero encoder and decoder position
+    embeddings, CLS and mask tokens: the inner `ViTMAEModel` initialises itself in its own `post_init`, where
+    `ViTMAEEmbeddings.initialize_weights` returns early once its patch projection is initialised, and the decoder
+    branch of `_init_weights` zeroes the sin-cos table built in the decoder's constructor. With no position
+    information and a zero mask token (LayerNorm of a zero vector, eps 1e-12) training from scratch starts with
+    exploding gradients (grad norm ~5e4 on the first step of the demo). Weights loaded by `from_pretrained`
+    replace these values afterwards, so checkpoints are unaffected.
+    `ops` is `transformers.initialization` (which skips tensors already loaded) or `torch.nn.init`.
+    """
+    std = config.initializer_range
+    if isinstance(module, ViTMAEEmbeddings):
+        ops.copy_(module.position_embeddings, _fixed_sincos(module.position_embeddings))
+        ops.normal_(module.cls_token, std=std)
+        weight = module.patch_embeddings.projection.weight
+        ops.xavier_uniform_(weight.view([weight.shape[0], -1]))  # like nn.Linear, as in MAE
+    else:
+        ops.copy_(module.decoder_pos_embed, _fixed_sincos(module.decoder_pos_embed))
+        ops.normal_(module.mask_token, std=std)
+
+
+class _TorchInit:
+    """`torch.nn.init`-style ops that ignore transformers' "already initialised" flags."""
+
+    copy_ = staticmethod(lambda tensor, value: tensor.copy_(value))
+    normal_ = staticmethod(torch.nn.init.normal_)
+    xavier_uniform_ = staticmethod(torch.nn.init.xavier_uniform_)
+
+
 def _checked_temperature(temperature):
     if torch.is_tensor(temperature):
         if not bool((temperature > 0).all()):
@@ -175,9 +221,13 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
         self.register_buffer(
             "attg_temperature", torch.tensor(float(config.attg_temperature), dtype=torch.float32), persistent=False
         )
+        # the inner ViTMAEModel initialised (and flagged) its embeddings in its own post_init: redo them as MAE does
+        _init_mae_embeddings(self.vit.embeddings, config, ops=_TorchInit)
 
     def _init_weights(self, module):
         super()._init_weights(module)
+        if isinstance(module, (ViTMAEEmbeddings, ViTMAEDecoder)):
+            _init_mae_embeddings(module, self.config)
         if module is self:
             # transformers builds models on the meta device and re-initialises non-persistent buffers here,
             # after loading; without this, tau would be uninitialised memory after `from_pretrained`.

@@ -276,3 +276,31 @@ def test_mask_ratio_zero_is_refused_for_pretraining():
     model = tiny_model(mask_ratio=0.0)
     with pytest.raises(ValueError, match="masks no patch"):
         model(*batch()[:2])
+
+
+def official_mae_sincos(dim, grid):
+    """MAE's util/pos_embed.get_2d_sincos_pos_embed (numpy), with its zero CLS row."""
+    def one_d(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+    mesh = np.stack(np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32)), 0)
+    table = np.concatenate([one_d(dim // 2, mesh[0]), one_d(dim // 2, mesh[1])], axis=1)
+    return np.concatenate([np.zeros([1, dim]), table], 0)
+
+
+def test_a_fresh_model_is_initialised_like_mae_not_with_zero_embeddings():
+    # transformers 5.24 leaves position embeddings, CLS and mask token at zero for a model built from a config
+    model = tiny_model()
+    np.testing.assert_allclose(model.vit.embeddings.position_embeddings[0].numpy(), official_mae_sincos(32, GRID),
+                               atol=1e-6)
+    np.testing.assert_allclose(model.decoder.decoder_pos_embed[0].numpy(), official_mae_sincos(32, GRID), atol=1e-6)
+    for token in (model.vit.embeddings.cls_token, model.decoder.mask_token):
+        assert 0.01 < token.std().item() < 0.03  # normal(0, 0.02)
+    weight = model.vit.embeddings.patch_embeddings.projection.weight
+    bound = (6 / (weight.shape[0] + weight[0].numel())) ** 0.5  # xavier_uniform on the flattened kernel
+    assert weight.abs().max().item() <= bound and weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
+    pixels, attention, noise = batch()
+    model.train()(pixels, attention_map=attention, noise=noise).loss.backward()
+    grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None))
+    assert grad_norm < 100  # was ~1e4 with the zero embeddings (LayerNorm of zero vectors)
