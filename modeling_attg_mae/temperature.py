@@ -44,7 +44,7 @@ class AttGTemperatureCallback(TrainerCallback):
     """Sets the model's tau before every optimizer step from `state.global_step / state.max_steps`.
 
     Resuming from a checkpoint restores `global_step`, hence the same tau as an uninterrupted run.
-    The last value is also written to the logs as `attg_temperature`.
+    (The pre-training Trainer logs the current value as `attg_temperature`.)
     """
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
@@ -58,11 +58,6 @@ class AttGTemperatureCallback(TrainerCallback):
             config.attg_temperature_schedule,
         )
         model.set_attg_temperature(tau)
-        self.current = tau
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and hasattr(self, "current") and "loss" in logs:
-            logs["attg_temperature"] = round(self.current, 6)
 
 
 __all__ = ["temperature_at", "AttGTemperatureCallback"]

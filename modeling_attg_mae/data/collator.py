@@ -23,7 +23,8 @@ Transform = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def transform_example(example: dict, index: int, transform: Transform, image_column: str = "image",
-                      attention_map_column: str = "attention_map", require_attention_map: bool = True):
+                      attention_map_column: str = "attention_map", require_attention_map: bool = True,
+                      generator: torch.Generator | None = None):
     """Apply `transform(image, attention_map)` to one example; clear errors for what is missing."""
     if image_column not in example:
         raise ValueError(f"example {index} has no {image_column!r} column; it has {sorted(example)}")
@@ -33,7 +34,10 @@ def transform_example(example: dict, index: int, transform: Transform, image_col
             f"example {index} has no {attention_map_column!r} (its columns: {sorted(example)}); compute the maps with "
             "the object-discovery step first, or pass require_attention_map=False for a vanilla MAE"
         )
-    pixel_values, attention_map = transform(example[image_column], attention_map)
+    if generator is None:
+        pixel_values, attention_map = transform(example[image_column], attention_map)
+    else:
+        pixel_values, attention_map = transform(example[image_column], attention_map, generator=generator)
     if not (torch.is_tensor(pixel_values) and pixel_values.dim() == 3):
         raise ValueError(f"the transform must return pixel_values of shape (3, S, S), got "
                          f"{getattr(pixel_values, 'shape', type(pixel_values).__name__)}")
@@ -64,19 +68,31 @@ class PretrainCollator:
         attention_map_column: the column holding the maps (any grid; a PIL mask works too).
         require_attention_map: raise when an example has no map (AttG); False for a vanilla MAE, in which case
             maps are still passed on when every example of the batch has one.
+        seed: with `seed`, examples that carry their dataset row in `index_column` are augmented with a generator
+            seeded by (seed, `epoch`, row): the augmentation of a row no longer depends on the global RNG or on
+            which batches ran before, so a resumed run sees exactly the crops of the uninterrupted one.
+            Set `epoch` before each epoch (the pre-training Trainer does).
     """
 
     def __init__(self, transform: Transform, image_column: str = "image", attention_map_column: str = "attention_map",
-                 require_attention_map: bool = True):
+                 require_attention_map: bool = True, seed: int | None = None, index_column: str = "__index__"):
         self.transform = transform
         self.image_column, self.attention_map_column = image_column, attention_map_column
         self.require_attention_map = require_attention_map
+        self.seed, self.index_column, self.epoch = seed, index_column, 0
+
+    def _generator(self, example: dict) -> torch.Generator | None:
+        if self.seed is None or self.index_column not in example:
+            return None
+        mixed = (self.seed * 0x9E3779B1 + self.epoch * 0x85EBCA77 + int(example[self.index_column]) * 0xC2B2AE3D)
+        return torch.Generator().manual_seed(mixed % (2**63))
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         items = []
         for index, example in enumerate(examples):
             pixel_values, attention_map = transform_example(example, index, self.transform, self.image_column,
-                                                            self.attention_map_column, self.require_attention_map)
+                                                            self.attention_map_column, self.require_attention_map,
+                                                            self._generator(example))
             items.append({"pixel_values": pixel_values, "attention_map": attention_map})
         return stack_pretrain_batch(items)
 

@@ -1,0 +1,190 @@
+"""run_pretrain.py: arguments and MAE defaults, a short real run, resume, two processes, card, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers import Trainer, ViTMAEModel
+
+from modeling_attg_mae.pretraining import parse_arguments, run
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ("image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,"
+        "decoder_hidden_size=32,decoder_num_hidden_layers=1,decoder_num_attention_heads=2,"
+        "decoder_intermediate_size=64")
+
+
+def tiny_args(tmp_path, *extra, name="out"):
+    return ["--output_dir", str(tmp_path / name), "--cache_dir", str(tmp_path / "cache"),
+            "--config_overrides", TINY, "--synthetic_num_train", "48", "--synthetic_num_validation", "16",
+            "--synthetic_image_size", "32", "--attention_grid_size", "8", "--per_device_train_batch_size", "8",
+            "--per_device_eval_batch_size", "16", "--logging_steps", "1", "--report_to", "tensorboard",
+            "--dataloader_pin_memory", "false", "--num_pictures", "2", "--seed", "3", *extra]
+
+
+def test_learning_rate_follows_mae_scaling_unless_given(tmp_path):
+    *_, training = parse_arguments(["--output_dir", str(tmp_path), "--per_device_train_batch_size", "64",
+                                    "--gradient_accumulation_steps", "2"])
+    assert training.learning_rate == pytest.approx(1.5e-4 * 64 * 2 / 256)
+    assert (training.adam_beta1, training.adam_beta2, training.weight_decay) == (0.9, 0.95, 0.05)
+    assert str(training.lr_scheduler_type).endswith("cosine") and training.warmup_steps == 0.05
+    assert training.remove_unused_columns is False
+    *_, training = parse_arguments(["--output_dir", str(tmp_path), "--learning_rate", "3e-3",
+                                    "--adam_beta2", "0.99", "--base_learning_rate", "1e-3"])
+    assert training.learning_rate == 3e-3 and training.adam_beta2 == 0.99  # explicit values win
+    *_, training = parse_arguments(["--output_dir", str(tmp_path), "--base_learning_rate", "1e-3",
+                                    "--per_device_train_batch_size", "512"])
+    assert training.learning_rate == pytest.approx(2e-3)
+
+
+def test_a_json_file_is_accepted_as_the_only_argument(tmp_path):
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({"output_dir": str(tmp_path / "o"), "per_device_train_batch_size": 32,
+                                "attg_temperature": 0.7, "model_preset": "small"}))
+    model_args, data_args, attg_args, training = parse_arguments([str(path)])
+    assert attg_args.attg_temperature == 0.7 and model_args.model_preset == "small"
+    assert training.learning_rate == pytest.approx(1.5e-4 * 32 / 256)
+    path.write_text(json.dumps({"output_dir": "o", "learning_rat": 1.0}))
+    with pytest.raises(ValueError, match="unknown argument.*learning_rat"):
+        parse_arguments([str(path)])
+
+
+def test_no_argument_means_the_demo():
+    model_args, data_args, attg_args, training = parse_arguments([])
+    assert model_args.model_preset == "demo" and data_args.dataset_name is None and attg_args.run_knn
+    assert training.output_dir.endswith("attg-mae-demo")
+
+
+def test_weight_decay_spares_biases_and_norms(tmp_path):
+    from modeling_attg_mae.pretraining import build_model
+
+    model_args, _, attg_args, training = parse_arguments(tiny_args(tmp_path))
+    model = build_model(model_args, attg_args)
+    decay = set(Trainer(model=model, args=training).get_decay_parameter_names(model))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(n not in decay for n in names if n.endswith(".bias") or "norm" in n or "layernorm" in n)
+    assert "vit.layers.0.attention.q_proj.weight" in decay and "decoder.decoder_pred.weight" in decay
+
+
+def scalars(log_dir: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_dir,) = [p for p in log_dir.iterdir() if p.is_dir()]
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    return {"scalars": set(events.Tags()["scalars"]), "images": set(events.Tags()["images"])}
+
+
+def test_three_step_run_writes_a_stock_loadable_checkpoint_card_logs_and_pictures(tmp_path):
+    paths = run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "3", "--eval_strategy", "steps",
+                                           "--eval_steps", "3", "--save_steps", "3")))
+    out = tmp_path / "out"
+    encoder = ViTMAEModel.from_pretrained(out)  # stock class, no remote code
+    assert encoder(torch.randn(1, 3, 32, 32)).last_hidden_state.shape == (1, 1 + 16, 32)  # every patch token
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "image-feature-extraction" and card.data.library_name == "transformers"
+    assert {"attg-mae", "mae", "vit", "self-supervised"} <= set(card.data.tags)
+    assert "spectral_residual" in card.text and "cosine" in card.text and "0.75" in card.text
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [round(e["attg_temperature"], 4) for e in logged] == [0.75, 0.8125, 0.9375]  # cosine, 3 steps
+    assert all(0 <= e["object_loss_share"] <= 1 for e in logged)
+    assert any("eval_loss" in entry for entry in state["log_history"])
+    assert sorted(os.listdir(out / "pictures")) == ["step-0000003.png"]
+    tags = scalars(Path(paths["logs"]))
+    assert {"train/loss", "train/attg_temperature", "train/object_loss_share", "eval/loss"} <= tags["scalars"]
+    assert "reconstructions" in tags["images"]
+
+
+def test_feature_pipeline_returns_every_patch_token(tmp_path):
+    from PIL import Image
+    from transformers import pipeline
+
+    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no")))
+    extractor = pipeline("image-feature-extraction", model=str(tmp_path / "out"), device="cpu")
+    features = torch.tensor(extractor(Image.new("RGB", (40, 40), (120, 30, 200))))
+    assert features.shape == (1, 1 + 16, 32)
+
+
+def test_resume_continues_with_the_same_tau_step_and_weights(tmp_path):
+    common = ("--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no", "--num_pictures", "0")
+    run(*parse_arguments(tiny_args(tmp_path, *common, name="full")))
+    # the interrupted run: identical up to step 2, then continued from its checkpoint by a new process state
+    run(*parse_arguments(tiny_args(tmp_path, *common, name="resumed")))
+    resumed = tmp_path / "resumed"
+    for entry in os.listdir(resumed):  # keep only the step-2 checkpoint, as if the run had died after it
+        if entry != "checkpoint-2":
+            path = resumed / entry
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+    run(*parse_arguments(tiny_args(tmp_path, *common, "--resume_from_checkpoint", str(resumed / "checkpoint-2"),
+                                   name="resumed")))
+    full = json.loads((tmp_path / "full" / "trainer_state.json").read_text())
+    again = json.loads((resumed / "trainer_state.json").read_text())
+    assert again["global_step"] == full["global_step"] == 4
+    logged = lambda state, key: {e["step"]: e[key] for e in state["log_history"] if "loss" in e}
+    assert logged(again, "attg_temperature") == logged(full, "attg_temperature")
+    # the same crops, masks and batches after the resume: the losses agree to float rounding (a different
+    # batch or mask would move them by ~1e-2)
+    for step in (3, 4):
+        assert logged(again, "loss")[step] == pytest.approx(logged(full, "loss")[step], rel=1e-5)
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(resumed / "model.safetensors")
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=2e-5), name
+
+
+def test_two_processes_with_accelerate_launch(tmp_path):
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(REPO / "run_pretrain.py"),
+               *tiny_args(tmp_path, "--max_steps", "2", "--eval_strategy", "no", "--num_pictures", "0")]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| num_processes | 2 |" in card
+    # MAE's rule with the effective batch of both processes: 1.5e-4 * (8 * 2) / 256
+    assert f"| learning_rate | {1.5e-4 * 16 / 256:g} |" in card
+    assert ViTMAEModel.from_pretrained(tmp_path / "out") is not None
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--image_column_name", "picture"), "'picture'.*image.*label"),
+        (("--attention_method", "tokencut"), "needs a model"),
+        (("--attention_method", "column"), "attention_source_column"),
+        (("--validation_split", "test"), "split 'test' not in the dataset"),
+        (("--attg_guidance", "guided"), "attg_guidance must be one of"),
+    ],
+)
+def test_bad_input_fails_before_training(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", *extra)))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_an_image_folder_without_images_is_refused(tmp_path):
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    (tmp_path / "images" / "cat" / "notes.txt").write_text("no image here")
+    args = [a for a in tiny_args(tmp_path, "--max_steps", "1") if a]
+    with pytest.raises(ValueError, match=str(tmp_path / "images")):
+        run(*parse_arguments(args + ["--train_dir", str(tmp_path / "images")]))
+
+
+def test_an_existing_output_dir_is_not_overwritten_unless_asked(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("an earlier run")
+    with pytest.raises(ValueError, match="exists and is not empty.*overwrite_output_dir"):
+        run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1")))
+    assert (tmp_path / "out" / "precious.txt").read_text() == "an earlier run"
+    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no",
+                                   "--overwrite_output_dir")))
+    assert (tmp_path / "out" / "model.safetensors").exists()
