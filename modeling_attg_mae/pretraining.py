@@ -38,8 +38,8 @@ _DECODER = dict(decoder_hidden_size=512, decoder_num_hidden_layers=8, decoder_nu
                 decoder_intermediate_size=2048)
 MODEL_PRESETS = {
     # small enough to pre-train on two CPU cores in minutes, on the 64 px synthetic data
-    "demo": dict(image_size=64, patch_size=8, hidden_size=192, num_hidden_layers=6, num_attention_heads=3,
-                 intermediate_size=768, decoder_hidden_size=128, decoder_num_hidden_layers=2,
+    "demo": dict(image_size=64, patch_size=8, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                 intermediate_size=512, decoder_hidden_size=128, decoder_num_hidden_layers=2,
                  decoder_num_attention_heads=4, decoder_intermediate_size=512),
     "small": dict(image_size=224, patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                   intermediate_size=1536, **_DECODER),
@@ -127,8 +127,11 @@ class AttGArguments:
 DEMO_ARGUMENTS = {
     "output_dir": "outputs/attg-mae-demo",
     "model_preset": "demo",
-    "num_train_epochs": 30,
-    "per_device_train_batch_size": 128,
+    "num_train_epochs": 8,
+    "synthetic_num_train": 2000,
+    "synthetic_num_validation": 500,
+    "max_eval_samples": 256,
+    "per_device_train_batch_size": 64,
     "per_device_eval_batch_size": 256,
     "warmup_steps": 0.1,
     "logging_steps": 10,
@@ -180,6 +183,8 @@ def parse_arguments(argv: list[str] | None = None):
         explicit = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
         model_args, data_args, attg_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     apply_mae_defaults(training_args, attg_args, explicit)
+    if "dataloader_pin_memory" not in explicit and not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; avoids a warning per epoch
     return model_args, data_args, attg_args, training_args
 
 
