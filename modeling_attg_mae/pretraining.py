@@ -152,6 +152,9 @@ MAE_TRAINING_DEFAULTS = {
     "warmup_steps": 0.05,  # a float < 1 is a share of the steps: MAE warms up 40 of 800 epochs
     "remove_unused_columns": False,  # the transform needs the raw image column
     "prediction_loss_only": True,  # evaluation reports the loss; gathering reconstructions would cost memory
+    # decode, crop and resample in worker processes (one torch thread each), overlapped with the training step;
+    # in the main process, many tiny tensor ops on a busy 2-thread pool cost ~30x more
+    "dataloader_num_workers": max(1, min(8, (os.cpu_count() or 2) // 2)),
     "logging_strategy": "steps",
     "report_to": ["tensorboard"],
 }
@@ -265,11 +268,12 @@ class AttGTrainer(Trainer):
             self.data_collator = train_collator
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training and "noise" not in inputs and self.model.config.attg_guidance != "input_masking":
+        guidance = getattr(self.model.config, "attg_guidance", "none")  # a stock ViTMAE trains here too
+        if model.training and "noise" not in inputs and guidance != "input_masking":
             inputs = {**inputs, "noise": self._masking_noise(inputs["pixel_values"])}
         outputs = model(**inputs)
         loss = outputs.loss
-        if model.training and inputs.get("attention_map") is not None:
+        if model.training and inputs.get("attention_map") is not None and hasattr(outputs, "patch_weights"):
             self._object_share.append(object_loss_share(outputs, inputs["attention_map"]))
         return (loss, outputs) if return_outputs else loss
 
@@ -288,7 +292,8 @@ class AttGTrainer(Trainer):
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # a training log: add what AttG adds, before history and TensorBoard see the dict
-            logs["attg_temperature"] = round(float(self.model.attg_temperature), 6)
+            if hasattr(self.model, "attg_temperature"):
+                logs["attg_temperature"] = round(float(self.model.attg_temperature), 6)
             if self._object_share:
                 logs["object_loss_share"] = round(float(torch.stack(self._object_share).mean()), 4)
                 self._object_share.clear()
@@ -313,7 +318,8 @@ class AugmentationEpochCallback(TrainerCallback):
         self.collator = collator
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.collator.epoch = int(round(state.epoch or 0))
+        # state.epoch is k at the start of epoch k and a fraction when resuming inside an epoch
+        self.collator.epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
 
 
 class ReconstructionPictureCallback(TrainerCallback):
