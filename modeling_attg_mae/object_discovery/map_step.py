@@ -142,6 +142,10 @@ class AttentionMapStep:
                 device = f"cuda:{(rank or 0) % torch.cuda.device_count()}"
             else:
                 device = "cpu"
+            if rank is not None and str(device) == "cpu":
+                # a forked worker must not enter the OpenMP pool its parent already used (GNU OpenMP hangs
+                # after fork); one thread per worker also avoids oversubscribing the cores num_proc splits
+                torch.set_num_threads(1)
             params = {k: v for k, v in self.params.items() if k != "revision"}
             kwargs = {"revision": self.revision} if METHODS[self.method].needs_model else {}
             self._detector = build_method(self.method, self.model_name_or_path, device=device, **kwargs, **params)
