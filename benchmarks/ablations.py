@@ -10,7 +10,7 @@ Three tables, as in the paper (each run is one configuration, `--seeds` per conf
 
 The vanilla MAE ("none") and the default AttG run (ground truth, cosine) are shared by the three tables.
 
-    python benchmarks/ablations.py                       # one seed, 15 epochs (~25 min on one free core)
+    python benchmarks/ablations.py                       # one seed, 10 epochs (~20 min on one free core)
     python benchmarks/ablations.py --seeds 0 1 --set epochs=10
 """
 
@@ -28,7 +28,7 @@ from transformers import ViTConfig, ViTModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from attg_vs_mae import PRIMARY, parse_overrides  # noqa: E402
-from study_harness import StudyConfig, run_study, save_json, summarize  # noqa: E402
+from study_harness import StudyConfig, map_quality, run_study, save_json, summarize  # noqa: E402
 
 # (table, name, overrides of the base config); the first two are shared by every table
 RUNS = [
@@ -73,7 +73,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", default=None, help="run only these names (substring match)")
     parser.add_argument("--output", default="outputs/study/ablations.json")
     args = parser.parse_args(argv)
-    base = StudyConfig(**{"epochs": 15, **parse_overrides(args.set)})
+    base = StudyConfig(**{"epochs": 10, **parse_overrides(args.set)})
     torch.set_num_threads(base.threads)
     print(f"config: {dataclasses.asdict(base)}")
     start = time.perf_counter()
@@ -91,6 +91,8 @@ def main(argv=None):
                     raise ValueError("tokencut_self needs this seed's 'none' run first (do not filter it out with --only)")
             record = run_study(config)
             model = record.pop("model")
+            if config.guidance != "none":
+                record["map_quality"] = map_quality(config)
             if name == "none":
                 export_encoder_as_vit(model, os.path.join(detector_dir, f"seed{seed}"))
             record.update(table=table, name=name)
@@ -111,6 +113,12 @@ def main(argv=None):
             mean, std = summarize([r["results"][PRIMARY[0]][metric] for r in mine])
             cells.append(f"{mean:14.2f} +- {std:4.2f}")
         print(f"{name:<30} " + " ".join(cells))
+    print("\nmap quality on train (IoU of the top cells with the ground truth; share of map mass on the object):")
+    for record in records:
+        if "map_quality" in record and record["config"]["guidance"] == "attg":
+            q = record["map_quality"]
+            print(f"  seed {record['config']['seed']} {record['config']['map_source']:<18} iou {q['iou']:.3f} "
+                  f"object_share {q['object_share']:.3f} (object area {q['area']:.3f})")
     print(f"\ntotal wall-clock {time.perf_counter() - start:.0f}s, torch threads {torch.get_num_threads()}")
     save_json({"base_config": dataclasses.asdict(base), "seeds": args.seeds, "records": records,
                "wall_seconds": time.perf_counter() - start, "argv": sys.argv[1:]}, args.output)

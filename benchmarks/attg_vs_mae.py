@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_harness import (  # noqa: E402
-    EVAL_SPLITS, POOLINGS, StudyConfig, evaluate_raw_pixels, run_study, save_json, summarize,
+    EVAL_SPLITS, POOLINGS, StudyConfig, evaluate_raw_pixels, plot_curves, run_study, save_json, summarize,
 )
 
 PRIMARY = ("mean", "knn")  # the headline metric: k-NN top-1 on mean-pooled features (see docs/RESULTS.md)
@@ -77,6 +78,64 @@ def report(records: dict[str, list[dict]], raw: dict, log=print) -> dict:
     return table
 
 
+def markdown_table(table: dict, raw: dict) -> str:
+    """The table of docs/RESULTS.md: mean +- std over seeds of each arm and of the paired difference."""
+    lines = ["| pooling | metric | split | MAE | AttG | AttG - MAE (paired) | raw pixels |",
+             "|---|---|---|---|---|---|---|"]
+    for key, arms in table.items():
+        pooling, metric, split = key.split("/")
+        cells = []
+        for arm in ("mae", "attg", "diff"):
+            mean, std = summarize(arms[arm])
+            cells.append(f"{mean:+.1f} +- {std:.1f}" if arm == "diff" else f"{mean:.1f} +- {std:.1f}")
+        lines.append(f"| {pooling} | {metric} | {split} | " + " | ".join(cells)
+                     + f" | {raw[f'{metric}/{split}']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot_progress(records: dict[str, list[dict]], path: str) -> None:
+    """k-NN (mean pooling) over training, mean +- std over seeds, both arms, validation and mixed_rand."""
+    colors = {"none": (31, 119, 180), "attg": (214, 39, 40)}
+    names = {"none": "MAE", "attg": "AttG-MAE"}
+    curves = {}
+    for split, dashed in (("validation", False), ("validation_mixed_rand", True)):
+        for guidance, runs in records.items():
+            epochs = [e["epoch"] for e in runs[0]["history"]["evals"]]
+            per_epoch = [[run["history"]["evals"][i][f"knn/{split}"] for run in runs] for i in range(len(epochs))]
+            stats = [summarize(values) for values in per_epoch]
+            label = f"{names.get(guidance, guidance)} {'mixed_rand' if dashed else 'val'}"
+            curves[label] = (epochs, [m for m, _ in stats], [s for _, s in stats],
+                             colors.get(guidance, (90, 90, 90)), dashed)
+    seeds = len(next(iter(records.values())))
+    plot_curves(curves, path, f"k-NN top-1 (k=20, mean pooling) during pre-training, mean +- std of {seeds} seeds")
+
+
+def merge_records(paths: list[str], records: dict[str, list[dict]]) -> StudyConfig:
+    """Fill `records` from earlier outputs; refuse files whose configs differ in anything but the seed."""
+    reference = None
+    for path in paths:
+        with open(path) as f:
+            saved = json.load(f)
+        for guidance, runs in saved["records"].items():
+            if guidance not in records:
+                raise ValueError(f"{path} has arm {guidance!r}; this comparison has arms {sorted(records)}")
+            for run in runs:
+                config = {k: v for k, v in run["config"].items() if k not in ("seed", "guidance")}
+                reference = reference or config
+                if config != reference:
+                    changed = {k for k in config if config[k] != reference.get(k)}
+                    raise ValueError(f"{path}: seed {run['config']['seed']} was run with another config ({changed})")
+                records[guidance].append(run)
+    for runs in records.values():
+        runs.sort(key=lambda run: run["config"]["seed"])
+    seeds = [[run["config"]["seed"] for run in runs] for runs in records.values()]
+    if any(s != seeds[0] for s in seeds) or len(set(seeds[0])) != len(seeds[0]):
+        raise ValueError(f"the merged files must hold each seed once for every arm, got {seeds}")
+    fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    base = {k: tuple(v) if isinstance(v, list) else v for k, v in reference.items() if k in fields}
+    return StudyConfig(**base)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -87,12 +146,18 @@ def main(argv=None):
     parser.add_argument("--progress_every", type=int, default=5,
                         help="k-NN (mean pooling) on validation + mixed_rand every N epochs, for the plot (0: off)")
     parser.add_argument("--output", default="outputs/study/attg_vs_mae.json")
+    parser.add_argument("--plot", default=None, help="write the k-NN-over-training PNG here (e.g. docs/knn_over_training.png)")
+    parser.add_argument("--from_json", nargs="+", default=None,
+                        help="no training: merge the records of earlier --output files (same config, other seeds) "
+                             "and print / plot them")
     args = parser.parse_args(argv)
     base = StudyConfig(**parse_overrides(args.set), eval_every=args.progress_every)
     torch.set_num_threads(base.threads)
-    print(f"config: {dataclasses.asdict(base)}")
     start = time.perf_counter()
     records = {guidance: [] for guidance in args.guidance}
+    if args.from_json:
+        base, args.seeds = merge_records(args.from_json, records), []
+    print(f"config: {dataclasses.asdict(base)}")
     for seed in args.seeds:
         for guidance in args.guidance:  # interleaved: a drift in machine load hits both arms
             config = dataclasses.replace(base, guidance=guidance, seed=seed)
@@ -106,12 +171,17 @@ def main(argv=None):
     raw = evaluate_raw_pixels(base)
     if set(args.guidance) == {"none", "attg"}:
         table = report(records, raw)
+        print("\n" + markdown_table(table, raw))
     else:
         table = None
     print(f"\ntotal wall-clock {time.perf_counter() - start:.0f}s, torch threads {torch.get_num_threads()}")
-    save_json({"base_config": dataclasses.asdict(base), "seeds": args.seeds, "records": records, "raw_pixels": raw,
+    seeds = [run["config"]["seed"] for run in records[args.guidance[0]]]
+    save_json({"base_config": dataclasses.asdict(base), "seeds": seeds, "records": records, "raw_pixels": raw,
                "table": table, "wall_seconds": time.perf_counter() - start, "argv": sys.argv[1:]}, args.output)
     print(f"wrote {args.output}")
+    if args.plot and args.progress_every:
+        plot_progress(records, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
