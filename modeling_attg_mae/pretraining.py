@@ -544,7 +544,7 @@ def write_model_card(output_dir, model_args, data_args, attg_args, training_args
     from .hub import render_model_card
 
     dataset = data_args.dataset_name or (data_args.train_dir and "imagefolder") or "attg-mae synthetic"
-    card = render_model_card(
+    render_model_card(
         output_dir,
         base_model=model_args.model_name_or_path,
         datasets=[data_args.dataset_name] if data_args.dataset_name else [],

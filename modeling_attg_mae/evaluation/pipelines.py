@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from .few_shot import mean_std, sample_few_shot
 from .knn import knn_classify

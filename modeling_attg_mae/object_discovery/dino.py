@@ -14,8 +14,8 @@ from typing import Literal
 import torch
 from transformers import AutoConfig, Dinov2Model, Dinov2WithRegistersModel, ViTModel
 
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_images, to_size
-from .registry import ObjectDiscoveryMethod, register
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_size
+from .registry import DetectorMethod, register
 
 VIT_DETECTORS = {"vit": ViTModel, "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -117,7 +117,7 @@ def reduce_heads(attention: torch.Tensor, head: HeadReduction) -> torch.Tensor:
 
 
 @register
-class DinoAttention(ObjectDiscoveryMethod):
+class DinoAttention(DetectorMethod):
     """CLS -> patch attention of the last block, `softmax(q_cls k^T / sqrt(d))` over all tokens, patches kept.
 
     Args:
@@ -128,8 +128,8 @@ class DinoAttention(ObjectDiscoveryMethod):
     """
 
     name = "dino"
-    needs_model = True
     default_model = "facebook/dino-vits16"
+    load_model = staticmethod(load_vit_detector)
 
     def __init__(
         self,
@@ -142,23 +142,12 @@ class DinoAttention(ObjectDiscoveryMethod):
     ):
         if not isinstance(model, tuple(VIT_DETECTORS.values())):
             raise ValueError(f"dino needs a ViTModel / Dinov2Model, got {type(model).__name__}")
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.image_size = check_image_size(model, image_size)
         reduce_heads(torch.zeros(1, model.config.num_attention_heads, 1), head)  # validate up front
         self.head = head
-        self.image_mean, self.image_std, self.dtype = tuple(image_mean), tuple(image_std), dtype
+        self._init_detector(model, check_image_size(model, image_size), image_mean, image_std, dtype)
 
-    @classmethod
-    def from_pretrained(cls, model_name_or_path, device="cpu", dtype: DetectorDtype = "float32", revision=None, **params):
-        return cls(load_vit_detector(model_name_or_path, device, dtype, revision), dtype=dtype, **params)
-
-    def preprocess(self, images, row_offset=None):
-        return preprocess_images(images, self.image_size, self.image_mean, self.image_std, row_offset)
-
-    def params(self) -> dict:
-        return {"image_size": self.image_size, "head": self.head, "image_mean": self.image_mean,
-                "image_std": self.image_std, "dtype": self.dtype}
+    def method_params(self) -> dict:
+        return {"head": self.head}
 
     @torch.no_grad()
     def compute(self, pixel_values: torch.Tensor) -> torch.Tensor:

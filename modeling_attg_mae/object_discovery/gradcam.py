@@ -11,8 +11,8 @@ import torch
 from transformers import AutoConfig, ResNetForImageClassification
 
 from .dino import DTYPES, DetectorDtype
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_images, to_size
-from .registry import ObjectDiscoveryMethod, register
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_size
+from .registry import DetectorMethod, register
 
 
 def load_resnet_classifier(
@@ -55,7 +55,7 @@ def grad_cam(model: ResNetForImageClassification, pixel_values: torch.Tensor) ->
 
 
 @register
-class GradCAM(ObjectDiscoveryMethod):
+class GradCAM(DetectorMethod):
     """Grad-CAM on a `ResNetForImageClassification`.
 
     Args:
@@ -63,8 +63,8 @@ class GradCAM(ObjectDiscoveryMethod):
     """
 
     name = "gradcam"
-    needs_model = True
     default_model = "microsoft/resnet-50"
+    load_model = staticmethod(load_resnet_classifier)
 
     def __init__(
         self,
@@ -76,21 +76,7 @@ class GradCAM(ObjectDiscoveryMethod):
     ):
         if not isinstance(model, ResNetForImageClassification):
             raise ValueError(f"gradcam needs a ResNetForImageClassification, got {type(model).__name__}")
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.image_size = to_size(image_size)
-        self.image_mean, self.image_std, self.dtype = tuple(image_mean), tuple(image_std), dtype
-
-    @classmethod
-    def from_pretrained(cls, model_name_or_path, device="cpu", dtype: DetectorDtype = "float32", revision=None, **params):
-        return cls(load_resnet_classifier(model_name_or_path, device, dtype, revision), dtype=dtype, **params)
-
-    def preprocess(self, images, row_offset=None):
-        return preprocess_images(images, self.image_size, self.image_mean, self.image_std, row_offset)
-
-    def params(self) -> dict:
-        return {"image_size": self.image_size, "image_mean": self.image_mean, "image_std": self.image_std,
-                "dtype": self.dtype}
+        self._init_detector(model, to_size(image_size), image_mean, image_std, dtype)
 
     def compute(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return grad_cam(self.model, pixel_values)

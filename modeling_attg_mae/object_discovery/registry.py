@@ -45,6 +45,39 @@ class ObjectDiscoveryMethod:
         return self.compute(inputs.to(self.device))
 
 
+class DetectorMethod(ObjectDiscoveryMethod):
+    """A method around a pretrained network (dino, tokencut, gradcam): what they share.
+
+    Subclasses set `load_model` (a staticmethod `(name_or_path, device, dtype, revision) -> model`), check the
+    model and their own options, call `_init_detector`, and return their own options from `method_params`.
+    """
+
+    needs_model = True
+    load_model = None
+
+    def _init_detector(self, model, image_size, image_mean, image_std, dtype) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.image_size = image_size
+        self.image_mean, self.image_std, self.dtype = tuple(image_mean), tuple(image_std), dtype
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, device="cpu", dtype="float32", revision=None, **params):
+        return cls(cls.load_model(model_name_or_path, device, dtype, revision), dtype=dtype, **params)
+
+    def preprocess(self, images: Sequence, row_offset=None) -> torch.Tensor:
+        from .preprocessing import preprocess_images
+
+        return preprocess_images(images, self.image_size, self.image_mean, self.image_std, row_offset)
+
+    def method_params(self) -> dict:
+        return {}
+
+    def params(self) -> dict:
+        return {"image_size": self.image_size, **self.method_params(), "image_mean": self.image_mean,
+                "image_std": self.image_std, "dtype": self.dtype}
+
+
 def build_method(
     method: str,
     model_name_or_path: str | None = None,

@@ -30,8 +30,8 @@ from .dino import (
     num_prefix_tokens,
     patch_size_of,
 )
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_images
-from .registry import ObjectDiscoveryMethod, register
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from .registry import DetectorMethod, register
 
 TokenCutOutput = Literal["component", "eigenvector"]
 
@@ -111,7 +111,7 @@ def normalized_cut(
 
 
 @register
-class TokenCut(ObjectDiscoveryMethod):
+class TokenCut(DetectorMethod):
     """TokenCut on a DINO / DINOv2 ViT. See the module docstring for the algorithm.
 
     Args:
@@ -123,8 +123,8 @@ class TokenCut(ObjectDiscoveryMethod):
     """
 
     name = "tokencut"
-    needs_model = True
     default_model = "facebook/dino-vits16"
+    load_model = staticmethod(load_vit_detector)
 
     def __init__(
         self,
@@ -143,22 +143,11 @@ class TokenCut(ObjectDiscoveryMethod):
             raise ValueError(f"output must be 'component' or 'eigenvector', got {output!r}")
         if not eps > 0:
             raise ValueError(f"eps must be > 0 (it keeps the graph connected), got {eps}")
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.image_size = check_image_size(model, image_size)
         self.tau, self.eps, self.output = float(tau), float(eps), output
-        self.image_mean, self.image_std, self.dtype = tuple(image_mean), tuple(image_std), dtype
+        self._init_detector(model, check_image_size(model, image_size), image_mean, image_std, dtype)
 
-    @classmethod
-    def from_pretrained(cls, model_name_or_path, device="cpu", dtype: DetectorDtype = "float32", revision=None, **params):
-        return cls(load_vit_detector(model_name_or_path, device, dtype, revision), dtype=dtype, **params)
-
-    def preprocess(self, images, row_offset=None):
-        return preprocess_images(images, self.image_size, self.image_mean, self.image_std, row_offset)
-
-    def params(self) -> dict:
-        return {"image_size": self.image_size, "tau": self.tau, "eps": self.eps, "output": self.output,
-                "image_mean": self.image_mean, "image_std": self.image_std, "dtype": self.dtype}
+    def method_params(self) -> dict:
+        return {"tau": self.tau, "eps": self.eps, "output": self.output}
 
     @torch.no_grad()
     def compute(self, pixel_values: torch.Tensor) -> torch.Tensor:
