@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -66,13 +67,45 @@ def export_encoder_as_vit(model, folder: str) -> str:
     return folder
 
 
+def markdown_table(records: list[dict]) -> str:
+    """One row per run (mean +- std over its seeds), primary pooling (mean) and CLS k-NN, map quality."""
+    lines = ["| table | run | k-NN val | k-NN mixed_rand | k-NN only_fg | CLS k-NN val | CLS k-NN mixed_rand "
+             "| linear val | linear mixed_rand | map IoU | map mass on object | recon. loss (end) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for table, name, _ in RUNS:
+        mine = [r for r in records if r["name"] == name]
+        if not mine:
+            continue
+        cells = []
+        for pooling, metric in (("mean", "knn/validation"), ("mean", "knn/validation_mixed_rand"),
+                                ("mean", "knn/validation_only_fg"), ("cls", "knn/validation"),
+                                ("cls", "knn/validation_mixed_rand"), ("mean", "linear/validation"),
+                                ("mean", "linear/validation_mixed_rand")):
+            mean, std = summarize([r["results"][pooling][metric] for r in mine])
+            cells.append(f"{mean:.1f}" + (f" +- {std:.1f}" if len(mine) > 1 else ""))
+        quality = mine[0].get("map_quality")
+        cells.append("-" if quality is None else f"{quality['iou']:.2f}")
+        cells.append("-" if quality is None else f"{quality['object_share']:.2f} (area {quality['area']:.2f})")
+        cells.append(f"{summarize([r['history']['loss'][-1] for r in mine])[0]:.4f}")
+        lines.append(f"| {table} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--only", nargs="+", default=None, help="run only these names (substring match)")
     parser.add_argument("--output", default="outputs/study/ablations.json")
+    parser.add_argument("--from_json", nargs="+", default=None, help="no training: print the table of earlier outputs")
     args = parser.parse_args(argv)
+    if args.from_json:
+        records = []
+        for path in args.from_json:
+            with open(path) as f:
+                records += json.load(f)["records"]
+        print(markdown_table(records))
+        return
     base = StudyConfig(**{"epochs": 10, **parse_overrides(args.set)})
     torch.set_num_threads(base.threads)
     print(f"config: {dataclasses.asdict(base)}")
@@ -119,6 +152,7 @@ def main(argv=None):
             q = record["map_quality"]
             print(f"  seed {record['config']['seed']} {record['config']['map_source']:<18} iou {q['iou']:.3f} "
                   f"object_share {q['object_share']:.3f} (object area {q['area']:.3f})")
+    print("\n" + markdown_table(records))
     print(f"\ntotal wall-clock {time.perf_counter() - start:.0f}s, torch threads {torch.get_num_threads()}")
     save_json({"base_config": dataclasses.asdict(base), "seeds": args.seeds, "records": records,
                "wall_seconds": time.perf_counter() - start, "argv": sys.argv[1:]}, args.output)
