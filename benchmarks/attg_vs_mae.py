@@ -110,21 +110,40 @@ def plot_progress(records: dict[str, list[dict]], path: str) -> None:
     plot_curves(curves, path, f"k-NN top-1 (k=20, mean pooling) during pre-training, mean +- std of {seeds} seeds")
 
 
+# fields that a vanilla MAE run does not read: its records pair with AttG runs that differ only in these
+GUIDANCE_FIELDS = ("map_source", "map_grid", "tokencut_checkpoint", "temperature", "temperature_end",
+                   "temperature_schedule")
+
+
 def merge_records(paths: list[str], records: dict[str, list[dict]]) -> StudyConfig:
-    """Fill `records` from earlier outputs; refuse files whose configs differ in anything but the seed."""
-    reference = None
-    for path in paths:
+    """Fill `records` from earlier outputs; refuse runs whose configs differ in anything but the seed.
+
+    The "none" arm is matched on every field but the seed and `GUIDANCE_FIELDS` (it ignores them), so the
+    MAE runs of the main study pair with, e.g., an AttG arm run later with another map source.
+    """
+    shared, guided = None, None
+    for spec in paths:
+        path, _, only = spec.partition(":")  # "file.json:none" takes only that arm of the file
         with open(path) as f:
             saved = json.load(f)
         for guidance, runs in saved["records"].items():
+            if only and guidance != only:
+                continue
             if guidance not in records:
                 raise ValueError(f"{path} has arm {guidance!r}; this comparison has arms {sorted(records)}")
             for run in runs:
-                config = {k: v for k, v in run["config"].items() if k not in ("seed", "guidance")}
-                reference = reference or config
-                if config != reference:
-                    changed = {k for k in config if config[k] != reference.get(k)}
+                # eval_every only adds evaluations during training (no random draws): it does not change the run
+                config = {k: v for k, v in run["config"].items() if k not in ("seed", "guidance", "eval_every")}
+                common = {k: v for k, v in config.items() if k not in GUIDANCE_FIELDS}
+                shared = shared or common
+                if common != shared:
+                    changed = sorted(k for k in common if common[k] != shared.get(k))
                     raise ValueError(f"{path}: seed {run['config']['seed']} was run with another config ({changed})")
+                if guidance != "none":
+                    guided = guided or config
+                    if config != guided:
+                        changed = sorted(k for k in config if config[k] != guided.get(k))
+                        raise ValueError(f"{path}: seed {run['config']['seed']} of {guidance!r} differs in {changed}")
                 records[guidance].append(run)
     for runs in records.values():
         runs.sort(key=lambda run: run["config"]["seed"])
@@ -132,6 +151,7 @@ def merge_records(paths: list[str], records: dict[str, list[dict]]) -> StudyConf
     if any(s != seeds[0] for s in seeds) or len(set(seeds[0])) != len(seeds[0]):
         raise ValueError(f"the merged files must hold each seed once for every arm, got {seeds}")
     fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    reference = guided or shared
     base = {k: tuple(v) if isinstance(v, list) else v for k, v in reference.items() if k in fields}
     return StudyConfig(**base)
 
@@ -149,7 +169,7 @@ def main(argv=None):
     parser.add_argument("--plot", default=None, help="write the k-NN-over-training PNG here (e.g. docs/knn_over_training.png)")
     parser.add_argument("--from_json", nargs="+", default=None,
                         help="no training: merge the records of earlier --output files (same config, other seeds) "
-                             "and print / plot them")
+                             "and print / plot them; FILE:ARM takes one arm of a file (e.g. main.json:none)")
     args = parser.parse_args(argv)
     base = StudyConfig(**parse_overrides(args.set), eval_every=args.progress_every)
     torch.set_num_threads(base.threads)
