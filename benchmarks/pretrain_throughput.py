@@ -4,7 +4,7 @@ ViTMAE and no maps: same Trainer, config, data, batch size and dataloader; runs 
 Both sides run `AttGTrainer` from `modeling_attg_mae.pretraining` (the loop behind run_pretrain.py), so the
 comparison includes the map cropping in the collator and the weighted loss, nothing else.
 
-    python benchmarks/pretrain_throughput.py                    # CPU, demo-size model, 64 px
+    python benchmarks/pretrain_throughput.py                    # CPU, the demo model, 32 px
     python benchmarks/pretrain_throughput.py --preset small --image_size 224 --batch_size 64 --steps 50  # a GPU
 """
 
@@ -24,7 +24,7 @@ from modeling_attg_mae.pretraining import MODEL_PRESETS, AttGTrainer
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", choices=sorted(MODEL_PRESETS))
-    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side")

@@ -136,13 +136,14 @@ def crop_attention_map(
     # inside the box, so that no cell of a fine map (e.g. a full-resolution mask) falls between two samples
     per_patch_h = max(output_size // grid_h, math.ceil(height * (y1 - y0) / grid_h))
     per_patch_w = max(output_size // grid_w, math.ceil(width * (x1 - x0) / grid_w))
-    rows_rel = y0 + (torch.arange(grid_h * per_patch_h, dtype=torch.float64) + 0.5) / (grid_h * per_patch_h) * (y1 - y0)
-    cols_rel = x0 + (torch.arange(grid_w * per_patch_w, dtype=torch.float64) + 0.5) / (grid_w * per_patch_w) * (x1 - x0)
+    # index arithmetic in numpy: a data-loader hot path of tiny arrays, where torch's per-op overhead dominates
+    rows_rel = y0 + (np.arange(grid_h * per_patch_h, dtype=np.float64) + 0.5) / (grid_h * per_patch_h) * (y1 - y0)
+    cols_rel = x0 + (np.arange(grid_w * per_patch_w, dtype=np.float64) + 0.5) / (grid_w * per_patch_w) * (x1 - x0)
     if flip:
-        cols_rel = cols_rel.flip(0)  # the left column of the flipped crop shows the right edge of the box
-    rows = (rows_rel * height).floor().long().clamp_(0, height - 1)  # nearest cell under each sample
-    cols = (cols_rel * width).floor().long().clamp_(0, width - 1)
-    fine = attention_map[rows][:, cols]  # (gh * per_patch_h, gw * per_patch_w)
+        cols_rel = cols_rel[::-1]  # the left column of the flipped crop shows the right edge of the box
+    rows = np.clip(np.floor(rows_rel * height).astype(np.int64), 0, height - 1)  # nearest cell under each sample
+    cols = np.clip(np.floor(cols_rel * width).astype(np.int64), 0, width - 1)
+    fine = attention_map[torch.from_numpy(rows)[:, None], torch.from_numpy(cols)[None, :]]  # (gh * pph, gw * ppw)
     return resample_attention_map(fine[None], (grid_h, grid_w)).reshape(grid_h, grid_w)
 
 
