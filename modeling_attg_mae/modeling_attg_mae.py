@@ -306,15 +306,19 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
                                  "do not pass `noise` as well")
             noise = attention_masking_noise(attention_norm)
 
-        outputs = super().forward(
+        # ViTMAEForPreTraining.forward with its loss replaced: the same encoder and decoder calls, and the target
+        # computed once (calling super().forward would compute the stock loss only to discard it)
+        outputs = self.vit(
             pixel_values,
             noise=noise,
             interpolate_pos_encoding=interpolate_pos_encoding,
             attention_mask=attention_mask,
-            return_dict=True,
             **kwargs,
         )
-        logits, mask = outputs.logits, outputs.mask
+        logits = self.decoder(
+            outputs.last_hidden_state, outputs.ids_restore, interpolate_pos_encoding=interpolate_pos_encoding
+        ).logits
+        mask = outputs.mask
         # Weights and loss in float32 even under bf16/fp16 autocast: exp(1/tau) and the masked mean of many
         # small terms are where half precision loses the signal.
         with torch.autocast(device_type=pixel_values.device.type, enabled=False):
@@ -325,8 +329,8 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
                 target = (target - mean) / (var + 1.0e-6) ** 0.5
             patch_loss = ((logits.float() - target) ** 2).mean(dim=-1)  # (B, N)
             if guidance == "none":
-                # the stock loss, computed by ViTMAEForPreTraining itself: vanilla MAE to the last bit
-                loss, patch_weights = outputs.loss, torch.ones_like(patch_loss)
+                # the stock reduction, operation for operation: vanilla MAE to the last bit (tested)
+                loss, patch_weights = (patch_loss * mask).sum() / mask.sum(), torch.ones_like(patch_loss)
             else:
                 tau = self.attg_temperature if temperature is None else _checked_temperature(temperature)
                 patch_weights = guidance_weights(attention_norm, guidance, tau, config.attg_quantile)  # (B, N)
