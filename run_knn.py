@@ -15,27 +15,15 @@ or `python run_knn.py args.json` with the same fields. Results go to `<output_di
 `modeling_attg_mae/evaluation/pipelines.py`) and into the checkpoint folder's README.md model card.
 """
 
-import json
-import sys
-
-from transformers import HfArgumentParser
-
 from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments
-from modeling_attg_mae.evaluation.pipelines import format_results_table, run_knn
+from modeling_attg_mae.evaluation.pipelines import parse_cli, print_summary, run_knn
 
 
 def main(argv=None):
-    parser = HfArgumentParser((EvalModelArguments, EvalDataArguments, EvalRunArguments, KNNArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, run_args, knn_args = parser.parse_json_file(argv[0])
-    else:
-        model_args, data_args, run_args, knn_args = parser.parse_args_into_dataclasses(argv)
+    model_args, data_args, run_args, knn_args = parse_cli(
+        (EvalModelArguments, EvalDataArguments, EvalRunArguments, KNNArguments), argv)
     payload = run_knn(model_args, data_args, run_args, knn_args)
-    if "results_file" in payload:  # main process
-        print(format_results_table(payload))
-        print(f"results: {payload['results_file']}" + (f"  model card: {payload['model_card']}" if "model_card" in payload else ""))
-        print(f"feature cache hits: {json.dumps(payload['cache_hits'])}")
+    print_summary(payload)
     return payload
 
 

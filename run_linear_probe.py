@@ -17,32 +17,20 @@ images; small datasets need a larger `--base_lr`. Results: `<output_dir>/linear_
 checkpoint folder's README.md.
 """
 
-import json
-import sys
-
-from transformers import HfArgumentParser
-
 from modeling_attg_mae.evaluation.arguments import (
     EvalDataArguments,
     EvalModelArguments,
     EvalRunArguments,
     LinearProbeArguments,
 )
-from modeling_attg_mae.evaluation.pipelines import format_results_table, run_linear_probe
+from modeling_attg_mae.evaluation.pipelines import parse_cli, print_summary, run_linear_probe
 
 
 def main(argv=None):
-    parser = HfArgumentParser((EvalModelArguments, EvalDataArguments, EvalRunArguments, LinearProbeArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, run_args, probe_args = parser.parse_json_file(argv[0])
-    else:
-        model_args, data_args, run_args, probe_args = parser.parse_args_into_dataclasses(argv)
+    model_args, data_args, run_args, probe_args = parse_cli(
+        (EvalModelArguments, EvalDataArguments, EvalRunArguments, LinearProbeArguments), argv)
     payload = run_linear_probe(model_args, data_args, run_args, probe_args)
-    if "results_file" in payload:
-        print(format_results_table(payload))
-        print(f"results: {payload['results_file']}" + (f"  model card: {payload['model_card']}" if "model_card" in payload else ""))
-        print(f"feature cache hits: {json.dumps(payload['cache_hits'])}")
+    print_summary(payload)
     return payload
 
 

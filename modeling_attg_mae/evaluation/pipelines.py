@@ -22,6 +22,7 @@ std) over the seeds of the rows above it. "…_features" methods are the fast mo
 (no augmentation); "linear_probe" is MAE's protocol.
 """
 
+import json
 from pathlib import Path
 
 import torch
@@ -308,3 +309,26 @@ def format_results_table(payload: dict) -> str:
 
 
 __all__ = ["run_knn", "run_linear_probe", "format_results_table"]
+
+
+def parse_cli(dataclass_types, argv=None) -> tuple:
+    """The evaluation CLIs' arguments: flags, or a JSON file as the only argument."""
+    import sys
+
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(dataclass_types)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    return parser.parse_args_into_dataclasses(argv)
+
+
+def print_summary(payload: dict) -> None:
+    """The results table and where things went; prints only on the main process (which has `results_file`)."""
+    if "results_file" not in payload:
+        return
+    print(format_results_table(payload))
+    card = f"  model card: {payload['model_card']}" if "model_card" in payload else ""
+    print(f"results: {payload['results_file']}{card}")
+    print(f"feature cache hits: {json.dumps(payload['cache_hits'])}")
