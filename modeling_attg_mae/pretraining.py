@@ -501,7 +501,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     validation = splits.get(data_args.validation_split) if data_args.validation_split else None
     # augmentation and masking draw from (seed, epoch/step, row) streams, not from the global RNG: a resumed run
     # repeats the uninterrupted one exactly (the Trainer restores RNG states only after prefetching a batch)
-    train = train.map(lambda _, i: {"__index__": i}, with_indices=True, desc="row index")
+    # (add_column concatenates an in-memory column: the image data is not rewritten, unlike a map)
+    train = train.add_column("__index__", list(range(len(train))))
     collator = PretrainCollator(PretrainTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
                                 require_attention_map=needs_maps, seed=training_args.seed)
     eval_collator = PretrainCollator(EvalTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
