@@ -8,6 +8,7 @@ weights, the spectral residual with numpy/scipy.
 
 import io
 import math
+import os
 
 import datasets
 import numpy as np
@@ -378,6 +379,13 @@ def test_cli_on_an_image_folder_writes_dataset_and_picture(tmp_path):
     saved = datasets.load_from_disk(str(tmp_path / "out"))
     assert saved["train"].features["attention_map"] == datasets.Array2D((5, 5), "float16")
     assert Image.open(tmp_path / "out" / "attention_maps.png").size == (3 * 128 + 8, 2 * 128 + 4)
+    # a second run does not replace what the first one wrote unless asked
+    before = sorted(os.listdir(tmp_path / "out"))
+    with pytest.raises(ValueError, match="exists and is not empty.*--overwrite_output_dir"):
+        cli_main(["--method", "spectral_residual", "--train_dir", str(tmp_path / "photos"), "--grid_size", "3",
+                  "--output_dir", str(tmp_path / "out")])
+    assert sorted(os.listdir(tmp_path / "out")) == before
+    assert datasets.load_from_disk(str(tmp_path / "out"))["train"].features["attention_map"].shape == (5, 5)
 
 
 def test_cli_default_dataset_is_the_synthetic_one(tmp_path):

@@ -43,6 +43,7 @@ class DataArguments:
     output_dir: str = field(default="attention_maps", metadata={"help": "save_to_disk folder"})
     push_to_hub: bool = field(default=False, metadata={"help": "also push the dataset to the Hub"})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id for --push_to_hub"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "allow replacing a non-empty output_dir"})
     save_pictures: int = field(default=0, metadata={"help": "write a PNG of N image | map | weights rows"})
     temperature: float = field(default=0.75, metadata={"help": "tau for the weights in the pictures"})
 
@@ -54,15 +55,12 @@ class DataArguments:
 
 
 def load_source(data: DataArguments) -> datasets.DatasetDict:
-    if data.dataset_name:
-        return datasets.load_dataset(data.dataset_name, data.dataset_config_name)
-    if data.train_dir:
-        if not os.path.isdir(data.train_dir):
-            raise ValueError(f"--train_dir {data.train_dir!r} is not a folder")
-        return datasets.load_dataset("imagefolder", data_dir=data.train_dir)
-    from ..data.synthetic import load_synthetic_dataset
+    from ..data.loading import load_image_dataset
 
-    return load_synthetic_dataset(num_train=data.synthetic_num_train, num_validation=data.synthetic_num_validation)
+    synthetic = None if (data.dataset_name or data.train_dir) else dict(
+        num_train=data.synthetic_num_train, num_validation=data.synthetic_num_validation)
+    return load_image_dataset(dataset_name=data.dataset_name, dataset_config_name=data.dataset_config_name,
+                              train_dir=data.train_dir, synthetic_kwargs=synthetic)
 
 
 def main(argv=None):
@@ -74,6 +72,9 @@ def main(argv=None):
     if not isinstance(params, dict):
         raise ValueError(f"--method_kwargs must be a JSON object, got {args.method_kwargs!r}")
     model = args.model_name_or_path or METHODS[args.method].default_model
+    if os.path.isdir(data.output_dir) and os.listdir(data.output_dir) and not data.overwrite_output_dir:
+        raise ValueError(f"output_dir {data.output_dir} exists and is not empty: pass --overwrite_output_dir to "
+                         "replace it, or choose another --output_dir")
     source = load_source(data)
     result = add_attention_maps(
         source, args.method, model, image_column=args.image_column, grid_size=args.grid_size,
