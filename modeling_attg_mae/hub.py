@@ -13,7 +13,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "attg_mae.md"
+_PACKAGE = Path(__file__).resolve().parent
+# the repository's model_cards/ in a checkout; the copy shipped as modeling_attg_mae/model_cards in an installed wheel
+TEMPLATE_PATH = next((p for p in (_PACKAGE.parent / "model_cards" / "attg_mae.md",
+                                  _PACKAGE / "model_cards" / "attg_mae.md") if p.is_file()),
+                     _PACKAGE.parent / "model_cards" / "attg_mae.md")
 DEFAULT_TAGS = ("attg-mae", "mae", "vit", "self-supervised")
 RESULTS_START, RESULTS_END = "<!-- attg-mae:results:start -->", "<!-- attg-mae:results:end -->"
 _METHOD_NAMES = {

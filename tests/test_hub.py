@@ -91,3 +91,20 @@ def test_eval_results_and_bad_input(tmp_path):
         _render(tmp_path, results=[_knn_row("validation", 20, 60.0)])
     with pytest.raises(ValueError, match="not a folder"):
         render_model_card(tmp_path / "missing", object_discovery={}, temperature={}, training_hparams={})
+
+
+def test_the_wheel_ships_the_card_template_and_the_metric_module(tmp_path):
+    """A non-editable install has no repository around it: the root folders travel inside the package."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(repo)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("attg_mae-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "modeling_attg_mae/model_cards/attg_mae.md" in names
+    assert "modeling_attg_mae/metrics/top_k_accuracy/top_k_accuracy.py" in names
+    assert "modeling_attg_mae/modeling_attg_mae.py" in names and "modeling_attg_mae/object_discovery/tokencut.py" in names

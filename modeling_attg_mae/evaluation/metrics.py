@@ -9,7 +9,10 @@ from pathlib import Path
 
 import torch
 
-METRICS_DIR = Path(__file__).resolve().parents[2] / "metrics"
+_PACKAGE = Path(__file__).resolve().parents[1]
+# the repository's metrics/ in a checkout; the copy shipped as modeling_attg_mae/metrics in an installed wheel
+METRICS_DIR = next((d for d in (_PACKAGE.parent / "metrics", _PACKAGE / "metrics") if d.is_dir()),
+                   _PACKAGE.parent / "metrics")
 
 
 @lru_cache(maxsize=None)
