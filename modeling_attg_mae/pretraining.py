@@ -344,8 +344,9 @@ class ReconstructionPictureCallback(TrainerCallback):
         from .visualize import save_guidance_grid
 
         path = Path(args.output_dir) / "pictures" / f"step-{state.global_step:07d}.png"
-        images, reconstructions, maps, tau = reconstruct(model, self.examples, self.mean, self.std)
-        save_guidance_grid(images, maps, path, temperature=tau, reconstructions=reconstructions)
+        images, reconstructions, maps, weights = reconstruct(model, self.examples, self.mean, self.std)
+        # the weights the loss actually used (any guidance mode), not a re-derivation from the map
+        save_guidance_grid(images, maps, path, reconstructions=reconstructions, weights=weights)
         writer = _tensorboard_writer(self.trainer) if getattr(self, "trainer", None) is not None else None
         if writer is not None:
             from PIL import Image
@@ -366,7 +367,7 @@ def _tensorboard_writer(trainer):
 
 @torch.no_grad()
 def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor):
-    """Images, MAE-style reconstructions (visible patches pasted back), maps and tau, in [0, 1] pixel space."""
+    """Images and MAE-style reconstructions (visible patches pasted back) in [0, 1], maps and patch weights."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -392,7 +393,7 @@ def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor):
     if was_training:
         model.train()
     maps = attention.float() if attention is not None else torch.zeros(pixels.shape[0], 1, 1)
-    return images, reconstruction, maps, float(model.attg_temperature)
+    return images, reconstruction, maps, out.patch_weights.detach().float().cpu()
 
 
 def load_source_dataset(data_args: DataArguments, model_args: ModelArguments):

@@ -71,6 +71,7 @@ def save_guidance_grid(
     reconstructions: Sequence | None = None,
     max_rows: int = 8,
     tile_size: int = 128,
+    weights=None,
 ) -> str:
     """Write a PNG with one row per image: image | map | loss weights exp(M_norm / tau) | reconstruction.
 
@@ -81,6 +82,8 @@ def save_guidance_grid(
         temperature: tau of Eq. 1; the weights are shown on the fixed scale [1, e^(1/tau)].
         reconstructions: optional, one per image, same formats as `images`.
         max_rows: at most this many rows.
+        weights: optional `(B, gh * gw)` / `(B, gh, gw)` loss weights as the model used them (`patch_weights`,
+            for any guidance mode), shown on the batch's [min, max] scale instead of `exp(M_norm / tau)`.
 
     Returns the path written.
     """
@@ -94,14 +97,23 @@ def save_guidance_grid(
     maps = _as_maps(attention_maps, rows)
     grid_h, grid_w = maps.shape[1:]
     norm = normalize_attention_map(maps.reshape(rows, -1)).view(rows, grid_h, grid_w).numpy()  # M_norm in [0, 1]
-    weights = np.exp(norm / temperature)  # Eq. 1
-    top = math.exp(1.0 / temperature)
+    if weights is None:  # Eq. 1 on a fixed scale [1, e^(1/tau)]
+        low, top = 1.0, math.exp(1.0 / temperature)
+        weights = np.exp(norm / temperature)
+    else:
+        weights = torch.as_tensor(weights, dtype=torch.float32)[:rows].reshape(rows, -1)
+        side = math.isqrt(weights.shape[1])
+        if side * side != weights.shape[1]:
+            raise ValueError(f"weights must be on a square patch grid, got {weights.shape[1]} per image")
+        weights = weights.reshape(rows, side, side).numpy()
+        low, top = float(weights.min()), float(weights.max())
+        top = top if top > low else low + 1.0  # uniform weights (vanilla MAE): all at the bottom of the scale
     columns = 3 + (reconstructions is not None)
     gap = 4
     canvas = Image.new("RGB", (columns * tile_size + (columns - 1) * gap, rows * tile_size + (rows - 1) * gap), "white")
     for row in range(rows):
         tiles = [_image_tile(images[row], tile_size), _map_tile(norm[row], tile_size),
-                 _map_tile((weights[row] - 1.0) / (top - 1.0), tile_size)]
+                 _map_tile((weights[row] - low) / (top - low), tile_size)]
         if reconstructions is not None:
             tiles.append(_image_tile(reconstructions[row], tile_size))
         for column, tile in enumerate(tiles):

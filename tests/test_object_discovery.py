@@ -422,3 +422,11 @@ def test_guidance_grid_png(tmp_path):
     np.testing.assert_array_equal(grid[36 + 5, 5], [255, 255, 255])  # float image of ones
     with pytest.raises(ValueError, match="float images must have shape"):
         save_guidance_grid([torch.ones(16, 16)], maps, tmp_path / "bad.png")
+    # the model's own weights (e.g. foreground_only's 0/1) are drawn instead of exp(M_norm / tau)
+    given = torch.ones(2, 16)
+    given[1, 5] = 0.0  # cell (1, 1) of image 1 is zeroed out of the loss
+    path = save_guidance_grid(images, maps, tmp_path / "given.png", weights=given, tile_size=32)
+    grid = np.asarray(Image.open(path))
+    np.testing.assert_array_equal(grid[36 + 8 + 2, 72 + 8 + 2], cold)  # the zero weight: bottom of the scale
+    np.testing.assert_array_equal(grid[36 + 2, 72 + 2], hot)  # weight 1: top of the [0, 1] scale
+    np.testing.assert_array_equal(grid[2, 72 + 2], hot)  # image 0: uniform ones, shown at the top as well
