@@ -188,3 +188,23 @@ def test_an_existing_output_dir_is_not_overwritten_unless_asked(tmp_path):
     run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no",
                                    "--overwrite_output_dir")))
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_masking_noise_is_new_for_each_micro_batch_and_reproducible(tmp_path):
+    from transformers import TrainingArguments
+
+    from modeling_attg_mae.pretraining import AttGTrainer
+    from tests.test_modeling import tiny_model
+
+    def trainer():
+        args = TrainingArguments(output_dir=str(tmp_path), report_to=[], seed=5, gradient_accumulation_steps=2)
+        return AttGTrainer(model=tiny_model(), args=args)
+
+    pixels = torch.zeros(3, 3, 32, 32)
+    first = trainer()
+    a, b = first._masking_noise(pixels), first._masking_noise(pixels)  # two micro-batches of step 0
+    first.state.global_step = 1
+    c = first._masking_noise(pixels)
+    assert a.shape == (3, 16) and not torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(b, c)
+    again = trainer()  # a new trainer (e.g. after a resume) draws the same masks for the same step
+    assert torch.equal(again._masking_noise(pixels), a) and torch.equal(again._masking_noise(pixels), b)
