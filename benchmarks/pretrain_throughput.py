@@ -28,6 +28,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side")
+    parser.add_argument("--map_grid", type=int, default=16, help="stored map side (the demo stores 16x16)")
     parser.add_argument("--num_workers", type=int, default=1, help="dataloader workers (run_pretrain.py default: cores // 2)")
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
@@ -35,7 +36,7 @@ def main():
     images = args.batch_size * args.steps
     data = load_synthetic_dataset(num_train=images, num_validation=8, image_size=args.image_size,
                                   cache_dir=tempfile.mkdtemp())["train"]
-    with_maps = add_attention_maps(data, "spectral_residual", grid_size=28)
+    with_maps = add_attention_maps(data, "spectral_residual", grid_size=args.map_grid)
     config = {**MODEL_PRESETS[args.preset], "image_size": args.image_size, "norm_pix_loss": True}
     patch = config["patch_size"]
     workdir = tempfile.mkdtemp()
@@ -65,7 +66,8 @@ def main():
             rates[side].append(timed_run(side))
     ratios = [a / s for a, s in zip(rates["attg"], rates["stock"])]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {device}; preset {args.preset}, {args.image_size} px, batch {args.batch_size}, "
+    print(f"device: {device}; preset {args.preset}, {args.image_size} px, {args.map_grid}x{args.map_grid} maps, "
+          f"batch {args.batch_size}, "
           f"{args.steps} steps x {args.repeats} runs per side, {args.num_workers} dataloader workers")
     print(f"stock ViTMAE, no maps : median {statistics.median(rates['stock']):.1f} images/s  {rates['stock']}")
     print(f"AttG-MAE with maps    : median {statistics.median(rates['attg']):.1f} images/s  {rates['attg']}")
