@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from transformers import ViTMAEForPreTraining, ViTMAEModel
 
+from .modeling_attg_mae import patch_grid
+
 Pooling = Literal["cls", "mean", "cls+mean"]
 POOLINGS = ("cls", "mean", "cls+mean")
 
@@ -34,11 +36,8 @@ def encode_tokens(model, pixel_values: torch.Tensor, interpolate_pos_encoding: b
         model = model.vit
     if isinstance(model, ViTMAEModel):
         batch_size = pixel_values.shape[0]
-        num_patches = model.embeddings.patch_embeddings.num_patches
-        if interpolate_pos_encoding:
-            patch = model.config.patch_size
-            patch = patch if isinstance(patch, int) else patch[0]
-            num_patches = (pixel_values.shape[2] // patch) * (pixel_values.shape[3] // patch)
+        grid_h, grid_w = patch_grid(model.config, pixel_values)  # the input's grid (interpolated or not)
+        num_patches = grid_h * grid_w
         noise = torch.arange(num_patches, device=pixel_values.device, dtype=torch.float32).expand(batch_size, -1)
         with _mask_ratio(model.config, 0.0):
             out = model(pixel_values, noise=noise, interpolate_pos_encoding=interpolate_pos_encoding)

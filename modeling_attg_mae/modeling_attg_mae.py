@@ -102,6 +102,13 @@ def resample_attention_map(attention_map: torch.Tensor, grid_size: tuple[int, in
     return attention_map.reshape(batch_size, grid_h * grid_w)
 
 
+def patch_grid(config, pixel_values: torch.Tensor) -> tuple[int, int]:
+    """`(grid_h, grid_w)` of `pixel_values` `(B, C, H, W)` for a ViT config (`patch_size` an int or a pair; ViTMAE's
+    patchify uses square patches of side `patch_size[0]`)."""
+    patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+    return pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+
+
 def normalize_attention_map(attention_map: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each row of `(B, N)` to [0, 1]: `M_norm = (M - min) / (max - min)`.
 
@@ -240,20 +247,15 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
             raise ValueError(f"temperature (tau) must be > 0, got {temperature!r}")
         self.attg_temperature.fill_(float(temperature))
 
-    @property
-    def _patch_size(self) -> int:
-        patch_size = self.config.patch_size
-        return patch_size if isinstance(patch_size, int) else patch_size[0]
-
-    def _prepare_attention_map(self, attention_map, pixel_values):
-        grid = (pixel_values.shape[2] // self._patch_size, pixel_values.shape[3] // self._patch_size)
-        if attention_map.shape[0] != pixel_values.shape[0]:
+    def _prepare_attention_map(self, attention_map, pixel_values, grid):
+        attention = resample_attention_map(attention_map, grid)  # checks type, dtype and rank first
+        if attention.shape[0] != pixel_values.shape[0]:
             raise ValueError(
-                f"attention_map batch size {attention_map.shape[0]} does not match pixel_values batch size "
+                f"attention_map batch size {attention.shape[0]} does not match pixel_values batch size "
                 f"{pixel_values.shape[0]} (expected attention_map of shape ({pixel_values.shape[0]}, "
                 f"{grid[0]}, {grid[1]}))"
             )
-        attention = resample_attention_map(attention_map.detach(), grid)
+        attention = attention.detach()
         if not torch.isfinite(attention).all():
             raise ValueError("attention_map contains NaN or inf values; fix the maps (e.g. recompute them)")
         return normalize_attention_map(attention)
@@ -286,6 +288,7 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
         validate_attg_config(config)  # configs are mutable: a bad value set after construction still fails here
         if pixel_values is None:
             raise ValueError("pixel_values is required")
+        grid = patch_grid(config, pixel_values)
         attention_norm = None
         if guidance != "none":
             if attention_map is None:
@@ -293,8 +296,8 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
                     f"attg_guidance={guidance!r} needs an `attention_map` input (batch_size, h, w) and got none; "
                     "pass the object-discovery maps, or set attg_guidance='none' to train a vanilla MAE"
                 )
-            attention_norm = self._prepare_attention_map(attention_map, pixel_values)
-        num_patches = (pixel_values.shape[2] // self._patch_size) * (pixel_values.shape[3] // self._patch_size)
+            attention_norm = self._prepare_attention_map(attention_map, pixel_values, grid)
+        num_patches = grid[0] * grid[1]
         if int(num_patches * (1 - config.mask_ratio)) >= num_patches:
             raise ValueError(
                 f"mask_ratio={config.mask_ratio} masks no patch of {num_patches}: the reconstruction loss is "
@@ -373,6 +376,7 @@ __all__ = [
     "AttGViTMAEForPreTrainingOutput",
     "resample_attention_map",
     "normalize_attention_map",
+    "patch_grid",
     "guidance_weights",
     "attention_masking_noise",
 ]

@@ -25,6 +25,7 @@ from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .modeling_attg_mae import (
     AttGViTMAEForPreTraining,
     normalize_attention_map,
+    patch_grid,
     resample_attention_map,
     save_for_inference_and_pretraining,
 )
@@ -293,10 +294,8 @@ class AttGTrainer(Trainer):
         mixed = (self.args.seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D
                  + self.args.process_index * 0x27D4EB2F)
         generator = torch.Generator().manual_seed(mixed % (2**63))
-        config = self.model.config
-        patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
-        num_patches = (pixel_values.shape[2] // patch) * (pixel_values.shape[3] // patch)
-        return torch.rand(pixel_values.shape[0], num_patches, generator=generator).to(pixel_values.device)
+        grid_h, grid_w = patch_grid(self.model.config, pixel_values)
+        return torch.rand(pixel_values.shape[0], grid_h * grid_w, generator=generator).to(pixel_values.device)
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # a training log: add what AttG adds, before history and TensorBoard see the dict
@@ -374,8 +373,8 @@ def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor):
     pixels = examples["pixel_values"].to(device)
     attention = examples.get("attention_map")
     generator = torch.Generator().manual_seed(0)  # the same masks at every evaluation: pictures compare
-    num_patches = model.vit.embeddings.patch_embeddings.num_patches
-    noise = torch.rand(pixels.shape[0], num_patches, generator=generator).to(device)
+    grid_h, grid_w = patch_grid(model.config, pixels)
+    noise = torch.rand(pixels.shape[0], grid_h * grid_w, generator=generator).to(device)
     kwargs = {} if attention is None else {"attention_map": attention.to(device)}
     if model.config.attg_guidance == "input_masking":
         noise = None

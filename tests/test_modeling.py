@@ -304,3 +304,9 @@ def test_a_fresh_model_is_initialised_like_mae_not_with_zero_embeddings():
     model.train()(pixels, attention_map=attention, noise=noise).loss.backward()
     grad_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None))
     assert grad_norm < 100  # was ~1e4 with the zero embeddings (LayerNorm of zero vectors)
+
+
+def test_a_map_that_is_not_a_tensor_gets_a_clear_error():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="must be a torch.Tensor, got list"):
+        model(batch()[0], attention_map=[[0.0] * N] * 3)
