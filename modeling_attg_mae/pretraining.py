@@ -336,6 +336,7 @@ class ReconstructionPictureCallback(TrainerCallback):
         self.examples = examples  # {"pixel_values": (K, 3, H, W), "attention_map": (K, h, w)}
         self.mean = torch.tensor(image_mean).view(1, 3, 1, 1)
         self.std = torch.tensor(image_std).view(1, 3, 1, 1)
+        self.trainer = None  # set by run(): callbacks are not handed the trainer, whose TensorBoard writer we use
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or model is None:
@@ -346,7 +347,7 @@ class ReconstructionPictureCallback(TrainerCallback):
         images, reconstructions, maps, weights = reconstruct(model, self.examples, self.mean, self.std)
         # the weights the loss actually used (any guidance mode), not a re-derivation from the map
         save_guidance_grid(images, maps, path, reconstructions=reconstructions, weights=weights)
-        writer = _tensorboard_writer(self.trainer) if getattr(self, "trainer", None) is not None else None
+        writer = _tensorboard_writer(self.trainer) if self.trainer is not None else None
         if writer is not None:
             from PIL import Image
             import numpy as np
@@ -380,11 +381,11 @@ def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor):
         noise = None
     out = model(pixels, noise=noise, **kwargs)
     prediction = out.logits.float()
+    patches = model.patchify(pixels.float())  # (B, N, p*p*C)
     if model.config.norm_pix_loss:  # undo the per-patch normalisation with the true patch statistics
-        target = model.patchify(pixels.float())
-        prediction = prediction * (target.var(-1, keepdim=True) + 1e-6) ** 0.5 + target.mean(-1, keepdim=True)
+        prediction = prediction * (patches.var(-1, keepdim=True) + 1e-6) ** 0.5 + patches.mean(-1, keepdim=True)
     mask = out.mask.unsqueeze(-1)
-    pasted = model.patchify(pixels.float()) * (1 - mask) + prediction * mask
+    pasted = patches * (1 - mask) + prediction * mask
     reconstruction = model.unpatchify(pasted, pixels.shape[2:]).cpu()
     mean, std = mean.to(reconstruction), std.to(reconstruction)
     images = (pixels.cpu() * std + mean).clamp(0, 1)
