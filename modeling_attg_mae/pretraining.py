@@ -20,6 +20,7 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
 
+from .checkpointing import WEIGHTS_FILE, load_checkpoint_weights
 from .configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .modeling_attg_mae import (
@@ -266,6 +267,29 @@ class AttGTrainer(Trainer):
         self._object_share = []
         self.eval_data_collator = eval_data_collator  # evaluation sees center crops, not training augmentation
         self.can_return_loss = True  # the reconstruction loss needs no `labels`: report eval_loss anyway
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # the stock method loads the raw file without key conversion and drops every layer weight (see
+        # checkpointing.py); FSDP / DeepSpeed / sharded checkpoints keep their own loaders
+        target = self.model if model is None else model
+        if self._loads_plain_checkpoint(resume_from_checkpoint, target):
+            load_checkpoint_weights(target, resume_from_checkpoint)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        best = self.state.best_model_checkpoint
+        if self._loads_plain_checkpoint(best, self.model):
+            logger.info("loading the best model from %s (score: %s)", best, self.state.best_metric)
+            load_checkpoint_weights(self.model, best)
+        else:
+            super()._load_best_model()
+
+    def _loads_plain_checkpoint(self, checkpoint, model) -> bool:
+        from transformers import PreTrainedModel
+
+        return (checkpoint is not None and isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled
+                and not self.is_deepspeed_enabled and (Path(checkpoint) / WEIGHTS_FILE).is_file())
 
     def get_eval_dataloader(self, eval_dataset=None):
         if self.eval_data_collator is None:
