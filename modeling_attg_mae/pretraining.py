@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,8 +21,14 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
 
-from .checkpointing import WEIGHTS_FILE, load_checkpoint_weights
-from .configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig
+from .checkpointing import (
+    RESUME_LATEST,
+    WEIGHTS_FILE,
+    checkpoint_belongs_to,
+    load_checkpoint_weights,
+    resolve_resume_checkpoint,
+)
+from .configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig, validate_attg_config
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .modeling_attg_mae import (
     AttGViTMAEForPreTraining,
@@ -101,6 +108,16 @@ class DataArguments:
     synthetic_num_validation: int = field(default=1000, metadata={"help": "Synthetic data: images per val split."})
     synthetic_image_size: int = field(default=64, metadata={"help": "Synthetic data: image side in pixels."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic data: generator seed."})
+
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples", "attention_num_proc"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 (or left unset), got {value}")
+        for name in ("attention_batch_size", "attention_grid_size", "synthetic_num_train",
+                     "synthetic_num_validation", "synthetic_image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -215,47 +232,102 @@ def apply_mae_defaults(training_args: TrainingArguments, attg_args: AttGArgument
         training_args.learning_rate = attg_args.base_learning_rate * effective_batch_size(training_args) / 256
 
 
-def build_model(model_args: ModelArguments, attg_args: AttGArguments) -> AttGViTMAEForPreTraining:
-    """From scratch (a preset + overrides) or from a checkpoint (ours or stock ViTMAE), with our AttG knobs."""
+def build_config(model_args: ModelArguments, attg_args: AttGArguments) -> AttGViTMAEConfig:
+    """The run's config, before any weight is loaded: a preset or a checkpoint's config (which must be a ViTMAE),
+    our AttG knobs, then `--config_overrides` (a key the config does not have is an error, not a silent extra)."""
     attg = dict(
         attg_guidance=attg_args.attg_guidance, attg_temperature=attg_args.attg_temperature,
         attg_temperature_end=attg_args.attg_temperature_end,
         attg_temperature_schedule=attg_args.attg_temperature_schedule, attg_quantile=attg_args.attg_quantile,
         mask_ratio=model_args.mask_ratio, norm_pix_loss=model_args.norm_pix_loss,
     )
-    overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path:
-        return AttGViTMAEForPreTraining.from_pretrained(
-            model_args.model_name_or_path, cache_dir=model_args.cache_dir, attg_pretraining_mask_ratio=None,
-            **attg, **overrides)
-    return AttGViTMAEForPreTraining(AttGViTMAEConfig(**{**MODEL_PRESETS[model_args.model_preset], **attg,
-                                                        **overrides}))
-
-
-def parse_overrides(text: str | None) -> dict:
-    if not text:
-        return {}
-    overrides = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise ValueError(f"--config_overrides expects key=value pairs separated by commas, got {item!r}")
-        key, value = (s.strip() for s in item.split("=", 1))
+        check_vit_mae_checkpoint(model_args.model_name_or_path, model_args.cache_dir)
+        config = AttGViTMAEConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+                                                  attg_pretraining_mask_ratio=None, **attg)
+    else:
+        config = AttGViTMAEConfig(**MODEL_PRESETS[model_args.model_preset], **attg)
+    if model_args.config_overrides:
         try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
+            config.update_from_string(model_args.config_overrides)
+        except ValueError as error:
+            known = ", ".join(sorted(k for k in config.to_dict() if not k.startswith("_")))
+            raise ValueError(f"--config_overrides {model_args.config_overrides!r}: {error}; the config's keys are: "
+                             f"{known}") from None
+        validate_attg_config(config)  # an override may have set an AttG field after construction
+    return config
+
+
+def check_vit_mae_checkpoint(model_name_or_path: str, cache_dir: str | None = None) -> None:
+    """Refuse a checkpoint that is not a ViTMAE (a BERT or a ResNet would otherwise start a random ViTMAE whose
+    card names the wrong base model), or that cannot be found, before any data or model work."""
+    from transformers import PretrainedConfig
+
+    try:
+        values, _ = PretrainedConfig.get_config_dict(model_name_or_path, cache_dir=cache_dir)
+    except Exception as error:  # a missing folder surfaces as a Hub-id validation error: say what was looked for
+        local = "no such local folder" if not os.path.exists(model_name_or_path) else "a local folder"
+        raise ValueError(f"--model_name_or_path {model_name_or_path!r}: {local}, and no config could be loaded "
+                         f"({type(error).__name__}: {error})") from None
+    model_type = values.get("model_type")
+    if model_type != "vit_mae":
+        raise ValueError(f"--model_name_or_path {model_name_or_path!r} is a {model_type!r} checkpoint; pre-training "
+                         "continues only from a ViTMAE (vit_mae) checkpoint, e.g. facebook/vit-mae-base or one of "
+                         "ours. Leave it empty to start from scratch with --model_preset")
+
+
+def build_model(model_args: ModelArguments, attg_args: AttGArguments,
+                config: AttGViTMAEConfig | None = None) -> AttGViTMAEForPreTraining:
+    """From scratch (a preset + overrides) or from a checkpoint (ours or stock ViTMAE), with our AttG knobs."""
+    config = build_config(model_args, attg_args) if config is None else config
+    if model_args.model_name_or_path:
+        return AttGViTMAEForPreTraining.from_pretrained(model_args.model_name_or_path, config=config,
+                                                        cache_dir=model_args.cache_dir)
+    return AttGViTMAEForPreTraining(config)
 
 
 def check_output_dir(training_args: TrainingArguments, attg_args: AttGArguments) -> None:
-    """Refuse to write into a non-empty output_dir unless asked to, or unless resuming from it."""
+    """Refuse to write into a non-empty output_dir unless asked to, or unless resuming a checkpoint of the run
+    it holds; fail now, not after data and maps, when it cannot be written."""
     path = Path(training_args.output_dir)
-    if path.is_dir() and any(path.iterdir()) and not attg_args.overwrite_output_dir \
-            and not training_args.resume_from_checkpoint:
-        raise ValueError(
-            f"output_dir {path} exists and is not empty: pass --overwrite_output_dir to write into it, "
-            "--resume_from_checkpoint to continue a run, or choose another --output_dir"
-        )
+    resume = training_args.resume_from_checkpoint
+    if path.is_dir() and any(path.iterdir()) and not attg_args.overwrite_output_dir:
+        if not resume:
+            raise ValueError(
+                f"output_dir {path} exists and is not empty: pass --overwrite_output_dir to write into it, "
+                "--resume_from_checkpoint to continue a run, or choose another --output_dir"
+            )
+        if str(resume).lower() not in RESUME_LATEST and not checkpoint_belongs_to(resume, path):
+            raise ValueError(
+                f"--resume_from_checkpoint {resume} is not a checkpoint of the run in output_dir {path}, which is "
+                "not empty: continuing there would overwrite that run's model, card and state. Choose an empty "
+                "--output_dir (or the checkpoint's own run folder), or pass --overwrite_output_dir to replace it"
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"output_dir {path} cannot be written ({error})") from None
+
+
+def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArguments,
+                        training_args: TrainingArguments) -> AttGViTMAEConfig:
+    """Every check that needs no data and no weights, in one place, before any data or model work; returns the
+    run's config. (Data-dependent checks follow as soon as the dataset is opened, before the maps.)"""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")
+    check_output_dir(training_args, attg_args)
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
+                                                                     training_args.output_dir)
+    if attg_args.run_knn and data_args.train_dir and not data_args.validation_dir:
+        raise ValueError("--run_knn evaluates on the splits besides the training one, but --train_dir was given "
+                         "without --validation_dir; add one, or drop --run_knn and run run_knn.py later")
+    config = build_config(model_args, attg_args)
+    if attg_args.attg_guidance != "none":
+        check_attention_arguments(data_args)
+    return config
 
 
 class AttGTrainer(Trainer):
@@ -265,6 +337,7 @@ class AttGTrainer(Trainer):
     def __init__(self, *args, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._object_share = []
+        self._warned_constant_maps = False
         self.eval_data_collator = eval_data_collator  # evaluation sees center crops, not training augmentation
         self.can_return_loss = True  # the reconstruction loss needs no `labels`: report eval_loss anyway
 
@@ -304,11 +377,26 @@ class AttGTrainer(Trainer):
         guidance = getattr(self.model.config, "attg_guidance", "none")  # a stock ViTMAE trains here too
         if model.training and "noise" not in inputs and guidance != "input_masking":
             inputs = {**inputs, "noise": self._masking_noise(inputs["pixel_values"])}
+        if model.training and inputs.get("attention_map") is not None and guidance != "none":
+            self._warn_constant_maps(inputs["attention_map"])
         outputs = model(**inputs)
         loss = outputs.loss
         if model.training and inputs.get("attention_map") is not None and hasattr(outputs, "patch_weights"):
             self._object_share.append(object_loss_share(outputs, inputs["attention_map"]))
         return (loss, outputs) if return_outputs else loss
+
+    def _warn_constant_maps(self, attention_map: torch.Tensor) -> None:
+        """A constant map gives every patch weight 1: that image trains as a plain MAE. Say so once per run, since
+        it usually means a broken map source (a blank mask column, a detector that saw nothing)."""
+        flat = attention_map.detach().flatten(1)
+        constant = int((flat.amax(1) == flat.amin(1)).sum())
+        if constant and not self._warned_constant_maps:
+            self._warned_constant_maps = True
+            logger.warning(
+                "%d of %d attention maps in a training batch (step %d) are constant: those images get weight 1 on "
+                "every patch and train as a plain MAE. Check the map source (--attention_method / the attention "
+                "column); maps that are constant for every image make this run a vanilla MAE",
+                constant, flat.shape[0], self.state.global_step)
 
     def _masking_noise(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """MAE's random masking noise from a (seed, step, micro-batch, process) stream, for exact resumes."""
@@ -441,7 +529,7 @@ def load_source_dataset(data_args: DataArguments, model_args: ModelArguments):
 
 
 def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, main_process_first,
-                          with_maps: bool = True) -> dict:
+                          with_maps: bool = True, run_knn: bool = False) -> dict:
     """{split: Dataset} for the train (and validation) split, with an `attention_map` column when `with_maps`
     (computed by the object-discovery step and cached when the dataset has none)."""
     from .data.loading import check_columns
@@ -453,6 +541,8 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
         if split not in dataset:
             raise ValueError(f"split {split!r} not in the dataset; its splits are {list(dataset)}")
         check_columns(dataset[split], data_args.image_column_name)
+    if run_knn:
+        check_knn_splits(dataset, data_args.train_split)
     splits = {}
     for split in wanted:
         part = dataset[split]
@@ -466,6 +556,22 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
                 part = part.rename_column(data_args.attention_column, "attention_map")
         splits[split] = part
     return splits
+
+
+KNN_LABEL_COLUMN = "label"  # the evaluation CLIs' default label column, which --run_knn uses
+
+
+def check_knn_splits(dataset, train_split: str) -> None:
+    """`--run_knn` needs a labelled split besides the training one: say so before maps and training, not after."""
+    others = [split for split in dataset if split != train_split]
+    if not others:
+        raise ValueError(f"--run_knn evaluates on the splits besides {train_split!r}, but the dataset has only "
+                         f"{list(dataset)}; use a dataset with a validation split, or drop --run_knn")
+    for split in [train_split, *others]:
+        if KNN_LABEL_COLUMN not in dataset[split].column_names:
+            raise ValueError(f"--run_knn needs a {KNN_LABEL_COLUMN!r} column of class ids; split {split!r} has "
+                             f"{dataset[split].column_names}. Drop --run_knn and run run_knn.py with "
+                             "--label_column_name afterwards")
 
 
 def check_attention_arguments(data_args: DataArguments) -> None:
@@ -504,13 +610,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
 
     from .data import EvalTransform, PretrainCollator, PretrainTransform
 
-    check_output_dir(training_args, attg_args)
+    config = check_run_arguments(model_args, data_args, attg_args, training_args)
     needs_maps = attg_args.attg_guidance != "none"
-    if needs_maps:
-        check_attention_arguments(data_args)
-    set_seed(training_args.seed)
-    model = build_model(model_args, attg_args)
-    config = model.config
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -521,7 +622,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         except OSError:
             logger.warning("no image processor in %s: using ImageNet mean/std", model_args.model_name_or_path)
 
-    splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps)
+    splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
+                                   run_knn=attg_args.run_knn)
+    set_seed(training_args.seed)
+    model = build_model(model_args, attg_args, config)
     train = splits[data_args.train_split]
     validation = splits.get(data_args.validation_split) if data_args.validation_split else None
     # augmentation and masking draw from (seed, epoch/step, row) streams, not from the global RNG: a resumed run
