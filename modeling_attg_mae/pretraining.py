@@ -200,7 +200,11 @@ def parse_arguments(argv: list[str] | None = None):
         path = Path(argv[0])
         if not path.is_file():
             raise ValueError(f"arguments file {path} does not exist")
-        values = json.loads(path.read_text())
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"arguments file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
+                             f"column {error.colno}") from None
     else:
         values = None
     if values is not None:
