@@ -137,8 +137,24 @@ class AttGArguments:
         "help": "Validation images drawn as image | map | weights | reconstruction at each evaluation."})
     run_knn: bool = field(default=False, metadata={
         "help": "After training, run the k-NN evaluation on the validation splits and add it to the model card."})
+    knn_monitor: bool = field(default=False, metadata={
+        "help": "Online k-NN during training (DINO's weighted vote, CLS): logged as eval/knn_top1_<split> to "
+                "TensorBoard and trainer_state.json. Needs a 'label' column."})
+    knn_monitor_steps: int | None = field(default=None, metadata={
+        "help": "Measure every N optimizer steps (default: once per epoch); the last step is always measured."})
+    knn_monitor_bank_size: int | None = field(default=1000, metadata={
+        "help": "Train images in the monitor's bank (a fixed seeded subset; empty: all)."})
+    knn_monitor_queries: int | None = field(default=500, metadata={
+        "help": "Images per evaluation split the monitor classifies (a fixed seeded subset; empty: all)."})
+    knn_monitor_k: int = field(default=20, metadata={"help": "k of the monitor's k-NN."})
 
     def __post_init__(self):
+        for name in ("knn_monitor_steps", "knn_monitor_bank_size", "knn_monitor_queries"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 (or left unset), got {value}")
+        if self.knn_monitor_k < 1:
+            raise ValueError(f"--knn_monitor_k must be >= 1, got {self.knn_monitor_k}")
         if self.attg_guidance not in GUIDANCE_MODES:
             raise ValueError(f"--attg_guidance must be one of {GUIDANCE_MODES}, got {self.attg_guidance!r}")
 
@@ -533,13 +549,15 @@ def load_source_dataset(data_args: DataArguments, model_args: ModelArguments):
 
 
 def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, main_process_first,
-                          with_maps: bool = True, run_knn: bool = False) -> dict:
+                          with_maps: bool = True, run_knn: bool = False, dataset=None) -> dict:
     """{split: Dataset} for the train (and validation) split, with an `attention_map` column when `with_maps`
-    (computed by the object-discovery step and cached when the dataset has none)."""
+    (computed by the object-discovery step and cached when the dataset has none). `run_knn`: check that the
+    k-NN evaluation (after training or online) has labelled splits to work on, before any map is computed."""
     from .data.loading import check_columns
 
-    with main_process_first(desc="dataset loading"):
-        dataset = load_source_dataset(data_args, model_args)
+    if dataset is None:
+        with main_process_first(desc="dataset loading"):
+            dataset = load_source_dataset(data_args, model_args)
     wanted = [data_args.train_split] + ([data_args.validation_split] if data_args.validation_split else [])
     for split in wanted:
         if split not in dataset:
@@ -566,7 +584,8 @@ KNN_LABEL_COLUMN = "label"  # the evaluation CLIs' default label column, which -
 
 
 def check_knn_splits(dataset, train_split: str) -> None:
-    """`--run_knn` needs a labelled split besides the training one: say so before maps and training, not after."""
+    """`--run_knn` / `--knn_monitor` need a labelled split besides the training one: say so before maps and
+    training, not after."""
     others = [split for split in dataset if split != train_split]
     if not others:
         raise ValueError(f"--run_knn evaluates on the splits besides {train_split!r}, but the dataset has only "
@@ -626,8 +645,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         except OSError:
             logger.warning("no image processor in %s: using ImageNet mean/std", model_args.model_name_or_path)
 
+    with training_args.main_process_first(desc="dataset loading"):
+        source = load_source_dataset(data_args, model_args)
     splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
-                                   run_knn=attg_args.run_knn)
+                                   run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
     set_seed(training_args.seed)
     model = build_model(model_args, attg_args, config)
     train = splits[data_args.train_split]
@@ -648,10 +669,15 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         examples = eval_collator([validation[i] for i in range(min(attg_args.num_pictures, len(validation)))])
         pictures = ReconstructionPictureCallback(examples, mean, std)
         callbacks.append(pictures)
+    monitor = None
+    if attg_args.knn_monitor:
+        monitor = build_knn_monitor(source, data_args, attg_args, training_args, size, mean, std, len(train))
+        callbacks.append(monitor)
     trainer = AttGTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
                           data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks)
-    if pictures is not None:
-        pictures.trainer = trainer
+    for callback in (pictures, monitor):
+        if callback is not None:
+            callback.trainer = trainer
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_state()
     output_dir = Path(training_args.output_dir)
@@ -672,6 +698,27 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         push_checkpoint_to_hub(output_dir, training_args.hub_model_id or output_dir.name,
                                private=bool(training_args.hub_private_repo))
     return paths
+
+
+def build_knn_monitor(source, data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
+                      image_size: int, mean, std, num_train: int):
+    """The online k-NN monitor on a fixed seeded bank from the train split and every other split (seeded subsets),
+    with the evaluation transform; once per epoch unless `--knn_monitor_steps` says otherwise."""
+    from .evaluation.monitor import KNNMonitorCallback, monitor_subset
+    from .evaluation.runner import eval_pixels_transform, num_classes_of
+
+    train = source[data_args.train_split]
+    bank = monitor_subset(train, attg_args.knn_monitor_bank_size, training_args.seed)
+    queries = {split: monitor_subset(source[split], attg_args.knn_monitor_queries, training_args.seed)
+               for split in source if split != data_args.train_split}
+    batches = math.ceil(num_train / (training_args.per_device_train_batch_size * max(training_args.world_size, 1)))
+    steps_per_epoch = max(batches // training_args.gradient_accumulation_steps, 1)
+    labels = torch.as_tensor(bank[KNN_LABEL_COLUMN])
+    return KNNMonitorCallback(
+        bank, queries, eval_pixels_transform(image_size, mean, std), data_args.image_column_name, KNN_LABEL_COLUMN,
+        every_steps=attg_args.knn_monitor_steps or steps_per_epoch, k=min(attg_args.knn_monitor_k, len(bank)),
+        batch_size=training_args.per_device_eval_batch_size,
+        num_classes=num_classes_of(train, KNN_LABEL_COLUMN, labels))
 
 
 def export_checkpoint(model, output_dir: Path, size: int, mean, std) -> None:

@@ -146,12 +146,30 @@ def test_resume_continues_with_the_same_tau_step_and_weights(tmp_path):
     assert max((a[n] - initial[n]).abs().max().item() for n in a) > 1e-3
 
 
+def test_knn_monitor_equals_run_knn_on_the_exported_checkpoint(tmp_path):
+    # bank and queries are whole splits here (48 / 16 images), as run_knn.py uses them; the monitor's last value
+    # is measured on the final weights, which is what the export holds
+    paths = run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "6", "--eval_strategy", "no", "--num_pictures",
+                                           "0", "--learning_rate", "2e-3", "--knn_monitor", "--knn_monitor_steps",
+                                           "4", "--run_knn")))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    measured = [e for e in state["log_history"] if "eval_knn_top1_validation" in e]
+    assert [e["step"] for e in measured] == [4, 6]  # every 4 steps and the last one
+    splits = ("validation", "validation_mixed_rand", "validation_only_fg")
+    offline = json.loads(Path(paths["knn_results"]).read_text())["results"]
+    for split in splits:
+        (expected,) = [r["top1"] for r in offline if r["method"] == "knn" and r["k"] == 20 and r["split"] == split]
+        assert measured[-1][f"eval_knn_top1_{split}"] == pytest.approx(expected, abs=1e-3), split
+    assert {f"eval/knn_top1_{split}" for split in splits} <= scalars(Path(paths["logs"]))["scalars"]
+
+
 def test_two_processes_with_accelerate_launch(tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(REPO / "run_pretrain.py"),
-               *tiny_args(tmp_path, "--max_steps", "2", "--eval_strategy", "no", "--num_pictures", "0")]
+               *tiny_args(tmp_path, "--max_steps", "2", "--eval_strategy", "no", "--num_pictures", "0",
+                          "--knn_monitor", "--knn_monitor_steps", "1")]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     card = (tmp_path / "out" / "README.md").read_text()
@@ -159,6 +177,9 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     # MAE's rule with the effective batch of both processes: 1.5e-4 * (8 * 2) / 256
     assert f"| learning_rate | {1.5e-4 * 16 / 256:g} |" in card
     assert ViTMAEModel.from_pretrained(tmp_path / "out") is not None
+    # the online k-NN ran in both processes (sharded features, one gather) at steps 1 and 2
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "eval_knn_top1_validation" in e] == [1, 2]
 
 
 # bad input: tests/test_bad_inputs_pretrain.py (the table behind docs/TROUBLESHOOTING.md)

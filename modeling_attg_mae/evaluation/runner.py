@@ -133,9 +133,14 @@ class _PixelsOnly:
 
 def eval_transform_for(info: EncoderInfo):
     """The data module's `EvalTransform` (resize shorter side to size * 256/224 bicubic, center crop, normalise)."""
+    return eval_pixels_transform(info.image_size, info.image_mean, info.image_std)
+
+
+def eval_pixels_transform(image_size: int, mean, std):
+    """`image -> pixel_values (3, S, S)`: the evaluation transform of every k-NN / probe (offline and online)."""
     from ..data.transforms import EvalTransform
 
-    return _PixelsOnly(EvalTransform(info.image_size, mean=info.image_mean, std=info.image_std))
+    return _PixelsOnly(EvalTransform(image_size, mean=mean, std=std))
 
 
 def probe_train_transform_for(info: EncoderInfo, seed: int | None = None):
@@ -282,6 +287,7 @@ __all__ = [
     "VIT_MODEL_TYPES",
     "load_encoder",
     "eval_transform_for",
+    "eval_pixels_transform",
     "probe_train_transform_for",
     "check_split",
     "check_label_column",
