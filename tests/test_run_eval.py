@@ -168,8 +168,12 @@ def test_linear_probe_runs_both_modes(checkpoint, tmp_path):
     probe = LinearProbeArguments(mode="protocol", epochs=2, warmup_epochs=1, probe_batch_size=8, base_lr=10.0)
     protocol = run_linear_probe(model_args, data_args, run_args, probe, dataset=dataset)
     assert [r["method"] for r in protocol["results"]] == ["linear_probe"]
-    assert "train" not in protocol["cache_hits"]  # the protocol encodes augmented images, not cached ones
-    assert 0.0 <= protocol["results"][0]["top1"] <= 100.0
+    row = protocol["results"][0]
+    assert 0.0 <= row["top1"] <= 100.0
+    # the protocol keeps its fixed lr; the held-out check sweeps the grid plus that lr on the cached train features
+    assert (row["lr_selection"], row["base_lr"]) == ("fixed", 10.0)
+    assert protocol["cache_hits"]["train"]
+    assert 10.0 in [point["base_lr"] for point in row["held_out_check"]["grid"]]
 
 
 def _image_folders(root: Path):
