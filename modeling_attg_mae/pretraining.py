@@ -137,6 +137,10 @@ class AttGArguments:
         "help": "Validation images drawn as image | map | weights | reconstruction at each evaluation."})
     run_knn: bool = field(default=False, metadata={
         "help": "After training, run the k-NN evaluation on the validation splits and add it to the model card."})
+    maps_for_vanilla_mae: bool = field(default=False, metadata={
+        "help": "With --attg_guidance none, still load (or compute) the attention maps: the loss ignores them, but "
+                "object_loss_share is logged (the share of MAE's unweighted loss on object patches), so a MAE run "
+                "can be compared with an AttG run patch for patch."})
     knn_monitor: bool = field(default=False, metadata={
         "help": "Online k-NN during training (DINO's weighted vote, CLS): logged as eval/knn_top1_<split> to "
                 "TensorBoard and trainer_state.json. Needs a 'label' column."})
@@ -345,7 +349,7 @@ def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, at
         raise ValueError("--run_knn evaluates on the splits besides the training one, but --train_dir was given "
                          "without --validation_dir; add one, or drop --run_knn and run run_knn.py later")
     config = build_config(model_args, attg_args)
-    if attg_args.attg_guidance != "none":
+    if attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae:
         check_attention_arguments(data_args)
     return config
 
@@ -634,7 +638,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     from .data import EvalTransform, PretrainCollator, PretrainTransform
 
     config = check_run_arguments(model_args, data_args, attg_args, training_args)
-    needs_maps = attg_args.attg_guidance != "none"
+    needs_maps = attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     mean, std = IMAGENET_MEAN, IMAGENET_STD

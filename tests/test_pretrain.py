@@ -163,6 +163,44 @@ def test_knn_monitor_equals_run_knn_on_the_exported_checkpoint(tmp_path):
     assert {f"eval/knn_top1_{split}" for split in splits} <= scalars(Path(paths["logs"]))["scalars"]
 
 
+def test_paired_arms_see_identical_initial_weights_batches_maps_and_masking_noise(tmp_path, monkeypatch):
+    """The study's pairing: a MAE arm and an AttG arm of one seed differ only in the loss."""
+    import modeling_attg_mae.pretraining as pretraining
+
+    seen = {}
+    build_model, compute_loss = pretraining.build_model, pretraining.AttGTrainer.compute_loss
+
+    def recording_build_model(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        seen[arm]["init"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return model
+
+    def recording_compute_loss(self, model, inputs, *args, **kwargs):
+        if model.training:
+            noise = self._masking_noise(inputs["pixel_values"])  # the call compute_loss would make ...
+            self._noise_step = None  # ... undone, so that compute_loss draws the same noise again
+            seen[arm]["batches"].append((inputs["pixel_values"].clone(), inputs["attention_map"].clone(), noise))
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "build_model", recording_build_model)
+    monkeypatch.setattr(pretraining.AttGTrainer, "compute_loss", recording_compute_loss)
+    for arm in ("none", "attg"):
+        seen[arm] = {"batches": []}
+        run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "3", "--eval_strategy", "no", "--num_pictures", "0",
+                                       "--attg_guidance", arm, "--maps_for_vanilla_mae", name=arm)))
+    mae, attg = seen["none"], seen["attg"]
+    assert mae["init"].keys() == attg["init"].keys()
+    assert all(torch.equal(mae["init"][k], attg["init"][k]) for k in mae["init"])
+    assert len(mae["batches"]) == len(attg["batches"]) == 3
+    for (pixels_a, maps_a, noise_a), (pixels_b, maps_b, noise_b) in zip(mae["batches"], attg["batches"]):
+        assert torch.equal(pixels_a, pixels_b) and torch.equal(maps_a, maps_b) and torch.equal(noise_a, noise_b)
+    assert not torch.equal(mae["batches"][0][0], mae["batches"][1][0])  # the batches themselves differ
+    # only the loss differs: MAE logs the share of its unweighted loss on object patches, AttG a larger one
+    share = {arm: [e["object_loss_share"] for e in json.loads((tmp_path / arm / "trainer_state.json").read_text())
+                   ["log_history"] if "loss" in e] for arm in seen}
+    assert len(share["none"]) == 3 and all(a > m for a, m in zip(share["attg"], share["none"]))
+
+
 def test_two_processes_with_accelerate_launch(tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
