@@ -187,6 +187,13 @@ DEMO_ARGUMENTS = {
     "save_total_limit": 2,
     "report_to": ["tensorboard"],
     "run_knn": True,
+    # the online k-NN curve at epochs 5 and 10, on a 500-image bank and 200 images per split: on two CPU cores
+    # an inference pass costs about as much per image as a training step, so this is what stays within ~5% of
+    # the training time (benchmarks/knn_monitor_overhead.py); once per epoch is the default elsewhere
+    "knn_monitor": True,
+    "knn_monitor_steps": 160,
+    "knn_monitor_bank_size": 500,
+    "knn_monitor_queries": 200,
     "seed": 0,
 }
 
@@ -722,7 +729,7 @@ def build_knn_monitor(source, data_args: DataArguments, attg_args: AttGArguments
         bank, queries, eval_pixels_transform(image_size, mean, std), data_args.image_column_name, KNN_LABEL_COLUMN,
         every_steps=attg_args.knn_monitor_steps or steps_per_epoch, k=min(attg_args.knn_monitor_k, len(bank)),
         batch_size=training_args.per_device_eval_batch_size,
-        num_classes=num_classes_of(train, KNN_LABEL_COLUMN, labels))
+        num_classes=num_classes_of(train, KNN_LABEL_COLUMN, labels), image_size=image_size)
 
 
 def export_checkpoint(model, output_dir: Path, size: int, mean, std) -> None:

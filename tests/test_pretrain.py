@@ -161,6 +161,13 @@ def test_knn_monitor_equals_run_knn_on_the_exported_checkpoint(tmp_path):
         (expected,) = [r["top1"] for r in offline if r["method"] == "knn" and r["k"] == 20 and r["split"] == split]
         assert measured[-1][f"eval_knn_top1_{split}"] == pytest.approx(expected, abs=1e-3), split
     assert {f"eval/knn_top1_{split}" for split in splits} <= scalars(Path(paths["logs"]))["scalars"]
+    # watching does not change what is trained: the same weights without the monitor
+    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "6", "--eval_strategy", "no", "--num_pictures", "0",
+                                   "--learning_rate", "2e-3", name="unmonitored")))
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "out" / "model.safetensors"), load_file(tmp_path / "unmonitored" / "model.safetensors")
+    assert all(torch.equal(a[name], b[name]) for name in a)
 
 
 def test_paired_arms_see_identical_initial_weights_batches_maps_and_masking_noise(tmp_path, monkeypatch):

@@ -42,11 +42,13 @@ class KNNMonitorCallback(TrainerCallback):
         every_steps: how often (in optimizer steps); the last step is always measured.
         k, temperature, pooling: DINO's k-NN settings and the global feature.
         num_classes: C (the ClassLabel size when known).
+        image_size: side of the transformed images; when given, their pixels are cached (see `_pixels`).
     """
 
     def __init__(self, bank, queries: dict, transform, image_column: str = "image", label_column: str = "label",
                  every_steps: int = 100, k: int = 20, temperature: float = DEFAULT_TEMPERATURE,
-                 pooling: str = "cls", batch_size: int = 256, num_classes: int | None = None):
+                 pooling: str = "cls", batch_size: int = 256, num_classes: int | None = None,
+                 image_size: int | None = None):
         if every_steps < 1:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
         if k > len(bank):
@@ -59,20 +61,35 @@ class KNNMonitorCallback(TrainerCallback):
         self.query_labels = {name: torch.as_tensor(split[label_column], dtype=torch.long)
                              for name, split in queries.items()}
         self.trainer = None  # set by the caller: the trainer logs the numbers and shards the features
+        self.image_size, self.max_cache_bytes = image_size, 512 * 2**20
+        self._pixel_cache: dict = {}
         self._last_step = -1
+
+    def _pixels(self, name: str, data):
+        """The evaluation transform is deterministic: decode and transform each image once, then keep the
+        pixels (float16; images are re-decoded at every measurement when they would take over 512 MiB)."""
+        if name not in self._pixel_cache:
+            size = len(data) * 3 * self.image_size ** 2 * 2 if self.image_size else float("inf")
+            if size > self.max_cache_bytes:
+                return data, self.image_column, self.transform
+            self._pixel_cache[name] = _Pixels(torch.stack([self.transform(data[i][self.image_column])
+                                                           for i in range(len(data))]).half())
+        return self._pixel_cache[name], "pixel_values", _to_float
 
     def measure(self, model, accelerator=None) -> dict[str, float]:
         """`{"knn_top1_<split>": top-1 %}` of `model` now (every process gets the same numbers)."""
         was_training = model.training
         model.eval()
         try:
-            features = lambda data: extract_split_features(  # noqa: E731
-                model, data, self.image_column, self.transform, self.pooling, self.batch_size,
-                accelerator=accelerator, progress=False)
-            bank = features(self.bank)
+            def features(name, data):
+                data, column, transform = self._pixels(name, data)
+                return extract_split_features(model, data, column, transform, self.pooling, self.batch_size,
+                                              accelerator=accelerator, progress=False)
+
+            bank = features("__bank__", self.bank)
             results = {}
             for name, split in self.queries.items():
-                ranked = knn_classify(bank, self.bank_labels, features(split), [self.k], self.temperature,
+                ranked = knn_classify(bank, self.bank_labels, features(name, split), [self.k], self.temperature,
                                       self.num_classes)[self.k]
                 results[f"knn_top1_{name}"] = round(100.0 * top_k_accuracy(ranked, self.query_labels[name])["top1"], 4)
         finally:
@@ -92,6 +109,23 @@ class KNNMonitorCallback(TrainerCallback):
         # the last step is always measured (inside training, while the TensorBoard writer is open)
         if state.global_step % self.every_steps == 0 or state.global_step >= state.max_steps:
             self._log(state, model)
+
+
+class _Pixels:
+    """Rows `{"pixel_values": (3, S, S)}` of a cached pixel tensor, indexable like a `datasets.Dataset`."""
+
+    def __init__(self, pixels: torch.Tensor):
+        self.pixels = pixels
+
+    def __len__(self):
+        return self.pixels.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        return {"pixel_values": self.pixels[index]}
+
+
+def _to_float(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.float()
 
 
 __all__ = ["KNNMonitorCallback", "monitor_subset"]
