@@ -108,6 +108,9 @@ class DataArguments:
     synthetic_num_validation: int = field(default=1000, metadata={"help": "Synthetic data: images per val split."})
     synthetic_image_size: int = field(default=64, metadata={"help": "Synthetic data: image side in pixels."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic data: generator seed."})
+    synthetic_object_color: Literal["per_class", "random"] = field(default="per_class", metadata={
+        "help": "Synthetic data: per_class (the hue also tells the class) or random (the class is in the shape "
+                "alone)."})
 
     def __post_init__(self):
         for name in ("max_train_samples", "max_eval_samples", "attention_num_proc"):
@@ -798,4 +801,5 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
 
 def _synthetic_kwargs(data_args: DataArguments) -> dict:
     return dict(num_train=data_args.synthetic_num_train, num_validation=data_args.synthetic_num_validation,
-                image_size=data_args.synthetic_image_size, seed=data_args.synthetic_seed)
+                image_size=data_args.synthetic_image_size, seed=data_args.synthetic_seed,
+                object_color=data_args.synthetic_object_color)
