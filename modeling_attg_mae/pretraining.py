@@ -21,6 +21,7 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
 
 from .configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig
+from .data.source import write_data_source
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .modeling_attg_mae import (
     AttGViTMAEForPreTraining,
@@ -527,6 +528,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
              "pictures": str(output_dir / "pictures")}
     if trainer.is_world_process_zero():
         export_checkpoint(model, output_dir, size, mean, std)
+        write_data_source(output_dir, data_args)  # run_knn.py without data flags evaluates on this data
         card = write_model_card(output_dir, model_args, data_args, attg_args, training_args, result)
         paths["model_card"] = str(card)
     if attg_args.run_knn:

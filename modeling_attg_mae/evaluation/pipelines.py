@@ -23,6 +23,7 @@ std) over the seeds of the rows above it. "…_features" methods are the fast mo
 """
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -44,8 +45,12 @@ from .runner import (
 )
 
 
+logger = logging.getLogger(__name__)
+
+
 def _load_dataset(model_args, data_args):
     from ..data import load_image_dataset
+    from ..data.source import synthetic_kwargs_of
 
     return load_image_dataset(
         dataset_name=data_args.dataset_name,
@@ -53,22 +58,45 @@ def _load_dataset(model_args, data_args):
         train_dir=data_args.train_dir,
         validation_dir=data_args.validation_dir,
         cache_dir=model_args.cache_dir,
+        synthetic_kwargs=synthetic_kwargs_of(data_args),
     )
 
 
+def _use_checkpoint_data_source(model_args, data_args) -> None:
+    """With no data flag at all, evaluate on the checkpoint's pre-training data (its attg_mae_data.json), else on
+    the synthetic defaults; fills `data_args` in place (its image column / train split too, when left at the
+    defaults), so that every later step and the results' label agree on the data."""
+    from ..data.source import DATA_SOURCE_FILE, SYNTHETIC_FLAGS, dataset_label, has_data_flags, read_data_source
+
+    if has_data_flags(data_args):
+        return
+    record = read_data_source(model_args.model_name_or_path)
+    if record is None:
+        logger.warning("no data flag and no %s in %s: evaluating on the synthetic defaults",
+                       DATA_SOURCE_FILE, model_args.model_name_or_path)
+        return
+    for name in ("dataset_name", "dataset_config_name", "train_dir", "validation_dir"):
+        setattr(data_args, name, record.get(name))
+    for flag, name in SYNTHETIC_FLAGS.items():
+        setattr(data_args, flag, (record.get("synthetic") or {}).get(name))
+    defaults = {"image_column_name": "image", "train_split": "train"}
+    for name, default in defaults.items():
+        if getattr(data_args, name) == default and record.get(name):
+            setattr(data_args, name, record[name])
+    logger.warning("no data flag: evaluating on the checkpoint's pre-training data %s (from %s)",
+                   dataset_label(record), Path(model_args.model_name_or_path) / DATA_SOURCE_FILE)
+
+
 def _dataset_description(data_args) -> dict:
-    return {
-        "dataset_name": data_args.dataset_name or ("imagefolder" if data_args.train_dir else "synthetic"),
-        "dataset_config_name": data_args.dataset_config_name,
-        "train_dir": data_args.train_dir,
-        "validation_dir": data_args.validation_dir,
-    }
+    from ..data.source import data_source, dataset_label
+
+    return {**data_source(data_args), "label": dataset_label(data_source(data_args))}
 
 
 def _dataset_label(data_args) -> str:
-    if data_args.dataset_name:
-        return data_args.dataset_name
-    return str(data_args.train_dir) if data_args.train_dir else "attg-mae-synthetic"
+    from ..data.source import data_source, dataset_label
+
+    return dataset_label(data_source(data_args))
 
 
 class _Setup:
@@ -79,6 +107,7 @@ class _Setup:
 
         self.accelerator = accelerator or Accelerator()
         self.model_args, self.data_args, self.run_args = model_args, data_args, run_args
+        _use_checkpoint_data_source(model_args, data_args)
         self.dataset = dataset if dataset is not None else _load_dataset(model_args, data_args)
         # Bad splits and columns fail here, before a model is loaded or a feature extracted.
         check_split(self.dataset, data_args.train_split)
