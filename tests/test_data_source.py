@@ -91,3 +91,24 @@ def test_no_data_flag_evaluates_on_the_checkpoints_record(checkpoint, tmp_path, 
 def test_synthetic_flags_conflict_with_another_source():
     with pytest.raises(ValueError, match="--synthetic_image_size only apply to the synthetic dataset"):
         EvalDataArguments(dataset_name="cifar10", synthetic_image_size=32)
+
+
+def test_save_to_disk_folder_as_dataset_name_keeps_every_split(tmp_path):
+    """Item 4: a folder written by save_to_disk (the maps CLI's output) loads with its splits as saved."""
+    import datasets
+
+    from modeling_attg_mae.data import load_image_dataset
+
+    saved = datasets.DatasetDict({
+        split: datasets.Dataset.from_dict({"x": list(range(n))})
+        for split, n in (("train", 4), ("validation", 3), ("validation_mixed_rand", 2), ("validation_only_fg", 1))
+    })
+    saved.save_to_disk(tmp_path / "maps")
+    loaded = load_image_dataset(dataset_name=str(tmp_path / "maps"))
+    assert {split: len(part) for split, part in loaded.items()} == {
+        "train": 4, "validation": 3, "validation_mixed_rand": 2, "validation_only_fg": 1}
+    assert loaded["validation_mixed_rand"]["x"] == [0, 1]
+    saved["validation"].save_to_disk(tmp_path / "one")  # a single Dataset without a split name: "train"
+    assert {s: len(p) for s, p in load_image_dataset(dataset_name=str(tmp_path / "one")).items()} == {"train": 3}
+    with pytest.raises(ValueError, match="is a save_to_disk folder, which has no configurations"):
+        load_image_dataset(dataset_name=str(tmp_path / "maps"), dataset_config_name="default")
