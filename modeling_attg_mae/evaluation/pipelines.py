@@ -341,16 +341,10 @@ __all__ = ["run_knn", "run_linear_probe", "format_results_table"]
 
 
 def parse_cli(dataclass_types, argv=None) -> tuple:
-    """The evaluation CLIs' arguments: flags, or a JSON file as the only argument."""
-    import sys
+    """The evaluation CLIs' arguments: flags, or a JSON file as the only argument (see `modeling_attg_mae.cli`)."""
+    from ..cli import parse_cli as parse
 
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(dataclass_types)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(argv)
+    return parse(dataclass_types, argv)
 
 
 def print_summary(payload: dict) -> None:
