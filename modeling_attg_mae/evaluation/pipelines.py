@@ -112,6 +112,12 @@ class _Setup:
         # Bad splits and columns fail here, before a model is loaded or a feature extracted.
         check_split(self.dataset, data_args.train_split)
         self.eval_splits = data_args.eval_splits or [s for s in self.dataset if s != data_args.train_split]
+        if data_args.train_split in self.eval_splits:
+            raise ValueError(
+                f"--eval_splits {' '.join(self.eval_splits)} includes the train split {data_args.train_split!r}, the "
+                "k-NN bank / probe training set: every query would find itself (100% for k-NN). Evaluate on other "
+                "splits, or choose another bank with --train_split"
+            )
         if not self.eval_splits:
             raise ValueError(f"no eval split: the dataset has only {sorted(self.dataset.keys())}; pass --eval_splits")
         for split in [data_args.train_split, *self.eval_splits]:
@@ -212,12 +218,32 @@ def _summary_row(rows: list[dict]) -> dict:
     }
 
 
+def _check_knn_sizes(bank_split, split: str, label_column: str, knn_args) -> None:
+    """k and the few-shot settings against the bank's size and per-class counts, from the labels alone: before
+    any feature is extracted."""
+    size = len(bank_split)
+    if max(knn_args.ks) > size:
+        raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({size} train images in split "
+                         f"{split!r}); pass --ks no larger than {size}")
+    if not knn_args.few_shot:
+        return
+    counts = torch.bincount(torch.as_tensor(bank_split[label_column], dtype=torch.long))
+    present = counts[counts > 0]
+    for shots in knn_args.few_shot:
+        if shots > int(present.min()):
+            smallest = int(torch.nonzero(counts == present.min())[0])
+            raise ValueError(f"--few_shot {shots} needs {shots} images of every class, but class {smallest} has only "
+                             f"{int(present.min())} in split {split!r}; pass --few_shot sizes up to {int(present.min())}")
+        if knn_args.few_shot_k > shots * present.numel():
+            raise ValueError(f"--few_shot_k {knn_args.few_shot_k} is larger than the {shots}-shot bank ({shots} x "
+                             f"{present.numel()} classes = {shots * present.numel()} images); pass a smaller --few_shot_k")
+
+
 def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator=None) -> dict:
     """Weighted k-NN (all `ks`) and few-shot k-NN on every eval split; returns the results payload."""
     setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
+    _check_knn_sizes(setup.dataset[data_args.train_split], data_args.train_split, data_args.label_column_name, knn_args)
     bank, bank_labels = setup.features(data_args.train_split)
-    if max(knn_args.ks) > bank.shape[0]:
-        raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({bank.shape[0]} train images)")
     num_classes = setup.num_classes(bank_labels)
     bank = bank.to(setup.accelerator.device)  # the similarity matmuls run where the model ran (the GPU if any)
     subsets = {
