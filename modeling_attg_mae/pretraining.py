@@ -29,6 +29,7 @@ from .checkpointing import (
     resolve_resume_checkpoint,
 )
 from .configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig, validate_attg_config
+from .data.source import synthetic_kwargs_of, write_data_source
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .modeling_attg_mae import (
     AttGViTMAEForPreTraining,
@@ -295,15 +296,9 @@ def build_config(model_args: ModelArguments, attg_args: AttGArguments) -> AttGVi
 def check_vit_mae_checkpoint(model_name_or_path: str, cache_dir: str | None = None) -> None:
     """Refuse a checkpoint that is not a ViTMAE (a BERT or a ResNet would otherwise start a random ViTMAE whose
     card names the wrong base model), or that cannot be found, before any data or model work."""
-    from transformers import PretrainedConfig
+    from .model_source import load_config
 
-    try:
-        values, _ = PretrainedConfig.get_config_dict(model_name_or_path, cache_dir=cache_dir)
-    except Exception as error:  # a missing folder surfaces as a Hub-id validation error: say what was looked for
-        local = "no such local folder" if not os.path.exists(model_name_or_path) else "a local folder"
-        raise ValueError(f"--model_name_or_path {model_name_or_path!r}: {local}, and no config could be loaded "
-                         f"({type(error).__name__}: {error})") from None
-    model_type = values.get("model_type")
+    model_type = load_config(model_name_or_path, "--model_name_or_path", cache_dir=cache_dir).model_type
     if model_type != "vit_mae":
         raise ValueError(f"--model_name_or_path {model_name_or_path!r} is a {model_type!r} checkpoint; pre-training "
                          "continues only from a ViTMAE (vit_mae) checkpoint, e.g. facebook/vit-mae-base or one of "
@@ -558,7 +553,7 @@ def load_source_dataset(data_args: DataArguments, model_args: ModelArguments):
     return load_image_dataset(
         dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
         train_dir=data_args.train_dir, validation_dir=data_args.validation_dir, cache_dir=cache_dir,
-        synthetic_kwargs=_synthetic_kwargs(data_args) if synthetic else None,
+        synthetic_kwargs=synthetic_kwargs_of(data_args) if synthetic else None,
     )
 
 
@@ -567,6 +562,7 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
     """{split: Dataset} for the train (and validation) split, with an `attention_map` column when `with_maps`
     (computed by the object-discovery step and cached when the dataset has none). `run_knn`: check that the
     k-NN evaluation (after training or online) has labelled splits to work on, before any map is computed."""
+    from .data.images import undecoded_images
     from .data.loading import check_columns
 
     if dataset is None:
@@ -590,7 +586,8 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
                 part = compute_attention_maps(part, data_args, main_process_first, split)
             elif data_args.attention_column != "attention_map":
                 part = part.rename_column(data_args.attention_column, "attention_map")
-        splits[split] = part
+        # decoded by our collator, which names the split, row and file of an image that cannot be read
+        splits[split] = undecoded_images(part, data_args.image_column_name)
     return splits
 
 
@@ -616,7 +613,8 @@ def check_attention_arguments(data_args: DataArguments) -> None:
     from .object_discovery.map_step import AttentionMapStep
 
     AttentionMapStep(data_args.attention_method, data_args.attention_model_name_or_path,
-                     image_column=_attention_input_column(data_args), grid_size=data_args.attention_grid_size)
+                     image_column=_attention_input_column(data_args), grid_size=data_args.attention_grid_size,
+                     model_flag="--attention_model_name_or_path")
 
 
 def _attention_input_column(data_args: DataArguments) -> str:
@@ -699,6 +697,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
              "pictures": str(output_dir / "pictures")}
     if trainer.is_world_process_zero():
         export_checkpoint(model, output_dir, size, mean, std)
+        write_data_source(output_dir, data_args)  # run_knn.py without data flags evaluates on this data
         card = write_model_card(output_dir, model_args, data_args, attg_args, training_args, result)
         paths["model_card"] = str(card)
     if attg_args.run_knn:
@@ -797,9 +796,3 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
         return None
     payload["table"] = "\n" + format_results_table(payload)
     return payload
-
-
-def _synthetic_kwargs(data_args: DataArguments) -> dict:
-    return dict(num_train=data_args.synthetic_num_train, num_validation=data_args.synthetic_num_validation,
-                image_size=data_args.synthetic_image_size, seed=data_args.synthetic_seed,
-                object_color=data_args.synthetic_object_color)

@@ -19,6 +19,8 @@ import torch
 
 import datasets
 
+from .images import decode_image
+
 Transform = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
@@ -34,10 +36,13 @@ def transform_example(example: dict, index: int, transform: Transform, image_col
             f"example {index} has no {attention_map_column!r} (its columns: {sorted(example)}); compute the maps with "
             "the object-discovery step first, or pass require_attention_map=False for a vanilla MAE"
         )
+    # decoded here, where the dataset row and the file are known (the dataset keeps the column undecoded,
+    # `undecoded_images`); an already decoded PIL image passes through
+    image = decode_image(example[image_column], example.get("__index__", index))
     if generator is None:
-        pixel_values, attention_map = transform(example[image_column], attention_map)
+        pixel_values, attention_map = transform(image, attention_map)
     else:
-        pixel_values, attention_map = transform(example[image_column], attention_map, generator=generator)
+        pixel_values, attention_map = transform(image, attention_map, generator=generator)
     if not (torch.is_tensor(pixel_values) and pixel_values.dim() == 3):
         raise ValueError(f"the transform must return pixel_values of shape (3, S, S), got "
                          f"{getattr(pixel_values, 'shape', type(pixel_values).__name__)}")

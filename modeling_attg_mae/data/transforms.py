@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ..modeling_attg_mae import resample_attention_map
+from .images import to_rgb_image  # noqa: F401  (re-exported: the one RGB conversion)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,22 +48,6 @@ class CropParameters:
     height: int
     width: int
     flip: bool = False
-
-
-def to_rgb_image(image) -> Image.Image:
-    """A PIL RGB image from a PIL image of any mode (L, RGBA, P, CMYK, ...) or a uint8 array (H, W[, C])."""
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(f"an image array must be uint8 of shape (H, W) or (H, W, C), got dtype {image.dtype} "
-                             f"shape {image.shape}")
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"image must be a PIL.Image.Image or a uint8 numpy array, got {type(image).__name__}")
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")  # PIL warns when a transparent palette goes straight to RGB
-    return image.convert("RGB")
 
 
 def to_normalized_tensor(image: Image.Image, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:

@@ -30,6 +30,23 @@ class EvalDataArguments:
     )
     image_column_name: str = field(default="image", metadata={"help": "Column holding the images."})
     label_column_name: str = field(default="label", metadata={"help": "Column holding the integer class ids."})
+    # None = not given: with no data flag at all, the checkpoint's attg_mae_data.json (its pre-training data)
+    # decides, else the synthetic generator's defaults (4000 / 1000 / 64 px / seed 0) apply
+    synthetic_num_train: int | None = field(default=None, metadata={"help": "Synthetic data: training images (default 4000)."})
+    synthetic_num_validation: int | None = field(
+        default=None, metadata={"help": "Synthetic data: images per validation split (default 1000)."})
+    synthetic_image_size: int | None = field(default=None, metadata={"help": "Synthetic data: image side in pixels (default 64)."})
+    synthetic_seed: int | None = field(default=None, metadata={"help": "Synthetic data: generator seed (default 0)."})
+    synthetic_object_color: Literal["per_class", "random"] | None = field(
+        default=None, metadata={"help": "Synthetic data: per_class (default) or random (the class is in the shape alone)."})
+
+    def __post_init__(self):
+        from ..data.source import SYNTHETIC_FLAGS
+
+        synthetic = [f"--{name}" for name in SYNTHETIC_FLAGS if getattr(self, name) is not None]
+        if synthetic and (self.dataset_name is not None or self.train_dir is not None):
+            raise ValueError(f"{' '.join(synthetic)} only apply to the synthetic dataset, but --dataset_name or "
+                             "--train_dir was given as well")
 
 
 @dataclass

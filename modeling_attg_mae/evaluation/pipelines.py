@@ -66,8 +66,12 @@ logger = logging.getLogger(__name__)
 HELD_OUT_CHECK_MARGIN = 5.0
 
 
+logger = logging.getLogger(__name__)
+
+
 def _load_dataset(model_args, data_args):
     from ..data import load_image_dataset
+    from ..data.source import synthetic_kwargs_of
 
     return load_image_dataset(
         dataset_name=data_args.dataset_name,
@@ -75,22 +79,45 @@ def _load_dataset(model_args, data_args):
         train_dir=data_args.train_dir,
         validation_dir=data_args.validation_dir,
         cache_dir=model_args.cache_dir,
+        synthetic_kwargs=synthetic_kwargs_of(data_args),
     )
 
 
+def _use_checkpoint_data_source(model_args, data_args) -> None:
+    """With no data flag at all, evaluate on the checkpoint's pre-training data (its attg_mae_data.json), else on
+    the synthetic defaults; fills `data_args` in place (its image column / train split too, when left at the
+    defaults), so that every later step and the results' label agree on the data."""
+    from ..data.source import DATA_SOURCE_FILE, SYNTHETIC_FLAGS, dataset_label, has_data_flags, read_data_source
+
+    if has_data_flags(data_args):
+        return
+    record = read_data_source(model_args.model_name_or_path)
+    if record is None:
+        logger.warning("no data flag and no %s in %s: evaluating on the synthetic defaults",
+                       DATA_SOURCE_FILE, model_args.model_name_or_path)
+        return
+    for name in ("dataset_name", "dataset_config_name", "train_dir", "validation_dir"):
+        setattr(data_args, name, record.get(name))
+    for flag, name in SYNTHETIC_FLAGS.items():
+        setattr(data_args, flag, (record.get("synthetic") or {}).get(name))
+    defaults = {"image_column_name": "image", "train_split": "train"}
+    for name, default in defaults.items():
+        if getattr(data_args, name) == default and record.get(name):
+            setattr(data_args, name, record[name])
+    logger.warning("no data flag: evaluating on the checkpoint's pre-training data %s (from %s)",
+                   dataset_label(record), Path(model_args.model_name_or_path) / DATA_SOURCE_FILE)
+
+
 def _dataset_description(data_args) -> dict:
-    return {
-        "dataset_name": data_args.dataset_name or ("imagefolder" if data_args.train_dir else "synthetic"),
-        "dataset_config_name": data_args.dataset_config_name,
-        "train_dir": data_args.train_dir,
-        "validation_dir": data_args.validation_dir,
-    }
+    from ..data.source import data_source, dataset_label
+
+    return {**data_source(data_args), "label": dataset_label(data_source(data_args))}
 
 
 def _dataset_label(data_args) -> str:
-    if data_args.dataset_name:
-        return data_args.dataset_name
-    return str(data_args.train_dir) if data_args.train_dir else "attg-mae-synthetic"
+    from ..data.source import data_source, dataset_label
+
+    return dataset_label(data_source(data_args))
 
 
 class _Setup:
@@ -101,10 +128,17 @@ class _Setup:
 
         self.accelerator = accelerator or Accelerator()
         self.model_args, self.data_args, self.run_args = model_args, data_args, run_args
+        _use_checkpoint_data_source(model_args, data_args)
         self.dataset = dataset if dataset is not None else _load_dataset(model_args, data_args)
         # Bad splits and columns fail here, before a model is loaded or a feature extracted.
         check_split(self.dataset, data_args.train_split)
         self.eval_splits = data_args.eval_splits or [s for s in self.dataset if s != data_args.train_split]
+        if data_args.train_split in self.eval_splits:
+            raise ValueError(
+                f"--eval_splits {' '.join(self.eval_splits)} includes the train split {data_args.train_split!r}, the "
+                "k-NN bank / probe training set: every query would find itself (100% for k-NN). Evaluate on other "
+                "splits, or choose another bank with --train_split"
+            )
         if not self.eval_splits:
             raise ValueError(f"no eval split: the dataset has only {sorted(self.dataset.keys())}; pass --eval_splits")
         for split in [data_args.train_split, *self.eval_splits]:
@@ -206,12 +240,32 @@ def _summary_row(rows: list[dict]) -> dict:
     }
 
 
+def _check_knn_sizes(bank_split, split: str, label_column: str, knn_args) -> None:
+    """k and the few-shot settings against the bank's size and per-class counts, from the labels alone: before
+    any feature is extracted."""
+    size = len(bank_split)
+    if max(knn_args.ks) > size:
+        raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({size} train images in split "
+                         f"{split!r}); pass --ks no larger than {size}")
+    if not knn_args.few_shot:
+        return
+    counts = torch.bincount(torch.as_tensor(bank_split[label_column], dtype=torch.long))
+    present = counts[counts > 0]
+    for shots in knn_args.few_shot:
+        if shots > int(present.min()):
+            smallest = int(torch.nonzero(counts == present.min())[0])
+            raise ValueError(f"--few_shot {shots} needs {shots} images of every class, but class {smallest} has only "
+                             f"{int(present.min())} in split {split!r}; pass --few_shot sizes up to {int(present.min())}")
+        if knn_args.few_shot_k > shots * present.numel():
+            raise ValueError(f"--few_shot_k {knn_args.few_shot_k} is larger than the {shots}-shot bank ({shots} x "
+                             f"{present.numel()} classes = {shots * present.numel()} images); pass a smaller --few_shot_k")
+
+
 def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator=None) -> dict:
     """Weighted k-NN (all `ks`) and few-shot k-NN on every eval split; returns the results payload."""
     setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
+    _check_knn_sizes(setup.dataset[data_args.train_split], data_args.train_split, data_args.label_column_name, knn_args)
     bank, bank_labels = setup.features(data_args.train_split)
-    if max(knn_args.ks) > bank.shape[0]:
-        raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({bank.shape[0]} train images)")
     num_classes = setup.num_classes(bank_labels)
     bank = bank.to(setup.accelerator.device)  # the similarity matmuls run where the model ran (the GPU if any)
     subsets = {
@@ -404,16 +458,10 @@ __all__ = ["run_knn", "run_linear_probe", "format_results_table"]
 
 
 def parse_cli(dataclass_types, argv=None) -> tuple:
-    """The evaluation CLIs' arguments: flags, or a JSON file as the only argument."""
-    import sys
+    """The evaluation CLIs' arguments: flags, or a JSON file as the only argument (see `modeling_attg_mae.cli`)."""
+    from ..cli import parse_cli as parse
 
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(dataclass_types)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(argv)
+    return parse(dataclass_types, argv)
 
 
 def print_summary(payload: dict) -> None:
