@@ -209,7 +209,10 @@ class _TransformedImages(Dataset):
         from ..data.images import decode_image
 
         row = int(self.indices[position])
-        return self.transform(decode_image(self.data[row][self.column], row, self.split))
+        value = self.data[row][self.column]
+        if torch.is_tensor(value):  # pixels prepared once by the caller (the online k-NN monitor's cache)
+            return self.transform(value)
+        return self.transform(decode_image(value, row, self.split))
 
 
 @torch.no_grad()
