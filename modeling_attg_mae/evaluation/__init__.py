@@ -16,7 +16,7 @@ from .linear_probe import (
     train_linear_probe_on_features,
 )
 from .metrics import top_k_accuracy
-from .statistics import paired_comparison, student_t_quantile, student_t_two_sided_p
+from .statistics import mean_and_sd, paired_comparison, student_t_quantile, student_t_two_sided_p
 
 __all__ = [
     "knn_classify",
@@ -37,6 +37,7 @@ __all__ = [
     "linear_probe_rank",
     "top_k_accuracy",
     "paired_comparison",
+    "mean_and_sd",
     "student_t_two_sided_p",
     "student_t_quantile",
     "cache_key",

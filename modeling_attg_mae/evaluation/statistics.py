@@ -88,8 +88,10 @@ def student_t_quantile(q: float, df: float) -> float:
     return high if q > 0.5 else -high
 
 
-def _mean_and_sd(values: Sequence[float]) -> tuple[float, float]:
+def mean_and_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof = 1), two-pass (as numpy / scipy) for the same rounding."""
+    if len(values) < 2:
+        raise ValueError(f"a sample standard deviation needs at least 2 values, got {len(values)}")
     mean = math.fsum(values) / len(values)
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
@@ -113,7 +115,8 @@ def paired_comparison(treatment: Sequence[float], control: Sequence[float], alph
     """
     treatment, control = [float(v) for v in treatment], [float(v) for v in control]
     if len(treatment) != len(control):
-        raise ValueError(f"paired samples need equal lengths, got {len(treatment)} treatment and {len(control)} control")
+        raise ValueError(f"paired samples need equal lengths, got {len(treatment)} treatment and "
+                         f"{len(control)} control")
     n = len(treatment)
     if n < 2:
         raise ValueError(f"a paired t-test needs at least 2 pairs (the sd of 1 difference is undefined), got {n}")
@@ -122,7 +125,7 @@ def paired_comparison(treatment: Sequence[float], control: Sequence[float], alph
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     differences = [a - b for a, b in zip(treatment, control)]
-    diff_mean, diff_sd = _mean_and_sd(differences)
+    diff_mean, diff_sd = mean_and_sd(differences)
     df = n - 1
     if all(d == differences[0] for d in differences):
         t = math.copysign(math.inf, diff_mean) if diff_mean != 0 else 0.0
@@ -134,8 +137,8 @@ def paired_comparison(treatment: Sequence[float], control: Sequence[float], alph
         p = student_t_two_sided_p(t, df)
         half_width = student_t_quantile(1.0 - alpha / 2.0, df) * standard_error
         ci_low, ci_high = diff_mean - half_width, diff_mean + half_width
-    treatment_mean, treatment_sd = _mean_and_sd(treatment)
-    control_mean, control_sd = _mean_and_sd(control)
+    treatment_mean, treatment_sd = mean_and_sd(treatment)
+    control_mean, control_sd = mean_and_sd(control)
     return {
         "n": n, "treatment_mean": treatment_mean, "treatment_sd": treatment_sd,
         "control_mean": control_mean, "control_sd": control_sd,
