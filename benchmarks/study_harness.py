@@ -34,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from plotting import plot_curves  # noqa: F401  (attg_vs_mae.py imports it from here)
 
 from modeling_attg_mae.configuration_attg_mae import AttGViTMAEConfig
 from modeling_attg_mae.data import EvalTransform, PretrainTransform, load_synthetic_dataset
@@ -43,7 +44,6 @@ from modeling_attg_mae.features import extract_features
 from modeling_attg_mae.modeling_attg_mae import AttGViTMAEForPreTraining
 from modeling_attg_mae.object_discovery import add_attention_maps
 from modeling_attg_mae.temperature import temperature_at
-from plotting import plot_curves  # noqa: F401  (attg_vs_mae.py imports it from here)
 
 Guidance = Literal["attg", "input_masking", "foreground_only", "background_only", "inverted", "none"]
 MapSource = Literal["object_mask", "spectral_residual", "tokencut_self"]
