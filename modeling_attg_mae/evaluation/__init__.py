@@ -16,6 +16,7 @@ from .linear_probe import (
     train_linear_probe_on_features,
 )
 from .metrics import top_k_accuracy
+from .statistics import mean_and_sd, paired_comparison, student_t_quantile, student_t_two_sided_p
 
 __all__ = [
     "knn_classify",
@@ -35,6 +36,10 @@ __all__ = [
     "train_linear_probe_on_features",
     "linear_probe_rank",
     "top_k_accuracy",
+    "paired_comparison",
+    "mean_and_sd",
+    "student_t_two_sided_p",
+    "student_t_quantile",
     "cache_key",
     "cached_features",
     "checkpoint_fingerprint",
