@@ -16,8 +16,8 @@ docs/RESULTS.md (paired differences, 95% intervals, paired t-tests), so every ta
 
 Everything after `--` is passed to `run_pretrain.py` (its data arguments: a Hub name, a Hub-layout or
 `save_to_disk` folder, `--train_dir`, or the synthetic set; the map source `--attention_method`, incl. `column`;
-the model; the schedule) and overrides the synthetic defaults below. The evaluation uses every split but the
-training one and the `label` column. A finished (setting, seed, arm) keeps its record and is skipped, so an
+the model; the schedule; `--eval_splits` and `--label_column_name` for the evaluation, by default every split
+but the training one and `label`) and overrides the synthetic defaults below. A finished (setting, seed, arm) keeps its record and is skipped, so an
 interrupted study continues where it stopped (`--overwrite` reruns).
 GPU: the same command; `run_pretrain.py` uses the GPU when there is one (add `-- --bf16` there).
 """
@@ -91,7 +91,8 @@ def _evaluate(output_dir: Path, argv: list[str]) -> dict:
 
     model_args, data_args, _, _ = parse_arguments(argv)
     dataset = load_source_dataset(data_args, model_args)
-    data = EvalDataArguments(train_split=data_args.train_split, image_column_name=data_args.image_column_name)
+    data = EvalDataArguments(train_split=data_args.train_split, image_column_name=data_args.image_column_name,
+                             label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits)
     run = lambda name: EvalRunArguments(output_dir=str(output_dir / name), progress=False,  # noqa: E731
                                         feature_cache_dir=str(output_dir / "feature_cache"), update_model_card=False)
     knn_mean = run_knn(EvalModelArguments(str(output_dir), pooling="mean"), data, run("eval-knn-mean"),

@@ -89,6 +89,11 @@ class DataArguments:
     train_split: str = field(default="train", metadata={"help": "Split to pre-train on."})
     validation_split: str | None = field(default="validation", metadata={
         "help": "Split for the evaluation loss and the pictures (empty: none)."})
+    label_column_name: str = field(default="label", metadata={
+        "help": "Column of integer class ids, for --run_knn and --knn_monitor (pre-training itself uses no label)."})
+    eval_splits: list[str] | None = field(default=None, metadata={
+        "help": "Splits --run_knn and --knn_monitor report, each separately; default: every split but the "
+                "training one."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: int | None = field(default=512, metadata={"help": "Truncate the validation set."})
     attention_column: str = field(default="attention_map", metadata={
@@ -574,7 +579,7 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
             raise ValueError(f"split {split!r} not in the dataset; its splits are {list(dataset)}")
         check_columns(dataset[split], data_args.image_column_name)
     if run_knn:
-        check_knn_splits(dataset, data_args.train_split)
+        check_knn_splits(dataset, data_args)
     splits = {}
     for split in wanted:
         part = dataset[split]
@@ -591,21 +596,28 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
     return splits
 
 
-KNN_LABEL_COLUMN = "label"  # the evaluation CLIs' default label column, which --run_knn uses
+def knn_eval_splits(dataset, data_args: DataArguments) -> list[str]:
+    """The splits `--run_knn` and `--knn_monitor` report: `--eval_splits`, or every split but the training one."""
+    return data_args.eval_splits or [split for split in dataset if split != data_args.train_split]
 
 
-def check_knn_splits(dataset, train_split: str) -> None:
-    """`--run_knn` / `--knn_monitor` need a labelled split besides the training one: say so before maps and
+def check_knn_splits(dataset, data_args: DataArguments) -> None:
+    """`--run_knn` / `--knn_monitor` need labelled splits besides the training one: say so before maps and
     training, not after."""
-    others = [split for split in dataset if split != train_split]
-    if not others:
-        raise ValueError(f"--run_knn evaluates on the splits besides {train_split!r}, but the dataset has only "
-                         f"{list(dataset)}; use a dataset with a validation split, or drop --run_knn")
-    for split in [train_split, *others]:
-        if KNN_LABEL_COLUMN not in dataset[split].column_names:
-            raise ValueError(f"--run_knn needs a {KNN_LABEL_COLUMN!r} column of class ids; split {split!r} has "
-                             f"{dataset[split].column_names}. Drop --run_knn and run run_knn.py with "
-                             "--label_column_name afterwards")
+    splits = knn_eval_splits(dataset, data_args)
+    if not splits:
+        raise ValueError(f"--run_knn / --knn_monitor evaluate on the splits besides {data_args.train_split!r}, but "
+                         f"the dataset has only {list(dataset)}; use a dataset with a validation split, or drop them")
+    for split in [data_args.train_split, *splits]:
+        if split not in dataset:
+            raise ValueError(f"--eval_splits: split {split!r} not in the dataset; its splits are {list(dataset)}")
+        if split == data_args.train_split and split in (data_args.eval_splits or []):
+            raise ValueError(f"--eval_splits includes the training split {split!r}: the k-NN bank would contain "
+                             "every query (100%); choose other splits")
+        if data_args.label_column_name not in dataset[split].column_names:
+            raise ValueError(f"--run_knn / --knn_monitor need a --label_column_name {data_args.label_column_name!r} "
+                             f"column of class ids; split {split!r} has {dataset[split].column_names}. Pass "
+                             "--label_column_name, or drop --run_knn / --knn_monitor")
 
 
 def check_attention_arguments(data_args: DataArguments) -> None:
@@ -723,15 +735,16 @@ def build_knn_monitor(source, data_args: DataArguments, attg_args: AttGArguments
     train = source[data_args.train_split]
     bank = monitor_subset(train, attg_args.knn_monitor_bank_size, training_args.seed)
     queries = {split: monitor_subset(source[split], attg_args.knn_monitor_queries, training_args.seed)
-               for split in source if split != data_args.train_split}
+               for split in knn_eval_splits(source, data_args)}
     batches = math.ceil(num_train / (training_args.per_device_train_batch_size * max(training_args.world_size, 1)))
     steps_per_epoch = max(batches // training_args.gradient_accumulation_steps, 1)
-    labels = torch.as_tensor(bank[KNN_LABEL_COLUMN])
+    label_column = data_args.label_column_name
+    labels = torch.as_tensor(bank[label_column])
     return KNNMonitorCallback(
-        bank, queries, eval_pixels_transform(image_size, mean, std), data_args.image_column_name, KNN_LABEL_COLUMN,
+        bank, queries, eval_pixels_transform(image_size, mean, std), data_args.image_column_name, label_column,
         every_steps=attg_args.knn_monitor_steps or steps_per_epoch, k=min(attg_args.knn_monitor_k, len(bank)),
         batch_size=training_args.per_device_eval_batch_size,
-        num_classes=num_classes_of(train, KNN_LABEL_COLUMN, labels), image_size=image_size)
+        num_classes=num_classes_of(train, label_column, labels), image_size=image_size)
 
 
 def export_checkpoint(model, output_dir: Path, size: int, mean, std) -> None:
@@ -786,7 +799,9 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
         EvalModelArguments(model_name_or_path=str(output_dir), pooling="cls"),
         EvalDataArguments(dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
                           train_dir=data_args.train_dir, validation_dir=data_args.validation_dir,
-                          train_split=data_args.train_split, image_column_name=data_args.image_column_name),
+                          train_split=data_args.train_split, image_column_name=data_args.image_column_name,
+                          label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits,
+                          **_synthetic_eval_flags(data_args)),
         EvalRunArguments(output_dir=str(output_dir), feature_cache_dir=str(output_dir / "feature_cache"),
                          batch_size=training_args.per_device_eval_batch_size),
         KNNArguments(ks=ks),
@@ -796,3 +811,12 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
         return None
     payload["table"] = "\n" + format_results_table(payload)
     return payload
+
+
+def _synthetic_eval_flags(data_args: DataArguments) -> dict:
+    """The run's synthetic settings as the evaluation's flags (none for another data source)."""
+    from .data.source import SYNTHETIC_FLAGS
+
+    if synthetic_kwargs_of(data_args) is None:
+        return {}
+    return {flag: getattr(data_args, flag) for flag in SYNTHETIC_FLAGS}
