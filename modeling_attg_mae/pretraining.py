@@ -569,6 +569,7 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
     k-NN evaluation (after training or online) has labelled splits to work on, before any map is computed."""
     from .data.images import undecoded_images
     from .data.loading import check_columns
+    from .data.transforms import check_attention_map_column
 
     if dataset is None:
         with main_process_first(desc="dataset loading"):
@@ -591,6 +592,7 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
                 part = compute_attention_maps(part, data_args, main_process_first, split)
             elif data_args.attention_column != "attention_map":
                 part = part.rename_column(data_args.attention_column, "attention_map")
+            check_attention_map_column(part, "attention_map", split)
         # decoded by our collator, which names the split, row and file of an image that cannot be read
         splits[split] = undecoded_images(part, data_args.image_column_name)
     return splits

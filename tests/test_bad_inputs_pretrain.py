@@ -52,6 +52,15 @@ def _train_split_only(tmp_path):
             "--attg_guidance", "none"]
 
 
+def _string_map_column(tmp_path):
+    from modeling_attg_mae.data import load_synthetic_dataset
+
+    data = load_synthetic_dataset(num_train=48, num_validation=16, image_size=32, seed=0)
+    data = data.map(lambda row: {"attention_map": "high"})  # a column of the wrong kind
+    data.save_to_disk(tmp_path / "maps")
+    return ["--dataset_name", str(tmp_path / "maps"), "--max_train_samples", "40"]
+
+
 CASES = [
     dict(id="non-vit-checkpoint", input="`--model_name_or_path` pointing at a BERT (or any non-ViTMAE) checkpoint",
          setup=_bert_checkpoint, message="is a 'bert' checkpoint; pre-training continues only from a ViTMAE",
@@ -76,6 +85,9 @@ CASES = [
          args=["--run_knn", "--eval_splits", "train"], message="includes the training split 'train'", stage="data"),
     dict(id="run-knn-without-labels", input="`--knn_monitor` with a `--label_column_name` the dataset lacks",
          args=["--knn_monitor", "--label_column_name", "class"], message="label_column_name 'class'", stage="data"),
+    dict(id="bad-map-column", input="a dataset whose `attention_map` column holds something else (here strings)",
+         setup=_string_map_column, message="split 'train', column 'attention_map' .* row 0: not a usable attention map",
+         stage="data"),
     dict(id="resume-half-written", input="`--resume_from_checkpoint` naming a checkpoint a kill left half-written",
          setup=_half_written_checkpoint, message="is incomplete .*killed while writing", stage="arguments"),
     dict(id="resume-last-none-complete", input="`--resume_from_checkpoint last` with no complete checkpoint",

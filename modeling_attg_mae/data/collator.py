@@ -38,11 +38,15 @@ def transform_example(example: dict, index: int, transform: Transform, image_col
         )
     # decoded here, where the dataset row and the file are known (the dataset keeps the column undecoded,
     # `undecoded_images`); an already decoded PIL image passes through
-    image = decode_image(example[image_column], example.get("__index__", index))
-    if generator is None:
-        pixel_values, attention_map = transform(image, attention_map)
-    else:
-        pixel_values, attention_map = transform(image, attention_map, generator=generator)
+    row = example.get("__index__", index)
+    image = decode_image(example[image_column], row)
+    try:
+        if generator is None:
+            pixel_values, attention_map = transform(image, attention_map)
+        else:
+            pixel_values, attention_map = transform(image, attention_map, generator=generator)
+    except ValueError as error:  # e.g. a malformed map: say which row, so that it can be found and fixed
+        raise ValueError(f"row {row}: {error}") from error
     if not (torch.is_tensor(pixel_values) and pixel_values.dim() == 3):
         raise ValueError(f"the transform must return pixel_values of shape (3, S, S), got "
                          f"{getattr(pixel_values, 'shape', type(pixel_values).__name__)}")

@@ -90,6 +90,20 @@ def as_attention_map(attention_map) -> torch.Tensor:
     return attention_map.float()
 
 
+def check_attention_map_column(dataset, column: str = "attention_map", split: str | None = None,
+                               rows: tuple[int, ...] = (0, -1)) -> None:
+    """Read a few rows of a map column (first and last by default) as `as_attention_map` will during training,
+    so that a column of the wrong kind fails when the data is opened, naming the split, column and row, and
+    not at the first training batch."""
+    for row in sorted({r % len(dataset) for r in rows}) if len(dataset) else []:
+        try:
+            as_attention_map(dataset[row][column])
+        except ValueError as error:
+            feature = dataset.features.get(column) if dataset.features is not None else None
+            raise ValueError(f"split {split!r}, column {column!r} ({type(feature).__name__ if feature else '?'}), "
+                             f"row {row}: not a usable attention map: {error}") from None
+
+
 def crop_attention_map(
     attention_map: torch.Tensor,
     box: tuple[float, float, float, float],
