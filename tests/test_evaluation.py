@@ -217,17 +217,16 @@ def _logistic_regression_top1(train_x, train_y, test_x, test_y) -> float:
 
 @pytest.fixture(scope="module")
 def projected_synthetic():
-    """Fixed random projections (256-D) of the synthetic set's 16 px pixels: train 5000, validation 600, 10 classes."""
-    from modeling_attg_mae.data import load_synthetic_dataset
+    """Fixed random projections (256-D) of the synthetic set's 16 px pixels: train 5000, validation 600, 10 classes
+    (the features of benchmarks/linear_probe_sweep.py, whose numbers docs/RESULTS.md reports)."""
+    import importlib.util
+    from pathlib import Path
 
-    dataset = load_synthetic_dataset(num_train=5000, num_validation=600, image_size=16, num_classes=10, seed=0)
-    pixels = {
-        split: torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).flatten()
-                            for im in dataset[split]["image"]])
-        for split in ("train", "validation")
-    }
-    projection = torch.randn(pixels["train"].shape[1], 256, generator=torch.Generator().manual_seed(0)) / 768**0.5
-    return {split: (pixels[split] @ projection, torch.tensor(dataset[split]["label"])) for split in pixels}
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "linear_probe_sweep.py"
+    spec = importlib.util.spec_from_file_location("linear_probe_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.projected_features()
 
 
 def _sweep_then_retrain(train_x, train_y, num_classes=10):
