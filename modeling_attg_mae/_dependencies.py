@@ -78,4 +78,4 @@ def check_dependencies(*names: str) -> None:
             )
 
 
-__all__ = ["SUPPORTED", "MODEL_DEPENDENCIES", "check_dependencies", "installed_version", "unsupported"]
+__all__ = ["MODEL_DEPENDENCIES", "SUPPORTED", "check_dependencies", "installed_version", "unsupported"]
