@@ -3,8 +3,8 @@
 `SUPPORTED` is the runtime copy of the bounds in setup.cfg's `install_requires`; tests/test_dependencies.py checks
 that the two, and the pins of ci/constraints-min.txt, agree. The lower bounds are the oldest releases with which the
 test suite passes (README, "Supported versions"); below them the failures are an ImportError deep inside
-transformers' ViTMAE internals, a silently re-initialised decoder or a pyarrow/Trainer error at the first step,
-so they are refused here, at import, with the package's name instead.
+transformers' ViTMAE internals, a silently re-initialised decoder, a pyarrow or Trainer error at the first step or
+a refused `torch.load` on resume, so they are refused here, at import, with the package's name instead.
 
 This file travels to the Hub with `modeling_attg_mae.py` (remote code): it imports only the standard library and
 `packaging`, which transformers itself requires.
@@ -17,7 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 # distribution name -> supported versions (PEP 440), as in setup.cfg
 SUPPORTED = {
-    "torch": ">=2.5",
+    "torch": ">=2.6",
     "transformers": ">=5.16.0,<6",
     "datasets": ">=3.5.1",
     "accelerate": ">=1.3.0",

@@ -55,7 +55,7 @@ def test_the_installed_versions_are_supported():
 
 @pytest.mark.parametrize(
     "name, version",
-    [("transformers", "5.15.0"), ("transformers", "6.0.0"), ("transformers", "6.0.0.dev0"), ("torch", "2.4.1"),
+    [("transformers", "5.15.0"), ("transformers", "6.0.0"), ("transformers", "6.0.0.dev0"), ("torch", "2.5.1"),
      ("datasets", "3.5.0"), ("accelerate", "1.2.1"), ("huggingface_hub", "1.4.1"), ("numpy", "1.26.4")],
 )
 def test_an_unsupported_version_is_refused_with_its_name(monkeypatch, name, version):
