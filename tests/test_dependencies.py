@@ -2,6 +2,7 @@
 
 import configparser
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,9 +75,9 @@ def test_source_builds_and_unknown_packages_pass(monkeypatch):
     check_dependencies()
 
 
-def run_python(code):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+def run_python(code, cwd=REPO):
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
                           check=False)
 
 
@@ -88,12 +89,22 @@ metadata.version = lambda name: "5.0.0" if name == "transformers" else real(name
 """
 
 
-@pytest.mark.parametrize("module", ["modeling_attg_mae", "modeling_attg_mae.modeling_attg_mae"])
-def test_importing_with_an_old_transformers_fails_at_import_naming_it(module):
-    result = run_python(FAKE_OLD_TRANSFORMERS + f"import {module}")
+def test_importing_the_package_with_an_old_transformers_fails_at_import_naming_it():
+    result = run_python(FAKE_OLD_TRANSFORMERS + "import modeling_attg_mae")
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: attg-mae needs transformers") and "transformers 5.0.0 is installed" in last
+
+
+def test_the_model_file_alone_checks_too(tmp_path):
+    # as remote code: the files that travel to the Hub, imported as top-level modules without the package
+    for name in ("modeling_attg_mae.py", "configuration_attg_mae.py", "_dependencies.py"):
+        shutil.copy(REPO / "modeling_attg_mae" / name, tmp_path / name)
+    ok = run_python("import modeling_attg_mae; print(modeling_attg_mae.__file__)", cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.strip() == str(tmp_path / "modeling_attg_mae.py"), ok.stderr[-2000:]
+    result = run_python(FAKE_OLD_TRANSFORMERS + "import modeling_attg_mae", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("ImportError: attg-mae needs transformers")
 
 
 def test_a_torch_that_transformers_switches_off_is_named(monkeypatch):
