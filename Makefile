@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 VENV_MIN ?= .venv-min
 MIN_CONSTRAINTS ?= ci/constraints-min.txt
 
-.PHONY: install demo test test-min test-all benchmarks clean
+.PHONY: install demo test test-min test-all test-multiprocess benchmarks study clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -35,8 +35,18 @@ test-min: $(VENV_MIN)/.installed
 
 test-all: test test-min
 
+# speed and cost benchmarks (each prints ratios against its baseline, run side by side)
+BENCHMARKS = overhead pretrain_throughput knn attention_maps knn_monitor_overhead linear_probe_sweep
+
 benchmarks: install
-	for f in benchmarks/*.py; do $(PYTHON) $$f || exit 1; done
+	for f in $(BENCHMARKS); do $(PYTHON) benchmarks/$$f.py || exit 1; done
+
+# the method study (issue 10): MAE vs AttG through run_pretrain.py, 5 paired seeds per setting, then the tables
+# and plots of docs/RESULTS.md regenerated from the committed records (about an hour per setting on 2 CPU cores)
+study: install
+	$(PYTHON) benchmarks/attg_vs_mae.py --setting main
+	$(PYTHON) benchmarks/attg_vs_mae.py --setting shape -- --synthetic_object_color random
+	$(PYTHON) benchmarks/study_report.py --write
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache outputs runs $(VENV_MIN)

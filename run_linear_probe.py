@@ -5,6 +5,7 @@ Single process (the embedded synthetic dataset by default):
 
     python run_linear_probe.py --model_name_or_path outputs/demo --base_lr 10 --epochs 30
     python run_linear_probe.py --model_name_or_path outputs/demo --mode features --few_shot 10 25 50
+    python run_linear_probe.py --model_name_or_path outputs/demo --mode features --sweep false --base_lr 3
 
 Several processes (features sharded and gathered; in protocol mode the head trains data-parallel):
 
@@ -13,8 +14,12 @@ Several processes (features sharded and gathered; in protocol mode the head trai
 
 or `python run_linear_probe.py args.json`. LARS moves the weights by about lr * 0.001 * |w| per step, so the
 total movement grows with dataset size x epochs x base_lr: MAE's base_lr 0.1 is tuned for ImageNet's 1.28M
-images; small datasets need a larger `--base_lr`. Results: `<output_dir>/linear_probe_results.json` and the
-checkpoint folder's README.md.
+images. So `--mode features` (and its few-shot probes) by default sweeps `--lr_grid` (x `--weight_decay_grid`)
+in one pass, picks the best on a held-out slice of the train split (`--held_out_fraction`, per class, seeded)
+and retrains on all of it; `--sweep false --base_lr X` trains once with a fixed lr. The protocol keeps its
+fixed `--base_lr` and reports the same sweep as `held_out_check`. A head that predicts one class for nearly
+every image, or whose training loss stays at log(num_classes), is flagged `degenerate` with a warning.
+Results: `<output_dir>/linear_probe_results.json` and the checkpoint folder's README.md.
 """
 
 from modeling_attg_mae.evaluation.arguments import (

@@ -1,208 +1,166 @@
-"""Vanilla MAE vs AttG-MAE on the embedded synthetic benchmark, side by side, several seeds (issue #6).
+"""Does AttG help on my data? MAE and AttG-MAE trained by `run_pretrain.py` itself, paired by seed (issue 10).
 
-For every seed, both models start from the same weights and see the same images, crops, flips and masks in the
-same order (see `study_harness.py`); only the loss differs (`attg_guidance="none"` vs `"attg"`). Each model is
-evaluated with DINO's weighted k-NN (k = 20) and the fast linear probe, on CLS and on mean-pooled features, on
-`validation` (backgrounds correlated with the class), `validation_mixed_rand` (random backgrounds) and
-`validation_only_fg` (grey backgrounds). Prints mean +- std over seeds of each model and of the paired
-difference AttG - MAE, and the raw-pixel floor. Records go to `--output` (JSON) for docs/RESULTS.md.
+For every seed, both arms are `python run_pretrain.py ...` with the same arguments but `--attg_guidance`: the same
+initial weights, data order, crops, maps and masking noise (tests/test_pretrain.py asserts it on the tensors),
+only the loss differs. Both arms load the maps (`--maps_for_vanilla_mae`) so that MAE's unweighted
+`object_loss_share` is logged next to AttG's weighted one, and both run the online k-NN monitor. After training,
+each exported checkpoint is evaluated by the package's own evaluation code: k-NN (k=20, CLS from `--run_knn`;
+mean pooling) and the features-mode linear probe (learning rate chosen on held-out train data). One JSON record
+per (setting, seed, arm) goes to `--records`; `benchmarks/study_report.py` turns the records into the tables of
+docs/RESULTS.md (paired differences, 95% intervals, paired t-tests), so every table regenerates with one command.
 
-    python benchmarks/attg_vs_mae.py                                   # the main study (3 seeds, ~30 min on 2 cores)
-    python benchmarks/attg_vs_mae.py --seeds 0 --set epochs=10          # a quick look
-    python benchmarks/attg_vs_mae.py --set map_source=spectral_residual --set hidden_size=192
+    python benchmarks/attg_vs_mae.py                                  # the synthetic study: 5 seeds, data seed = seed
+    python benchmarks/attg_vs_mae.py --setting shape -- --synthetic_object_color random
+    python benchmarks/attg_vs_mae.py --setting mydata --seeds 0 1 2 3 4 -- \\
+        --dataset_name /data/my_dataset --attention_method column --attention_source_column mask
+
+Everything after `--` is passed to `run_pretrain.py` (its data arguments: a Hub name, a Hub-layout or
+`save_to_disk` folder, `--train_dir`, or the synthetic set; the map source `--attention_method`, incl. `column`;
+the model; the schedule; `--eval_splits` and `--label_column_name` for the evaluation, by default every split
+but the training one and `label`) and overrides the synthetic defaults below. A finished (setting, seed, arm) keeps its record and is skipped, so an
+interrupted study continues where it stopped (`--overwrite` reruns).
+GPU: the same command; `run_pretrain.py` uses the GPU when there is one (add `-- --bf16` there).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
-import torch
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_harness import (  # noqa: E402
-    EVAL_SPLITS, POOLINGS, StudyConfig, evaluate_raw_pixels, plot_curves, run_study, save_json, summarize,
-)
+from modeling_attg_mae.pretraining import DEMO_ARGUMENTS, parse_arguments  # noqa: E402
 
-PRIMARY = ("mean", "knn")  # the headline metric: k-NN top-1 on mean-pooled features (see docs/RESULTS.md)
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """`["epochs=10", "object_area=(0.2, 0.4)"]` -> typed StudyConfig fields; unknown names are an error."""
-    fields = {f.name: f for f in dataclasses.fields(StudyConfig)}
-    out = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or name not in fields:
-            raise ValueError(f"--set expects NAME=VALUE with NAME one of {sorted(fields)}, got {pair!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # a bare string such as map_source=spectral_residual
-        out[name] = value
-    return out
+RECORDS = REPO / "docs" / "results" / "attg_vs_mae"
+# The synthetic defaults: the demo's model, data and schedule (object masks as the maps: the oracle detector),
+# with the online k-NN every 2 epochs on a 1000-image bank and 300 images per split.
+STUDY_DEFAULTS = {
+    **{k: v for k, v in DEMO_ARGUMENTS.items() if k not in ("output_dir", "seed", "run_knn")},
+    "knn_monitor_steps": 64, "knn_monitor_bank_size": 1000, "knn_monitor_queries": 300,
+    "num_pictures": 2, "report_to": ["tensorboard"],
+}
+DATA_SOURCE_FLAGS = ("--dataset_name", "--train_dir")
+KNN_K = 20
 
 
-def format_row(name: str, values: list[float]) -> str:
-    mean, std = summarize(values)
-    return f"{name:<34} {mean:6.2f} +- {std:5.2f}   " + " ".join(f"{v:6.2f}" for v in values)
+def _argv(values: dict) -> list[str]:
+    argv = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            argv += [f"--{key}", str(value).lower()]
+        elif isinstance(value, list):
+            argv += [f"--{key}", *map(str, value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
 
 
-def report(records: dict[str, list[dict]], raw: dict, log=print) -> dict:
-    """Print the table; return `{pooling/metric/split: {"mae": [...], "attg": [...], "diff": [...]}}`."""
-    table = {}
-    log(f"\n{'metric (top-1 %)':<34} {'mean +- std':>15}   per seed")
-    for pooling in POOLINGS:
-        for metric in ("knn", "linear"):
-            for split in EVAL_SPLITS:
-                key = f"{metric}/{split}"
-                mae = [r["results"][pooling][key] for r in records["none"]]
-                attg = [r["results"][pooling][key] for r in records["attg"]]
-                diff = [a - m for a, m in zip(attg, mae)]
-                table[f"{pooling}/{key}"] = {"mae": mae, "attg": attg, "diff": diff}
-                marker = "  <- primary" if (pooling, metric) == PRIMARY and split != "validation_only_fg" else ""
-                log(format_row(f"{pooling:<4} {key} MAE", mae))
-                log(format_row(f"{pooling:<4} {key} AttG", attg))
-                mean_diff, std_diff = summarize(diff)
-                mae_std, attg_std = summarize(mae)[1], summarize(attg)[1]
-                spread = max(mae_std, attg_std)
-                verdict = ("> 2 std" if spread > 0 and mean_diff > 2 * spread else "<= 2 std") if len(diff) > 1 else ""
-                log(format_row(f"{pooling:<4} {key} AttG-MAE", diff) + f"  [{verdict} of seed spread]{marker}")
-    for key, value in raw.items():
-        log(f"raw pixels {key:<26} {value:6.2f}")
-    return table
+def run_arguments(seed: int, arm: str, output_dir: Path, user_argv: list[str]) -> list[str]:
+    """run_pretrain.py's arguments for one arm of one seed: the defaults, the user's, then what the study fixes."""
+    synthetic = not any(flag in user_argv for flag in DATA_SOURCE_FLAGS)
+    fixed = {"output_dir": str(output_dir), "seed": seed, "attg_guidance": arm, "knn_monitor": True,
+             "maps_for_vanilla_mae": True, "run_knn": True, "overwrite_output_dir": True}
+    if synthetic:
+        fixed["synthetic_seed"] = seed  # each seed draws its own data: the spread includes the data
+    return _argv(STUDY_DEFAULTS) + list(user_argv) + _argv(fixed)
 
 
-def markdown_table(table: dict, raw: dict) -> str:
-    """The table of docs/RESULTS.md: mean +- std over seeds of each arm and of the paired difference."""
-    lines = ["| pooling | metric | split | MAE | AttG | AttG - MAE (paired) | raw pixels |",
-             "|---|---|---|---|---|---|---|"]
-    for key, arms in table.items():
-        pooling, metric, split = key.split("/")
-        cells = []
-        for arm in ("mae", "attg", "diff"):
-            mean, std = summarize(arms[arm])
-            cells.append(f"{mean:+.1f} +- {std:.1f}" if arm == "diff" else f"{mean:.1f} +- {std:.1f}")
-        lines.append(f"| {pooling} | {metric} | {split} | " + " | ".join(cells)
-                     + f" | {raw[f'{metric}/{split}']:.1f} |")
-    return "\n".join(lines)
+def _train(argv: list[str], log_path: Path) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        result = subprocess.run([sys.executable, str(REPO / "run_pretrain.py"), *argv], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if result.returncode != 0:
+        raise RuntimeError(f"run_pretrain.py failed (exit {result.returncode}); see {log_path}")
 
 
-def plot_progress(records: dict[str, list[dict]], path: str) -> None:
-    """k-NN (mean pooling) over training, mean +- std over seeds, both arms, validation and mixed_rand."""
-    colors = {"none": (31, 119, 180), "attg": (214, 39, 40)}
-    names = {"none": "MAE", "attg": "AttG-MAE"}
-    curves = {}
-    for split, dashed in (("validation", False), ("validation_mixed_rand", True)):
-        for guidance, runs in records.items():
-            epochs = [e["epoch"] for e in runs[0]["history"]["evals"]]
-            per_epoch = [[run["history"]["evals"][i][f"knn/{split}"] for run in runs] for i in range(len(epochs))]
-            stats = [summarize(values) for values in per_epoch]
-            label = f"{names.get(guidance, guidance)} {'mixed_rand' if dashed else 'val'}"
-            curves[label] = (epochs, [m for m, _ in stats], [s for _, s in stats],
-                             colors.get(guidance, (90, 90, 90)), dashed)
-    seeds = len(next(iter(records.values())))
-    plot_curves(curves, path, f"k-NN top-1 (k=20, mean pooling) during pre-training, mean +- std of {seeds} seeds")
+def _evaluate(output_dir: Path, argv: list[str]) -> dict:
+    """k-NN with mean pooling and the features-mode linear probe of the exported checkpoint, on the run's data
+    (loaded by the same code that trained on it)."""
+    from modeling_attg_mae.evaluation.arguments import (
+        EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments, LinearProbeArguments,
+    )
+    from modeling_attg_mae.evaluation.pipelines import run_knn, run_linear_probe
+    from modeling_attg_mae.pretraining import load_source_dataset
+
+    model_args, data_args, _, _ = parse_arguments(argv)
+    dataset = load_source_dataset(data_args, model_args)
+    data = EvalDataArguments(train_split=data_args.train_split, image_column_name=data_args.image_column_name,
+                             label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits)
+    run = lambda name: EvalRunArguments(output_dir=str(output_dir / name), progress=False,  # noqa: E731
+                                        feature_cache_dir=str(output_dir / "feature_cache"), update_model_card=False)
+    knn_mean = run_knn(EvalModelArguments(str(output_dir), pooling="mean"), data, run("eval-knn-mean"),
+                       KNNArguments(ks=[KNN_K]), dataset=dataset)
+    linear = run_linear_probe(EvalModelArguments(str(output_dir), pooling="cls"), data, run("eval-linear-cls"),
+                              LinearProbeArguments(mode="features"), dataset=dataset)
+    return {"knn_mean": _top1(knn_mean, "knn", k=KNN_K), "linear_cls": _top1(linear, "linear_probe_features")}
 
 
-# fields that a vanilla MAE run does not read: its records pair with AttG runs that differ only in these
-GUIDANCE_FIELDS = ("map_source", "map_grid", "tokencut_checkpoint", "temperature", "temperature_end",
-                   "temperature_schedule")
+def _top1(payload: dict, method: str, k: int | None = None) -> dict:
+    return {row["split"]: row["top1"] for row in payload["results"]
+            if row["method"] == method and (k is None or row["k"] == k)}
 
 
-def merge_records(paths: list[str], records: dict[str, list[dict]]) -> StudyConfig:
-    """Fill `records` from earlier outputs; refuse runs whose configs differ in anything but the seed.
-
-    The "none" arm is matched on every field but the seed and `GUIDANCE_FIELDS` (it ignores them), so the
-    MAE runs of the main study pair with, e.g., an AttG arm run later with another map source.
-    """
-    shared, guided = None, None
-    for spec in paths:
-        path, _, only = spec.partition(":")  # "file.json:none" takes only that arm of the file
-        with open(path) as f:
-            saved = json.load(f)
-        for guidance, runs in saved["records"].items():
-            if only and guidance != only:
-                continue
-            if guidance not in records:
-                raise ValueError(f"{path} has arm {guidance!r}; this comparison has arms {sorted(records)}")
-            for run in runs:
-                # eval_every only adds evaluations during training (no random draws): it does not change the run
-                config = {k: v for k, v in run["config"].items() if k not in ("seed", "guidance", "eval_every")}
-                common = {k: v for k, v in config.items() if k not in GUIDANCE_FIELDS}
-                shared = shared or common
-                if common != shared:
-                    changed = sorted(k for k in common if common[k] != shared.get(k))
-                    raise ValueError(f"{path}: seed {run['config']['seed']} was run with another config ({changed})")
-                if guidance != "none":
-                    guided = guided or config
-                    if config != guided:
-                        changed = sorted(k for k in config if config[k] != guided.get(k))
-                        raise ValueError(f"{path}: seed {run['config']['seed']} of {guidance!r} differs in {changed}")
-                records[guidance].append(run)
-    for runs in records.values():
-        runs.sort(key=lambda run: run["config"]["seed"])
-    seeds = [[run["config"]["seed"] for run in runs] for runs in records.values()]
-    if any(s != seeds[0] for s in seeds) or len(set(seeds[0])) != len(seeds[0]):
-        raise ValueError(f"the merged files must hold each seed once for every arm, got {seeds}")
-    fields = {f.name for f in dataclasses.fields(StudyConfig)}
-    reference = guided or shared
-    base = {k: tuple(v) if isinstance(v, list) else v for k, v in reference.items() if k in fields}
-    return StudyConfig(**base)
+def make_record(setting: str, seed: int, arm: str, argv: list[str], output_dir: Path, seconds: float) -> dict:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    knn_cls = _top1(json.loads((output_dir / "knn_results.json").read_text()), "knn", k=KNN_K)
+    extra = _evaluate(output_dir, argv)
+    prefix = "eval_knn_top1_"
+    curve = [{"step": e["step"], "epoch": e.get("epoch"),
+              **{key[len(prefix):]: value for key, value in e.items() if key.startswith(prefix)}}
+             for e in state["log_history"] if any(key.startswith(prefix) for key in e)]
+    share = [{"step": e["step"], "value": e["object_loss_share"]} for e in state["log_history"]
+             if "object_loss_share" in e]
+    runtime = next((e["train_runtime"] for e in state["log_history"] if "train_runtime" in e), None)
+    synthetic = "--synthetic_seed" in argv
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    return {
+        "schema_version": 1, "setting": setting, "seed": seed, "commit": commit.strip() or None,
+        "data_seed": seed if synthetic else None, "arm": arm, "argv": argv,
+        "knn": {"cls": knn_cls, "mean": extra["knn_mean"]}, "linear": {"cls": extra["linear_cls"]},
+        "curve": curve, "object_loss_share": share, "train_seconds": runtime, "wall_seconds": round(seconds, 1),
+    }
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    own, user = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a StudyConfig field (repeatable), e.g. --set epochs=20")
-    parser.add_argument("--guidance", nargs="+", default=["none", "attg"],
-                        help="the two arms; the second is compared to the first")
-    parser.add_argument("--progress_every", type=int, default=5,
-                        help="k-NN (mean pooling) on validation + mixed_rand every N epochs, for the plot (0: off)")
-    parser.add_argument("--output", default="outputs/study/attg_vs_mae.json")
-    parser.add_argument("--plot", default=None, help="write the k-NN-over-training PNG here (e.g. docs/knn_over_training.png)")
-    parser.add_argument("--from_json", nargs="+", default=None,
-                        help="no training: merge the records of earlier --output files (same config, other seeds) "
-                             "and print / plot them; FILE:ARM takes one arm of a file (e.g. main.json:none)")
-    args = parser.parse_args(argv)
-    base = StudyConfig(**parse_overrides(args.set), eval_every=args.progress_every)
-    torch.set_num_threads(base.threads)
-    start = time.perf_counter()
-    records = {guidance: [] for guidance in args.guidance}
-    if args.from_json:
-        base, args.seeds = merge_records(args.from_json, records), []
-    print(f"config: {dataclasses.asdict(base)}")
+    parser.add_argument("--setting", default="main", help="name of this comparison (records go to RECORDS/NAME)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--arms", nargs="+", default=["none", "attg"],
+                        help="attg_guidance values; 'none' is the MAE baseline every other arm is paired with")
+    parser.add_argument("--records", default=str(RECORDS), help="folder of the JSON records")
+    parser.add_argument("--work", default="outputs/study", help="folder of the checkpoints and logs")
+    parser.add_argument("--overwrite", action="store_true", help="rerun (setting, seed, arm)s that have a record")
+    args = parser.parse_args(own)
+    parse_arguments(run_arguments(args.seeds[0], args.arms[0], Path(args.work) / "check", user))  # fail now
+    records = Path(args.records) / args.setting
     for seed in args.seeds:
-        for guidance in args.guidance:  # interleaved: a drift in machine load hits both arms
-            config = dataclasses.replace(base, guidance=guidance, seed=seed)
-            record = run_study(config, progress_pooling=PRIMARY[0])
-            record.pop("model")
-            records[guidance].append(record)
-            res = record["results"][PRIMARY[0]]
-            print(f"seed {seed} {guidance:<5} knn(mean) val {res['knn/validation']:.1f} "
-                  f"mixed_rand {res['knn/validation_mixed_rand']:.1f} only_fg {res['knn/validation_only_fg']:.1f} "
-                  f"| train {record['train_seconds']:.0f}s", flush=True)
-    raw = evaluate_raw_pixels(base)
-    if set(args.guidance) == {"none", "attg"}:
-        table = report(records, raw)
-        print("\n" + markdown_table(table, raw))
-    else:
-        table = None
-    print(f"\ntotal wall-clock {time.perf_counter() - start:.0f}s, torch threads {torch.get_num_threads()}")
-    seeds = [run["config"]["seed"] for run in records[args.guidance[0]]]
-    save_json({"base_config": dataclasses.asdict(base), "seeds": seeds, "records": records, "raw_pixels": raw,
-               "table": table, "wall_seconds": time.perf_counter() - start, "argv": sys.argv[1:]}, args.output)
-    print(f"wrote {args.output}")
-    if args.plot and args.progress_every:
-        plot_progress(records, args.plot)
-        print(f"wrote {args.plot}")
+        for arm in args.arms:
+            record_path = records / f"seed{seed}-{arm}.json"
+            if record_path.exists() and not args.overwrite:
+                print(f"[{args.setting}] seed {seed} {arm}: record exists, skipped ({record_path})", flush=True)
+                continue
+            output_dir = Path(args.work) / args.setting / f"seed{seed}-{arm}"
+            run_argv = run_arguments(seed, arm, output_dir, user)
+            print(f"[{args.setting}] seed {seed} {arm}: training ({output_dir})", flush=True)
+            start = time.time()
+            _train(run_argv, output_dir / "train.log")
+            record = make_record(args.setting, seed, arm, run_argv, output_dir, time.time() - start)
+            records.mkdir(parents=True, exist_ok=True)
+            record_path.write_text(json.dumps(record, indent=1) + "\n")
+            print(f"[{args.setting}] seed {seed} {arm}: k-NN CLS {record['knn']['cls']} "
+                  f"({record['wall_seconds']:.0f} s) -> {record_path}", flush=True)
+    print(f"records in {records}; tables: python benchmarks/study_report.py --records {args.records}")
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     main()

@@ -254,6 +254,14 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
         self.attg_temperature.fill_(float(temperature))
 
     def _prepare_attention_map(self, attention_map, pixel_values, grid):
+        batch_size = pixel_values.shape[0]
+        if torch.is_tensor(attention_map) and attention_map.dim() == 2 and attention_map.shape[0] != batch_size:
+            # (h, w) of one image, not (batch, h * w): say so rather than "a flat map must have N entries"
+            h, w = attention_map.shape
+            raise ValueError(
+                f"attention_map has shape ({h}, {w}): pass (batch, h, w) — add a batch dimension with map[None] "
+                f"(pixel_values has batch size {batch_size}; a flat (batch, h * w) map is accepted too)"
+            )
         attention = resample_attention_map(attention_map, grid)  # checks type, dtype and rank first
         if attention.shape[0] != pixel_values.shape[0]:
             raise ValueError(

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,15 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
 
-from .configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig
+from .checkpointing import (
+    RESUME_LATEST,
+    WEIGHTS_FILE,
+    checkpoint_belongs_to,
+    load_checkpoint_weights,
+    resolve_resume_checkpoint,
+)
+from .configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig, validate_attg_config
+from .data.source import synthetic_kwargs_of, write_data_source
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .modeling_attg_mae import (
     AttGViTMAEForPreTraining,
@@ -80,6 +89,11 @@ class DataArguments:
     train_split: str = field(default="train", metadata={"help": "Split to pre-train on."})
     validation_split: str | None = field(default="validation", metadata={
         "help": "Split for the evaluation loss and the pictures (empty: none)."})
+    label_column_name: str = field(default="label", metadata={
+        "help": "Column of integer class ids, for --run_knn and --knn_monitor (pre-training itself uses no label)."})
+    eval_splits: list[str] | None = field(default=None, metadata={
+        "help": "Splits --run_knn and --knn_monitor report, each separately; default: every split but the "
+                "training one."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: int | None = field(default=512, metadata={"help": "Truncate the validation set."})
     attention_column: str = field(default="attention_map", metadata={
@@ -100,6 +114,19 @@ class DataArguments:
     synthetic_num_validation: int = field(default=1000, metadata={"help": "Synthetic data: images per val split."})
     synthetic_image_size: int = field(default=64, metadata={"help": "Synthetic data: image side in pixels."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic data: generator seed."})
+    synthetic_object_color: Literal["per_class", "random"] = field(default="per_class", metadata={
+        "help": "Synthetic data: per_class (the hue also tells the class) or random (the class is in the shape "
+                "alone)."})
+
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples", "attention_num_proc"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 (or left unset), got {value}")
+        for name in ("attention_batch_size", "attention_grid_size", "synthetic_num_train",
+                     "synthetic_num_validation", "synthetic_image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -119,8 +146,28 @@ class AttGArguments:
         "help": "Validation images drawn as image | map | weights | reconstruction at each evaluation."})
     run_knn: bool = field(default=False, metadata={
         "help": "After training, run the k-NN evaluation on the validation splits and add it to the model card."})
+    maps_for_vanilla_mae: bool = field(default=False, metadata={
+        "help": "With --attg_guidance none, still load (or compute) the attention maps: the loss ignores them, but "
+                "object_loss_share is logged (the share of MAE's unweighted loss on object patches), so a MAE run "
+                "can be compared with an AttG run patch for patch."})
+    knn_monitor: bool = field(default=False, metadata={
+        "help": "Online k-NN during training (DINO's weighted vote, CLS): logged as eval/knn_top1_<split> to "
+                "TensorBoard and trainer_state.json. Needs a 'label' column."})
+    knn_monitor_steps: int | None = field(default=None, metadata={
+        "help": "Measure every N optimizer steps (default: once per epoch); the last step is always measured."})
+    knn_monitor_bank_size: int | None = field(default=1000, metadata={
+        "help": "Train images in the monitor's bank (a fixed seeded subset; empty: all)."})
+    knn_monitor_queries: int | None = field(default=500, metadata={
+        "help": "Images per evaluation split the monitor classifies (a fixed seeded subset; empty: all)."})
+    knn_monitor_k: int = field(default=20, metadata={"help": "k of the monitor's k-NN."})
 
     def __post_init__(self):
+        for name in ("knn_monitor_steps", "knn_monitor_bank_size", "knn_monitor_queries"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 (or left unset), got {value}")
+        if self.knn_monitor_k < 1:
+            raise ValueError(f"--knn_monitor_k must be >= 1, got {self.knn_monitor_k}")
         if self.attg_guidance not in GUIDANCE_MODES:
             raise ValueError(f"--attg_guidance must be one of {GUIDANCE_MODES}, got {self.attg_guidance!r}")
 
@@ -149,6 +196,13 @@ DEMO_ARGUMENTS = {
     "save_total_limit": 2,
     "report_to": ["tensorboard"],
     "run_knn": True,
+    # the online k-NN curve at epochs 5 and 10, on a 500-image bank and 200 images per split: on two CPU cores
+    # an inference pass costs about as much per image as a training step, so this is what stays within ~5% of
+    # the training time (benchmarks/knn_monitor_overhead.py); once per epoch is the default elsewhere
+    "knn_monitor": True,
+    "knn_monitor_steps": 160,
+    "knn_monitor_bank_size": 500,
+    "knn_monitor_queries": 200,
     "seed": 0,
 }
 
@@ -182,7 +236,11 @@ def parse_arguments(argv: list[str] | None = None):
         path = Path(argv[0])
         if not path.is_file():
             raise ValueError(f"arguments file {path} does not exist")
-        values = json.loads(path.read_text())
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"arguments file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
+                             f"column {error.colno}") from None
     else:
         values = None
     if values is not None:
@@ -214,47 +272,96 @@ def apply_mae_defaults(training_args: TrainingArguments, attg_args: AttGArgument
         training_args.learning_rate = attg_args.base_learning_rate * effective_batch_size(training_args) / 256
 
 
-def build_model(model_args: ModelArguments, attg_args: AttGArguments) -> AttGViTMAEForPreTraining:
-    """From scratch (a preset + overrides) or from a checkpoint (ours or stock ViTMAE), with our AttG knobs."""
+def build_config(model_args: ModelArguments, attg_args: AttGArguments) -> AttGViTMAEConfig:
+    """The run's config, before any weight is loaded: a preset or a checkpoint's config (which must be a ViTMAE),
+    our AttG knobs, then `--config_overrides` (a key the config does not have is an error, not a silent extra)."""
     attg = dict(
         attg_guidance=attg_args.attg_guidance, attg_temperature=attg_args.attg_temperature,
         attg_temperature_end=attg_args.attg_temperature_end,
         attg_temperature_schedule=attg_args.attg_temperature_schedule, attg_quantile=attg_args.attg_quantile,
         mask_ratio=model_args.mask_ratio, norm_pix_loss=model_args.norm_pix_loss,
     )
-    overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path:
-        return AttGViTMAEForPreTraining.from_pretrained(
-            model_args.model_name_or_path, cache_dir=model_args.cache_dir, attg_pretraining_mask_ratio=None,
-            **attg, **overrides)
-    return AttGViTMAEForPreTraining(AttGViTMAEConfig(**{**MODEL_PRESETS[model_args.model_preset], **attg,
-                                                        **overrides}))
-
-
-def parse_overrides(text: str | None) -> dict:
-    if not text:
-        return {}
-    overrides = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise ValueError(f"--config_overrides expects key=value pairs separated by commas, got {item!r}")
-        key, value = (s.strip() for s in item.split("=", 1))
+        check_vit_mae_checkpoint(model_args.model_name_or_path, model_args.cache_dir)
+        config = AttGViTMAEConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+                                                  attg_pretraining_mask_ratio=None, **attg)
+    else:
+        config = AttGViTMAEConfig(**MODEL_PRESETS[model_args.model_preset], **attg)
+    if model_args.config_overrides:
         try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
+            config.update_from_string(model_args.config_overrides)
+        except ValueError as error:
+            known = ", ".join(sorted(k for k in config.to_dict() if not k.startswith("_")))
+            raise ValueError(f"--config_overrides {model_args.config_overrides!r}: {error}; the config's keys are: "
+                             f"{known}") from None
+        validate_attg_config(config)  # an override may have set an AttG field after construction
+    return config
+
+
+def check_vit_mae_checkpoint(model_name_or_path: str, cache_dir: str | None = None) -> None:
+    """Refuse a checkpoint that is not a ViTMAE (a BERT or a ResNet would otherwise start a random ViTMAE whose
+    card names the wrong base model), or that cannot be found, before any data or model work."""
+    from .model_source import load_config
+
+    model_type = load_config(model_name_or_path, "--model_name_or_path", cache_dir=cache_dir).model_type
+    if model_type != "vit_mae":
+        raise ValueError(f"--model_name_or_path {model_name_or_path!r} is a {model_type!r} checkpoint; pre-training "
+                         "continues only from a ViTMAE (vit_mae) checkpoint, e.g. facebook/vit-mae-base or one of "
+                         "ours. Leave it empty to start from scratch with --model_preset")
+
+
+def build_model(model_args: ModelArguments, attg_args: AttGArguments,
+                config: AttGViTMAEConfig | None = None) -> AttGViTMAEForPreTraining:
+    """From scratch (a preset + overrides) or from a checkpoint (ours or stock ViTMAE), with our AttG knobs."""
+    config = build_config(model_args, attg_args) if config is None else config
+    if model_args.model_name_or_path:
+        return AttGViTMAEForPreTraining.from_pretrained(model_args.model_name_or_path, config=config,
+                                                        cache_dir=model_args.cache_dir)
+    return AttGViTMAEForPreTraining(config)
 
 
 def check_output_dir(training_args: TrainingArguments, attg_args: AttGArguments) -> None:
-    """Refuse to write into a non-empty output_dir unless asked to, or unless resuming from it."""
+    """Refuse to write into a non-empty output_dir unless asked to, or unless resuming a checkpoint of the run
+    it holds; fail now, not after data and maps, when it cannot be written."""
     path = Path(training_args.output_dir)
-    if path.is_dir() and any(path.iterdir()) and not attg_args.overwrite_output_dir \
-            and not training_args.resume_from_checkpoint:
-        raise ValueError(
-            f"output_dir {path} exists and is not empty: pass --overwrite_output_dir to write into it, "
-            "--resume_from_checkpoint to continue a run, or choose another --output_dir"
-        )
+    resume = training_args.resume_from_checkpoint
+    if path.is_dir() and any(path.iterdir()) and not attg_args.overwrite_output_dir:
+        if not resume:
+            raise ValueError(
+                f"output_dir {path} exists and is not empty: pass --overwrite_output_dir to write into it, "
+                "--resume_from_checkpoint to continue a run, or choose another --output_dir"
+            )
+        if str(resume).lower() not in RESUME_LATEST and not checkpoint_belongs_to(resume, path):
+            raise ValueError(
+                f"--resume_from_checkpoint {resume} is not a checkpoint of the run in output_dir {path}, which is "
+                "not empty: continuing there would overwrite that run's model, card and state. Choose an empty "
+                "--output_dir (or the checkpoint's own run folder), or pass --overwrite_output_dir to replace it"
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"output_dir {path} cannot be written ({error})") from None
+
+
+def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArguments,
+                        training_args: TrainingArguments) -> AttGViTMAEConfig:
+    """Every check that needs no data and no weights, in one place, before any data or model work; returns the
+    run's config. (Data-dependent checks follow as soon as the dataset is opened, before the maps.)"""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")
+    check_output_dir(training_args, attg_args)
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
+                                                                     training_args.output_dir)
+    if attg_args.run_knn and data_args.train_dir and not data_args.validation_dir:
+        raise ValueError("--run_knn evaluates on the splits besides the training one, but --train_dir was given "
+                         "without --validation_dir; add one, or drop --run_knn and run run_knn.py later")
+    config = build_config(model_args, attg_args)
+    if attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae:
+        check_attention_arguments(data_args)
+    return config
 
 
 class AttGTrainer(Trainer):
@@ -264,8 +371,32 @@ class AttGTrainer(Trainer):
     def __init__(self, *args, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._object_share = []
+        self._warned_constant_maps = False
         self.eval_data_collator = eval_data_collator  # evaluation sees center crops, not training augmentation
         self.can_return_loss = True  # the reconstruction loss needs no `labels`: report eval_loss anyway
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # the stock method loads the raw file without key conversion and drops every layer weight (see
+        # checkpointing.py); FSDP / DeepSpeed / sharded checkpoints keep their own loaders
+        target = self.model if model is None else model
+        if self._loads_plain_checkpoint(resume_from_checkpoint, target):
+            load_checkpoint_weights(target, resume_from_checkpoint)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        best = self.state.best_model_checkpoint
+        if self._loads_plain_checkpoint(best, self.model):
+            logger.info("loading the best model from %s (score: %s)", best, self.state.best_metric)
+            load_checkpoint_weights(self.model, best)
+        else:
+            super()._load_best_model()
+
+    def _loads_plain_checkpoint(self, checkpoint, model) -> bool:
+        from transformers import PreTrainedModel
+
+        return (checkpoint is not None and isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled
+                and not self.is_deepspeed_enabled and (Path(checkpoint) / WEIGHTS_FILE).is_file())
 
     def get_eval_dataloader(self, eval_dataset=None):
         if self.eval_data_collator is None:
@@ -280,11 +411,26 @@ class AttGTrainer(Trainer):
         guidance = getattr(self.model.config, "attg_guidance", "none")  # a stock ViTMAE trains here too
         if model.training and "noise" not in inputs and guidance != "input_masking":
             inputs = {**inputs, "noise": self._masking_noise(inputs["pixel_values"])}
+        if model.training and inputs.get("attention_map") is not None and guidance != "none":
+            self._warn_constant_maps(inputs["attention_map"])
         outputs = model(**inputs)
         loss = outputs.loss
         if model.training and inputs.get("attention_map") is not None and hasattr(outputs, "patch_weights"):
             self._object_share.append(object_loss_share(outputs, inputs["attention_map"]))
         return (loss, outputs) if return_outputs else loss
+
+    def _warn_constant_maps(self, attention_map: torch.Tensor) -> None:
+        """A constant map gives every patch weight 1: that image trains as a plain MAE. Say so once per run, since
+        it usually means a broken map source (a blank mask column, a detector that saw nothing)."""
+        flat = attention_map.detach().flatten(1)
+        constant = int((flat.amax(1) == flat.amin(1)).sum())
+        if constant and not self._warned_constant_maps:
+            self._warned_constant_maps = True
+            logger.warning(
+                "%d of %d attention maps in a training batch (step %d) are constant: those images get weight 1 on "
+                "every patch and train as a plain MAE. Check the map source (--attention_method / the attention "
+                "column); maps that are constant for every image make this run a vanilla MAE",
+                constant, flat.shape[0], self.state.global_step)
 
     def _masking_noise(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """MAE's random masking noise from a (seed, step, micro-batch, process) stream, for exact resumes."""
@@ -412,23 +558,29 @@ def load_source_dataset(data_args: DataArguments, model_args: ModelArguments):
     return load_image_dataset(
         dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
         train_dir=data_args.train_dir, validation_dir=data_args.validation_dir, cache_dir=cache_dir,
-        synthetic_kwargs=_synthetic_kwargs(data_args) if synthetic else None,
+        synthetic_kwargs=synthetic_kwargs_of(data_args) if synthetic else None,
     )
 
 
 def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, main_process_first,
-                          with_maps: bool = True) -> dict:
+                          with_maps: bool = True, run_knn: bool = False, dataset=None) -> dict:
     """{split: Dataset} for the train (and validation) split, with an `attention_map` column when `with_maps`
-    (computed by the object-discovery step and cached when the dataset has none)."""
+    (computed by the object-discovery step and cached when the dataset has none). `run_knn`: check that the
+    k-NN evaluation (after training or online) has labelled splits to work on, before any map is computed."""
+    from .data.images import undecoded_images
     from .data.loading import check_columns
+    from .data.transforms import check_attention_map_column
 
-    with main_process_first(desc="dataset loading"):
-        dataset = load_source_dataset(data_args, model_args)
+    if dataset is None:
+        with main_process_first(desc="dataset loading"):
+            dataset = load_source_dataset(data_args, model_args)
     wanted = [data_args.train_split] + ([data_args.validation_split] if data_args.validation_split else [])
     for split in wanted:
         if split not in dataset:
             raise ValueError(f"split {split!r} not in the dataset; its splits are {list(dataset)}")
         check_columns(dataset[split], data_args.image_column_name)
+    if run_knn:
+        check_knn_splits(dataset, data_args)
     splits = {}
     for split in wanted:
         part = dataset[split]
@@ -440,8 +592,34 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
                 part = compute_attention_maps(part, data_args, main_process_first, split)
             elif data_args.attention_column != "attention_map":
                 part = part.rename_column(data_args.attention_column, "attention_map")
-        splits[split] = part
+            check_attention_map_column(part, "attention_map", split)
+        # decoded by our collator, which names the split, row and file of an image that cannot be read
+        splits[split] = undecoded_images(part, data_args.image_column_name)
     return splits
+
+
+def knn_eval_splits(dataset, data_args: DataArguments) -> list[str]:
+    """The splits `--run_knn` and `--knn_monitor` report: `--eval_splits`, or every split but the training one."""
+    return data_args.eval_splits or [split for split in dataset if split != data_args.train_split]
+
+
+def check_knn_splits(dataset, data_args: DataArguments) -> None:
+    """`--run_knn` / `--knn_monitor` need labelled splits besides the training one: say so before maps and
+    training, not after."""
+    splits = knn_eval_splits(dataset, data_args)
+    if not splits:
+        raise ValueError(f"--run_knn / --knn_monitor evaluate on the splits besides {data_args.train_split!r}, but "
+                         f"the dataset has only {list(dataset)}; use a dataset with a validation split, or drop them")
+    for split in [data_args.train_split, *splits]:
+        if split not in dataset:
+            raise ValueError(f"--eval_splits: split {split!r} not in the dataset; its splits are {list(dataset)}")
+        if split == data_args.train_split and split in (data_args.eval_splits or []):
+            raise ValueError(f"--eval_splits includes the training split {split!r}: the k-NN bank would contain "
+                             "every query (100%); choose other splits")
+        if data_args.label_column_name not in dataset[split].column_names:
+            raise ValueError(f"--run_knn / --knn_monitor need a --label_column_name {data_args.label_column_name!r} "
+                             f"column of class ids; split {split!r} has {dataset[split].column_names}. Pass "
+                             "--label_column_name, or drop --run_knn / --knn_monitor")
 
 
 def check_attention_arguments(data_args: DataArguments) -> None:
@@ -449,7 +627,8 @@ def check_attention_arguments(data_args: DataArguments) -> None:
     from .object_discovery.map_step import AttentionMapStep
 
     AttentionMapStep(data_args.attention_method, data_args.attention_model_name_or_path,
-                     image_column=_attention_input_column(data_args), grid_size=data_args.attention_grid_size)
+                     image_column=_attention_input_column(data_args), grid_size=data_args.attention_grid_size,
+                     model_flag="--attention_model_name_or_path")
 
 
 def _attention_input_column(data_args: DataArguments) -> str:
@@ -480,13 +659,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
 
     from .data import EvalTransform, PretrainCollator, PretrainTransform
 
-    check_output_dir(training_args, attg_args)
-    needs_maps = attg_args.attg_guidance != "none"
-    if needs_maps:
-        check_attention_arguments(data_args)
-    set_seed(training_args.seed)
-    model = build_model(model_args, attg_args)
-    config = model.config
+    config = check_run_arguments(model_args, data_args, attg_args, training_args)
+    needs_maps = attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -497,7 +671,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         except OSError:
             logger.warning("no image processor in %s: using ImageNet mean/std", model_args.model_name_or_path)
 
-    splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps)
+    with training_args.main_process_first(desc="dataset loading"):
+        source = load_source_dataset(data_args, model_args)
+    splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
+                                   run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
+    set_seed(training_args.seed)
+    model = build_model(model_args, attg_args, config)
     train = splits[data_args.train_split]
     validation = splits.get(data_args.validation_split) if data_args.validation_split else None
     # augmentation and masking draw from (seed, epoch/step, row) streams, not from the global RNG: a resumed run
@@ -516,10 +695,15 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         examples = eval_collator([validation[i] for i in range(min(attg_args.num_pictures, len(validation)))])
         pictures = ReconstructionPictureCallback(examples, mean, std)
         callbacks.append(pictures)
+    monitor = None
+    if attg_args.knn_monitor:
+        monitor = build_knn_monitor(source, data_args, attg_args, training_args, size, mean, std, len(train))
+        callbacks.append(monitor)
     trainer = AttGTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
                           data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks)
-    if pictures is not None:
-        pictures.trainer = trainer
+    for callback in (pictures, monitor):
+        if callback is not None:
+            callback.trainer = trainer
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_state()
     output_dir = Path(training_args.output_dir)
@@ -527,6 +711,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
              "pictures": str(output_dir / "pictures")}
     if trainer.is_world_process_zero():
         export_checkpoint(model, output_dir, size, mean, std)
+        write_data_source(output_dir, data_args)  # run_knn.py without data flags evaluates on this data
         card = write_model_card(output_dir, model_args, data_args, attg_args, training_args, result)
         paths["model_card"] = str(card)
     if attg_args.run_knn:
@@ -540,6 +725,28 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         push_checkpoint_to_hub(output_dir, training_args.hub_model_id or output_dir.name,
                                private=bool(training_args.hub_private_repo))
     return paths
+
+
+def build_knn_monitor(source, data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
+                      image_size: int, mean, std, num_train: int):
+    """The online k-NN monitor on a fixed seeded bank from the train split and every other split (seeded subsets),
+    with the evaluation transform; once per epoch unless `--knn_monitor_steps` says otherwise."""
+    from .evaluation.monitor import KNNMonitorCallback, monitor_subset
+    from .evaluation.runner import eval_pixels_transform, num_classes_of
+
+    train = source[data_args.train_split]
+    bank = monitor_subset(train, attg_args.knn_monitor_bank_size, training_args.seed)
+    queries = {split: monitor_subset(source[split], attg_args.knn_monitor_queries, training_args.seed)
+               for split in knn_eval_splits(source, data_args)}
+    batches = math.ceil(num_train / (training_args.per_device_train_batch_size * max(training_args.world_size, 1)))
+    steps_per_epoch = max(batches // training_args.gradient_accumulation_steps, 1)
+    label_column = data_args.label_column_name
+    labels = torch.as_tensor(bank[label_column])
+    return KNNMonitorCallback(
+        bank, queries, eval_pixels_transform(image_size, mean, std), data_args.image_column_name, label_column,
+        every_steps=attg_args.knn_monitor_steps or steps_per_epoch, k=min(attg_args.knn_monitor_k, len(bank)),
+        batch_size=training_args.per_device_eval_batch_size,
+        num_classes=num_classes_of(train, label_column, labels), image_size=image_size)
 
 
 def export_checkpoint(model, output_dir: Path, size: int, mean, std) -> None:
@@ -594,7 +801,9 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
         EvalModelArguments(model_name_or_path=str(output_dir), pooling="cls"),
         EvalDataArguments(dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
                           train_dir=data_args.train_dir, validation_dir=data_args.validation_dir,
-                          train_split=data_args.train_split, image_column_name=data_args.image_column_name),
+                          train_split=data_args.train_split, image_column_name=data_args.image_column_name,
+                          label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits,
+                          **_synthetic_eval_flags(data_args)),
         EvalRunArguments(output_dir=str(output_dir), feature_cache_dir=str(output_dir / "feature_cache"),
                          batch_size=training_args.per_device_eval_batch_size),
         KNNArguments(ks=ks),
@@ -606,6 +815,10 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
     return payload
 
 
-def _synthetic_kwargs(data_args: DataArguments) -> dict:
-    return dict(num_train=data_args.synthetic_num_train, num_validation=data_args.synthetic_num_validation,
-                image_size=data_args.synthetic_image_size, seed=data_args.synthetic_seed)
+def _synthetic_eval_flags(data_args: DataArguments) -> dict:
+    """The run's synthetic settings as the evaluation's flags (none for another data source)."""
+    from .data.source import SYNTHETIC_FLAGS
+
+    if synthetic_kwargs_of(data_args) is None:
+        return {}
+    return {flag: getattr(data_args, flag) for flag in SYNTHETIC_FLAGS}

@@ -117,3 +117,45 @@ def test_exported_checkpoint_gives_all_tokens_to_stock_loaders_and_still_pretrai
     again = AttGViTMAEForPreTraining.from_pretrained(tmp_path / "export")
     out = again(batch()[0], attention_map=batch()[1])
     assert out.mask.sum(1).tolist() == [12, 12, 12]
+
+
+def _trainer(model, tmp_path):
+    from transformers import TrainingArguments
+
+    from modeling_attg_mae.pretraining import AttGTrainer
+
+    return AttGTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "run"), report_to=[]))
+
+
+def test_trainer_resume_and_best_model_load_every_tensor(tmp_path):
+    """transformers 5.24's Trainer loads the raw file (legacy key names) with strict=False: every layer weight kept
+    its fresh value. Our Trainer must restore all of them, for resume and for load_best_model_at_end alike."""
+    saved = tiny_model(seed=0)
+    saved.save_pretrained(tmp_path / "checkpoint-7")
+    with open(tmp_path / "checkpoint-7" / "trainer_state.json", "w") as file:
+        json.dump({"global_step": 7}, file)
+    expected = saved.state_dict()
+    for load in ("resume", "best"):
+        model = tiny_model(seed=1)  # other weights everywhere
+        trainer = _trainer(model, tmp_path)
+        if load == "resume":
+            trainer._load_from_checkpoint(str(tmp_path / "checkpoint-7"))
+        else:
+            trainer.state.best_model_checkpoint = str(tmp_path / "checkpoint-7")
+            trainer._load_best_model()
+        loaded = model.state_dict()
+        assert loaded.keys() == expected.keys()
+        for name, value in expected.items():
+            assert torch.equal(loaded[name], value), (load, name)
+
+
+def test_a_truncated_checkpoint_is_named(tmp_path):
+    import pytest
+
+    from modeling_attg_mae.checkpointing import load_checkpoint_weights
+
+    tiny_model().save_pretrained(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # what a kill during the write leaves
+    with pytest.raises(ValueError, match=f"cannot read the weights {weights}"):
+        load_checkpoint_weights(tiny_model(), tmp_path / "ckpt")

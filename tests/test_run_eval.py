@@ -168,8 +168,12 @@ def test_linear_probe_runs_both_modes(checkpoint, tmp_path):
     probe = LinearProbeArguments(mode="protocol", epochs=2, warmup_epochs=1, probe_batch_size=8, base_lr=10.0)
     protocol = run_linear_probe(model_args, data_args, run_args, probe, dataset=dataset)
     assert [r["method"] for r in protocol["results"]] == ["linear_probe"]
-    assert "train" not in protocol["cache_hits"]  # the protocol encodes augmented images, not cached ones
-    assert 0.0 <= protocol["results"][0]["top1"] <= 100.0
+    row = protocol["results"][0]
+    assert 0.0 <= row["top1"] <= 100.0
+    # the protocol keeps its fixed lr; the held-out check sweeps the grid plus that lr on the cached train features
+    assert (row["lr_selection"], row["base_lr"]) == ("fixed", 10.0)
+    assert protocol["cache_hits"]["train"]
+    assert 10.0 in [point["base_lr"] for point in row["held_out_check"]["grid"]]
 
 
 def _image_folders(root: Path):
@@ -227,3 +231,60 @@ def test_cli_accepts_a_json_file(checkpoint, tmp_path):
     assert [(r["method"], r["split"], r["k"]) for r in payload["results"]] == [("knn", "validation", 2)]
     assert payload["cache_hits"] == {"train": False, "validation": False}  # "" disables the cache
     assert not (tmp_path / "cache").exists()
+
+
+def test_linear_probe_sweep_uses_only_train_and_flags_a_degenerate_head(checkpoint, tmp_path, monkeypatch, caplog):
+    import modeling_attg_mae.evaluation.linear_probe as linear_probe
+
+    dataset = _dataset(per_class=(14, 4, 4))
+    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["validation", "validation_shifted"])
+    seen = []
+    sweep = linear_probe.sweep_linear_probe_on_features
+    monkeypatch.setattr(linear_probe, "sweep_linear_probe_on_features",
+                        lambda *args, **kwargs: seen.append(args[:4]) or sweep(*args, **kwargs))
+    probe = LinearProbeArguments(mode="features", epochs=20, warmup_epochs=2, probe_batch_size=8, lr_grid=[1e-3, 10.0, 100.0])
+    payload = run_linear_probe(model_args, data_args, run_args, probe, dataset=dataset)
+    (fit_x, _, held_x, held_y), = seen
+    from safetensors.torch import load_file
+
+    cached = [load_file(f)["features"] for f in (tmp_path / "cache").glob("*.safetensors")]
+    train_x = next(f for f in cached if len(f) == 42)
+    eval_x = torch.cat([f for f in cached if len(f) == 12])  # both eval splits
+    assert len(eval_x) == 24
+    rows_of = lambda a, b: [bool((a[i] == b).all(1).any()) for i in range(len(a))]  # noqa: E731
+    assert all(rows_of(held_x, train_x)) and not any(rows_of(held_x, eval_x))  # the held-out slice is train only
+    assert len(held_x) + len(fit_x) == 42 and torch.bincount(held_y).tolist() == [2, 2, 2]  # round(0.15 * 14)
+    row = payload["results"][0]
+    assert row["lr_selection"] == "held_out_sweep" and row["base_lr"] == row["sweep"]["chosen_base_lr"] in (10.0, 100.0)
+    assert [p["base_lr"] for p in row["sweep"]["grid"]] == [1e-3, 10.0, 100.0] and not row["degenerate"]
+    # a head that collapsed to class 0 (its bias swamps the features), with a fixed lr: flagged in the JSON and
+    # the warning says what to do
+    import modeling_attg_mae.evaluation.pipelines as pipelines
+
+    train = pipelines.train_linear_probe_on_features
+
+    def collapsed(*args, **kwargs):
+        head = train(*args, **kwargs)
+        head.linear.bias.data[0] = 1e4
+        return head
+
+    monkeypatch.setattr(pipelines, "train_linear_probe_on_features", collapsed)
+    probe = LinearProbeArguments(mode="features", epochs=2, warmup_epochs=1, probe_batch_size=8, sweep=False)
+    payload = run_linear_probe(model_args, data_args, run_args, probe, dataset=dataset)
+    row = payload["results"][0]
+    assert row["lr_selection"] == "fixed" and row["degenerate"], row
+    assert row["degenerate_reason"].startswith("predicts class 0 for 100.0% of the 12 images")
+    assert "pick the lr on held-out train images" in caplog.text and "DEGENERATE" in pipelines.format_results_table(payload)
+    written = json.loads(Path(payload["results_file"]).read_text())
+    assert written["results"][0]["degenerate_reason"] == row["degenerate_reason"]
+
+
+def test_linear_probe_bad_sweep_input_fails_before_any_work(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="lr_grid must hold at least one"):
+        LinearProbeArguments(mode="features", lr_grid=[])
+    with pytest.raises(ValueError, match="few_shot sizes \\[1\\] leave no training image"):
+        LinearProbeArguments(mode="features", few_shot=[1, 10])
+    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["validation"])
+    with pytest.raises(ValueError, match="leaves class 0 .1 images. with no training image"):
+        run_linear_probe(model_args, data_args, run_args, LinearProbeArguments(mode="features"), dataset=_dataset((1, 2, 2)))
+    assert not (tmp_path / "cache").exists()  # no feature was extracted

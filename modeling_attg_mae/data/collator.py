@@ -19,6 +19,8 @@ import torch
 
 import datasets
 
+from .images import decode_image
+
 Transform = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
@@ -34,10 +36,17 @@ def transform_example(example: dict, index: int, transform: Transform, image_col
             f"example {index} has no {attention_map_column!r} (its columns: {sorted(example)}); compute the maps with "
             "the object-discovery step first, or pass require_attention_map=False for a vanilla MAE"
         )
-    if generator is None:
-        pixel_values, attention_map = transform(example[image_column], attention_map)
-    else:
-        pixel_values, attention_map = transform(example[image_column], attention_map, generator=generator)
+    # decoded here, where the dataset row and the file are known (the dataset keeps the column undecoded,
+    # `undecoded_images`); an already decoded PIL image passes through
+    row = example.get("__index__", index)
+    image = decode_image(example[image_column], row)
+    try:
+        if generator is None:
+            pixel_values, attention_map = transform(image, attention_map)
+        else:
+            pixel_values, attention_map = transform(image, attention_map, generator=generator)
+    except ValueError as error:  # e.g. a malformed map: say which row, so that it can be found and fixed
+        raise ValueError(f"row {row}: {error}") from error
     if not (torch.is_tensor(pixel_values) and pixel_values.dim() == 3):
         raise ValueError(f"the transform must return pixel_values of shape (3, S, S), got "
                          f"{getattr(pixel_values, 'shape', type(pixel_values).__name__)}")

@@ -33,6 +33,27 @@ def check_image_folder(path: str | os.PathLike, argument: str = "train_dir") -> 
                      f"{', '.join(extensions[:8])}, ...); point it at a folder of images")
 
 
+def saved_dataset_kind(path: str | os.PathLike) -> str | None:
+    """"dict" for a `DatasetDict.save_to_disk` folder, "dataset" for a `Dataset.save_to_disk` one, else None."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return None
+    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+        return "dict"
+    if os.path.isfile(os.path.join(path, "state.json")) and os.path.isfile(os.path.join(path, "dataset_info.json")):
+        return "dataset"
+    return None
+
+
+def _load_saved_dataset(path: str) -> datasets.DatasetDict:
+    # load_dataset(path) would read the folder's Arrow files as one generic dataset and merge the splits
+    # (validation, validation_mixed_rand, ... -> "validation"); load_from_disk keeps each split as saved
+    loaded = datasets.load_from_disk(path)
+    if isinstance(loaded, datasets.DatasetDict):
+        return loaded
+    return datasets.DatasetDict({str(loaded.split) if loaded.split else "train": loaded})
+
+
 def load_image_dataset(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -44,7 +65,9 @@ def load_image_dataset(
     """Load the images to pre-train on, from exactly one source.
 
     Args:
-        dataset_name: a Hub dataset (`datasets.load_dataset(dataset_name, dataset_config_name)`).
+        dataset_name: a Hub dataset (`datasets.load_dataset(dataset_name, dataset_config_name)`), or a folder
+            written by `save_to_disk` (e.g. by the maps CLI), loaded with `datasets.load_from_disk` with every
+            split kept (a single saved `Dataset` becomes the split it was saved as, else `train`).
         dataset_config_name: its configuration, if any.
         train_dir: a local image folder (`load_dataset("imagefolder", data_dir=train_dir)`: class sub-folders
             become a `label` column); its images form the `train` split.
@@ -67,6 +90,11 @@ def load_image_dataset(
     if dataset_config_name is not None and dataset_name is None:
         raise ValueError(f"dataset_config_name={dataset_config_name!r} needs a dataset_name")
     cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+    if dataset_name is not None and saved_dataset_kind(dataset_name) is not None:
+        if dataset_config_name is not None:
+            raise ValueError(f"dataset_name={dataset_name!r} is a save_to_disk folder, which has no configurations; "
+                             f"drop dataset_config_name={dataset_config_name!r}")
+        return _load_saved_dataset(os.fspath(dataset_name))
     if dataset_name is not None:
         dataset = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
         if not isinstance(dataset, datasets.DatasetDict):  # an IterableDatasetDict (streaming) has no __len__

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ..modeling_attg_mae import resample_attention_map
+from .images import to_rgb_image  # noqa: F401  (re-exported: the one RGB conversion)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,22 +48,6 @@ class CropParameters:
     height: int
     width: int
     flip: bool = False
-
-
-def to_rgb_image(image) -> Image.Image:
-    """A PIL RGB image from a PIL image of any mode (L, RGBA, P, CMYK, ...) or a uint8 array (H, W[, C])."""
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(f"an image array must be uint8 of shape (H, W) or (H, W, C), got dtype {image.dtype} "
-                             f"shape {image.shape}")
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"image must be a PIL.Image.Image or a uint8 numpy array, got {type(image).__name__}")
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")  # PIL warns when a transparent palette goes straight to RGB
-    return image.convert("RGB")
 
 
 def to_normalized_tensor(image: Image.Image, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
@@ -103,6 +88,20 @@ def as_attention_map(attention_map) -> torch.Tensor:
                                                                           torch.bool)):
         raise ValueError(f"attention_map must be real-valued, got dtype {attention_map.dtype}")
     return attention_map.float()
+
+
+def check_attention_map_column(dataset, column: str = "attention_map", split: str | None = None,
+                               rows: tuple[int, ...] = (0, -1)) -> None:
+    """Read a few rows of a map column (first and last by default) as `as_attention_map` will during training,
+    so that a column of the wrong kind fails when the data is opened, naming the split, column and row, and
+    not at the first training batch."""
+    for row in sorted({r % len(dataset) for r in rows}) if len(dataset) else []:
+        try:
+            as_attention_map(dataset[row][column])
+        except ValueError as error:
+            feature = dataset.features.get(column) if dataset.features is not None else None
+            raise ValueError(f"split {split!r}, column {column!r} ({type(feature).__name__ if feature else '?'}), "
+                             f"row {row}: not a usable attention map: {error}") from None
 
 
 def crop_attention_map(

@@ -1,17 +1,22 @@
 """Off-the-shelf evaluation of frozen features: weighted k-NN, linear probe (MAE protocol), few-shot, feature cache."""
 
 from .feature_cache import cache_key, cached_features, checkpoint_fingerprint
-from .few_shot import mean_std, sample_few_shot
+from .few_shot import held_out_split, mean_std, sample_few_shot
 from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE, knn_classify
 from .linear_probe import (
+    DEFAULT_LR_GRID,
     LARS,
     LinearProbeHead,
+    degenerate_reason,
     learning_rate_at,
     linear_probe_rank,
+    select_linear_probe_hparams,
+    sweep_linear_probe_on_features,
     train_linear_probe,
     train_linear_probe_on_features,
 )
 from .metrics import top_k_accuracy
+from .statistics import mean_and_sd, paired_comparison, student_t_quantile, student_t_two_sided_p
 
 __all__ = [
     "knn_classify",
@@ -19,6 +24,11 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "sample_few_shot",
     "mean_std",
+    "held_out_split",
+    "DEFAULT_LR_GRID",
+    "sweep_linear_probe_on_features",
+    "select_linear_probe_hparams",
+    "degenerate_reason",
     "LARS",
     "LinearProbeHead",
     "learning_rate_at",
@@ -26,6 +36,10 @@ __all__ = [
     "train_linear_probe_on_features",
     "linear_probe_rank",
     "top_k_accuracy",
+    "paired_comparison",
+    "mean_and_sd",
+    "student_t_two_sided_p",
+    "student_t_quantile",
     "cache_key",
     "cached_features",
     "checkpoint_fingerprint",

@@ -3,7 +3,9 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .few_shot import held_out_count
 from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE
+from .linear_probe import DEFAULT_LR_GRID
 
 
 @dataclass
@@ -28,6 +30,23 @@ class EvalDataArguments:
     )
     image_column_name: str = field(default="image", metadata={"help": "Column holding the images."})
     label_column_name: str = field(default="label", metadata={"help": "Column holding the integer class ids."})
+    # None = not given: with no data flag at all, the checkpoint's attg_mae_data.json (its pre-training data)
+    # decides, else the synthetic generator's defaults (4000 / 1000 / 64 px / seed 0) apply
+    synthetic_num_train: int | None = field(default=None, metadata={"help": "Synthetic data: training images (default 4000)."})
+    synthetic_num_validation: int | None = field(
+        default=None, metadata={"help": "Synthetic data: images per validation split (default 1000)."})
+    synthetic_image_size: int | None = field(default=None, metadata={"help": "Synthetic data: image side in pixels (default 64)."})
+    synthetic_seed: int | None = field(default=None, metadata={"help": "Synthetic data: generator seed (default 0)."})
+    synthetic_object_color: Literal["per_class", "random"] | None = field(
+        default=None, metadata={"help": "Synthetic data: per_class (default) or random (the class is in the shape alone)."})
+
+    def __post_init__(self):
+        from ..data.source import SYNTHETIC_FLAGS
+
+        synthetic = [f"--{name}" for name in SYNTHETIC_FLAGS if getattr(self, name) is not None]
+        if synthetic and (self.dataset_name is not None or self.train_dir is not None):
+            raise ValueError(f"{' '.join(synthetic)} only apply to the synthetic dataset, but --dataset_name or "
+                             "--train_dir was given as well")
 
 
 @dataclass
@@ -83,9 +102,23 @@ class LinearProbeArguments:
     probe_batch_size: int = field(default=256, metadata={"help": "Effective batch of the probe (MAE: 16384); lr = base_lr * batch / 256."})
     base_lr: float = field(
         default=0.1,
-        metadata={"help": "MAE: 0.1. LARS moves weights by ~lr * 0.001 * |w| per step, so small datasets need a larger one."},
+        metadata={"help": "Protocol mode, and features mode with --sweep false (MAE: 0.1). LARS moves weights by ~lr * 0.001 * |w| "
+                          "per step, so small datasets need a larger one."},
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay on the head's weights (MAE: 0)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay on the head's weights with a fixed lr (MAE: 0)."})
+    sweep: bool = field(
+        default=True,
+        metadata={"help": "Features mode and its few-shot probes: pick base_lr / weight_decay from the grids on a held-out slice "
+                          "of the train split, then retrain on all of it. false: train once with --base_lr / --weight_decay."},
+    )
+    lr_grid: list[float] = field(
+        default_factory=lambda: list(DEFAULT_LR_GRID),
+        metadata={"help": "Base lrs of the sweep, all trained in one pass (protocol mode: its held-out check)."},
+    )
+    weight_decay_grid: list[float] = field(default_factory=lambda: [0.0], metadata={"help": "Weight decays of the sweep."})
+    held_out_fraction: float = field(
+        default=0.15, metadata={"help": "Share of every class of the train split held out to pick the lr (never an eval split)."}
+    )
     few_shot: list[int] = field(
         default_factory=list, metadata={"help": "Images per class for few-shot linear probes, e.g. 10 25 50 (paper Table 7)."}
     )
@@ -97,6 +130,20 @@ class LinearProbeArguments:
             )
         if self.few_shot and min(self.few_shot) < 1:
             raise ValueError(f"few_shot sizes must be >= 1, got {self.few_shot}")
+        if not self.lr_grid or min(self.lr_grid) <= 0:
+            raise ValueError(f"lr_grid must hold at least one base lr, all > 0; got {self.lr_grid}")
+        if not self.weight_decay_grid or min(self.weight_decay_grid) < 0:
+            raise ValueError(f"weight_decay_grid must hold at least one weight decay, all >= 0; got {self.weight_decay_grid}")
+        if not 0 < self.held_out_fraction < 1:
+            raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
+        if self.mode == "features" and self.sweep:
+            # a few-shot subset is split too: every class must keep an image to fit on
+            too_few = [shots for shots in self.few_shot if held_out_count(shots, self.held_out_fraction) >= shots]
+            if too_few:
+                raise ValueError(
+                    f"few_shot sizes {too_few} leave no training image per class after holding out "
+                    f"held_out_fraction={self.held_out_fraction} for the lr sweep; use --sweep false or larger sizes"
+                )
 
 
 __all__ = ["EvalModelArguments", "EvalDataArguments", "EvalRunArguments", "KNNArguments", "LinearProbeArguments"]

@@ -1,4 +1,5 @@
-"""Few-shot subsets: N images per class, stratified and deterministic per seed (paper Tables 3 and 7)."""
+"""Stratified subsets, deterministic per seed: few-shot subsets of N images per class (paper Tables 3 and 7) and
+the held-out slice on which the linear probe picks its learning rate."""
 
 from collections.abc import Sequence
 
@@ -29,10 +30,43 @@ def sample_few_shot(labels: torch.Tensor | Sequence[int], shots: int, seed: int)
     return torch.from_numpy(np.sort(np.concatenate(chosen))).long()
 
 
+def held_out_count(num_images: int, fraction: float) -> int:
+    """Images of one class held out: `round(fraction * n)`, at least 1, so that every class is seen."""
+    return max(1, round(fraction * num_images))
+
+
+def held_out_split(labels: torch.Tensor | Sequence[int], fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(fit_indices, held_out_indices)`, both sorted: `held_out_count(n_c, fraction)` images of every class
+    present in `labels` held out, drawn without replacement by a NumPy generator seeded with `seed`.
+
+    A class left with no image to fit on is an error naming the class, not a probe that never sees it.
+    """
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError(f"labels must be a 1-D tensor of integer class ids, got {labels.dtype} {tuple(labels.shape)}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"held_out_fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(int(seed))
+    labels_np = labels.cpu().numpy()
+    held = []
+    for cls in np.unique(labels_np):
+        members = np.flatnonzero(labels_np == cls)
+        count = held_out_count(members.size, fraction)
+        if count >= members.size:
+            raise ValueError(
+                f"held_out_fraction={fraction} leaves class {int(cls)} ({members.size} images) with no training image; "
+                f"every class needs at least 2 images for the held-out lr selection"
+            )
+        held.append(rng.choice(members, size=count, replace=False))
+    held_idx = np.sort(np.concatenate(held))
+    fit_idx = np.setdiff1d(np.arange(labels_np.size), held_idx)
+    return torch.from_numpy(fit_idx).long(), torch.from_numpy(held_idx).long()
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     array = np.asarray(values, dtype=np.float64)
     return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
 
 
-__all__ = ["sample_few_shot", "mean_std"]
+__all__ = ["sample_few_shot", "held_out_count", "held_out_split", "mean_std"]

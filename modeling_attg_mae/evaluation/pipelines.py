@@ -12,7 +12,13 @@ Results JSON (`<output_dir>/knn_results.json`, `<output_dir>/linear_probe_result
         {"method": "knn_few_shot", "split": "validation", "k": 5, "shots": 1, "seed": 0, "top1": ..., "top5": ...},
         {"method": "knn_few_shot", "split": "validation", "k": 5, "shots": 1, "seed": null, "top1": <mean>,
          "top5": <mean>, "top1_std": ..., "top5_std": ..., "num_seeds": 3},
-        {"method": "linear_probe" | "linear_probe_features", "k": null, "shots": null, "seed": 0, ...},
+        {"method": "linear_probe" | "linear_probe_features", "k": null, "shots": null, "seed": 0, ...,
+         "lr_selection": "held_out_sweep" | "fixed", "base_lr": 3.0, "weight_decay": 0.0, "train_loss": 0.41,
+         "degenerate": false, "degenerate_reason": null,
+         "sweep": {"chosen_base_lr": 3.0, "chosen_weight_decay": 0.0, "held_out_split": "train",
+                   "held_out_fraction": 0.15, "num_held_out": 900, "held_out_seed": 0,
+                   "grid": [{"base_lr": 0.1, "weight_decay": 0.0, "held_out_top1": 24.3, "held_out_loss": ...,
+                             "train_loss": ...}, ...]}},
         {"method": "linear_few_shot" | "linear_few_shot_features", "shots": 10, "seed": 0, ...}, ...
       ]
     }
@@ -20,17 +26,29 @@ Results JSON (`<output_dir>/knn_results.json`, `<output_dir>/linear_probe_result
 `top1` / `top5` are accuracies in percent. A row with `seed: null` and `num_seeds` is the mean (and sample
 std) over the seeds of the rows above it. "…_features" methods are the fast mode on cached features
 (no augmentation); "linear_probe" is MAE's protocol.
+
+Linear-probe rows say how their lr was set: `lr_selection` "held_out_sweep" (features mode, the default; `sweep`
+holds the grid's held-out accuracies) or "fixed" (`--base_lr`; the protocol's row carries the same sweep on
+cached features as `held_out_check`). `degenerate` flags a head that did not train (`degenerate_reason` says
+how); the summary row of few-shot seeds is degenerate when any seed is.
 """
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .few_shot import mean_std, sample_few_shot
+from .few_shot import held_out_split, mean_std, sample_few_shot
 from .knn import knn_classify
-from .linear_probe import linear_probe_rank, train_linear_probe, train_linear_probe_on_features
+from .linear_probe import (
+    degenerate_reason,
+    linear_probe_rank,
+    select_linear_probe_hparams,
+    train_linear_probe,
+    train_linear_probe_on_features,
+)
 from .metrics import top_k_accuracy
 from .runner import (
     check_label_column,
@@ -43,9 +61,17 @@ from .runner import (
     write_results,
 )
 
+logger = logging.getLogger(__name__)
+# The protocol's fixed lr is reported as off when the best grid point beats it on the held-out slice by this much.
+HELD_OUT_CHECK_MARGIN = 5.0
+
+
+logger = logging.getLogger(__name__)
+
 
 def _load_dataset(model_args, data_args):
     from ..data import load_image_dataset
+    from ..data.source import synthetic_kwargs_of
 
     return load_image_dataset(
         dataset_name=data_args.dataset_name,
@@ -53,22 +79,45 @@ def _load_dataset(model_args, data_args):
         train_dir=data_args.train_dir,
         validation_dir=data_args.validation_dir,
         cache_dir=model_args.cache_dir,
+        synthetic_kwargs=synthetic_kwargs_of(data_args),
     )
 
 
+def _use_checkpoint_data_source(model_args, data_args) -> None:
+    """With no data flag at all, evaluate on the checkpoint's pre-training data (its attg_mae_data.json), else on
+    the synthetic defaults; fills `data_args` in place (its image column / train split too, when left at the
+    defaults), so that every later step and the results' label agree on the data."""
+    from ..data.source import DATA_SOURCE_FILE, SYNTHETIC_FLAGS, dataset_label, has_data_flags, read_data_source
+
+    if has_data_flags(data_args):
+        return
+    record = read_data_source(model_args.model_name_or_path)
+    if record is None:
+        logger.warning("no data flag and no %s in %s: evaluating on the synthetic defaults",
+                       DATA_SOURCE_FILE, model_args.model_name_or_path)
+        return
+    for name in ("dataset_name", "dataset_config_name", "train_dir", "validation_dir"):
+        setattr(data_args, name, record.get(name))
+    for flag, name in SYNTHETIC_FLAGS.items():
+        setattr(data_args, flag, (record.get("synthetic") or {}).get(name))
+    defaults = {"image_column_name": "image", "train_split": "train"}
+    for name, default in defaults.items():
+        if getattr(data_args, name) == default and record.get(name):
+            setattr(data_args, name, record[name])
+    logger.warning("no data flag: evaluating on the checkpoint's pre-training data %s (from %s)",
+                   dataset_label(record), Path(model_args.model_name_or_path) / DATA_SOURCE_FILE)
+
+
 def _dataset_description(data_args) -> dict:
-    return {
-        "dataset_name": data_args.dataset_name or ("imagefolder" if data_args.train_dir else "synthetic"),
-        "dataset_config_name": data_args.dataset_config_name,
-        "train_dir": data_args.train_dir,
-        "validation_dir": data_args.validation_dir,
-    }
+    from ..data.source import data_source, dataset_label
+
+    return {**data_source(data_args), "label": dataset_label(data_source(data_args))}
 
 
 def _dataset_label(data_args) -> str:
-    if data_args.dataset_name:
-        return data_args.dataset_name
-    return str(data_args.train_dir) if data_args.train_dir else "attg-mae-synthetic"
+    from ..data.source import data_source, dataset_label
+
+    return dataset_label(data_source(data_args))
 
 
 class _Setup:
@@ -79,10 +128,17 @@ class _Setup:
 
         self.accelerator = accelerator or Accelerator()
         self.model_args, self.data_args, self.run_args = model_args, data_args, run_args
+        _use_checkpoint_data_source(model_args, data_args)
         self.dataset = dataset if dataset is not None else _load_dataset(model_args, data_args)
         # Bad splits and columns fail here, before a model is loaded or a feature extracted.
         check_split(self.dataset, data_args.train_split)
         self.eval_splits = data_args.eval_splits or [s for s in self.dataset if s != data_args.train_split]
+        if data_args.train_split in self.eval_splits:
+            raise ValueError(
+                f"--eval_splits {' '.join(self.eval_splits)} includes the train split {data_args.train_split!r}, the "
+                "k-NN bank / probe training set: every query would find itself (100% for k-NN). Evaluate on other "
+                "splits, or choose another bank with --train_split"
+            )
         if not self.eval_splits:
             raise ValueError(f"no eval split: the dataset has only {sorted(self.dataset.keys())}; pass --eval_splits")
         for split in [data_args.train_split, *self.eval_splits]:
@@ -180,15 +236,36 @@ def _summary_row(rows: list[dict]) -> dict:
         "method": first["method"], "split": first["split"], "k": first["k"], "shots": first["shots"], "seed": None,
         "top1": top1, "top5": top5, "top1_std": top1_std, "top5_std": top5_std, "num_seeds": len(rows),
         "num_queries": first["num_queries"],
+        **({"degenerate": any(r["degenerate"] for r in rows)} if "degenerate" in first else {}),
     }
+
+
+def _check_knn_sizes(bank_split, split: str, label_column: str, knn_args) -> None:
+    """k and the few-shot settings against the bank's size and per-class counts, from the labels alone: before
+    any feature is extracted."""
+    size = len(bank_split)
+    if max(knn_args.ks) > size:
+        raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({size} train images in split "
+                         f"{split!r}); pass --ks no larger than {size}")
+    if not knn_args.few_shot:
+        return
+    counts = torch.bincount(torch.as_tensor(bank_split[label_column], dtype=torch.long))
+    present = counts[counts > 0]
+    for shots in knn_args.few_shot:
+        if shots > int(present.min()):
+            smallest = int(torch.nonzero(counts == present.min())[0])
+            raise ValueError(f"--few_shot {shots} needs {shots} images of every class, but class {smallest} has only "
+                             f"{int(present.min())} in split {split!r}; pass --few_shot sizes up to {int(present.min())}")
+        if knn_args.few_shot_k > shots * present.numel():
+            raise ValueError(f"--few_shot_k {knn_args.few_shot_k} is larger than the {shots}-shot bank ({shots} x "
+                             f"{present.numel()} classes = {shots * present.numel()} images); pass a smaller --few_shot_k")
 
 
 def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator=None) -> dict:
     """Weighted k-NN (all `ks`) and few-shot k-NN on every eval split; returns the results payload."""
     setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
+    _check_knn_sizes(setup.dataset[data_args.train_split], data_args.train_split, data_args.label_column_name, knn_args)
     bank, bank_labels = setup.features(data_args.train_split)
-    if max(knn_args.ks) > bank.shape[0]:
-        raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({bank.shape[0]} train images)")
     num_classes = setup.num_classes(bank_labels)
     bank = bank.to(setup.accelerator.device)  # the similarity matmuls run where the model ran (the GPU if any)
     subsets = {
@@ -231,36 +308,66 @@ class _AugmentedImages(Dataset):
         return {"pixel_values": self.transform(example[self.image_column]), "labels": int(example[self.label_column])}
 
 
+def _degenerate_advice(fast: bool, sweep: bool) -> str:
+    if fast and sweep:
+        return "no lr of the grid trained the head: widen --lr_grid, train longer (--epochs), or check the features"
+    if fast:
+        return "its lr is off: drop --sweep false to pick the lr on held-out train images, or raise --base_lr"
+    return ("MAE's base lr 0.1 assumes ImageNet's step count: raise --base_lr (see the row's held_out_check), "
+            "or use --mode features, which picks the lr on held-out train images")
+
+
 def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, accelerator=None) -> dict:
-    """Linear probe (protocol or fast mode) and few-shot linear probes, each evaluated on every eval split."""
+    """Linear probe (protocol or fast mode) and few-shot linear probes, each evaluated on every eval split.
+
+    Fast mode picks base lr / weight decay on a held-out slice of the train split (`select_linear_probe_hparams`)
+    unless `probe_args.sweep` is off; the protocol keeps its fixed recipe and gets the same sweep, on cached
+    un-augmented features, as a held-out check of its lr. Every row is checked with `degenerate_reason`.
+    """
     setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
     accelerator = setup.accelerator
     fast = probe_args.mode == "features"
-    if fast:
-        train_features, train_labels = setup.features(data_args.train_split)
-        num_features = train_features.shape[1]
-    else:  # the protocol re-encodes augmented images: no un-augmented train features needed
-        train_split = setup.dataset[data_args.train_split]
-        train_labels = torch.as_tensor(train_split[data_args.label_column_name], dtype=torch.long)
-        num_features = setup.info.hidden_size * (2 if model_args.pooling == "cls+mean" else 1)
+    sweep = fast and probe_args.sweep
+    seed = run_args.seeds[0]
+    train_labels = torch.as_tensor(setup.dataset[data_args.train_split][data_args.label_column_name], dtype=torch.long)
+    if sweep or not fast:  # a class too small to split fails here, before any feature is extracted
+        held_out_split(train_labels, probe_args.held_out_fraction, seed)
+    # fast mode trains on these; the protocol's held-out check sweeps on them
+    train_features, _ = setup.features(data_args.train_split)
+    num_features = train_features.shape[1]
     num_classes = setup.num_classes(train_labels)
     eval_features = {split: setup.features(split) for split in setup.eval_splits}
     suffix = "_features" if fast else ""
-    hparams = dict(epochs=probe_args.epochs, warmup_epochs=probe_args.warmup_epochs, base_lr=probe_args.base_lr, weight_decay=probe_args.weight_decay)
+    schedule = dict(epochs=probe_args.epochs, warmup_epochs=probe_args.warmup_epochs)
+    progress = run_args.progress and setup.is_main
     if not fast:
         augmented = _AugmentedImages(
             setup.dataset[data_args.train_split], data_args.image_column_name, data_args.label_column_name,
             probe_train_transform_for(setup.info),
         )
 
+    def select(features, labels, base_lrs, seed: int):
+        return select_linear_probe_hparams(
+            features.to(accelerator.device), labels.to(accelerator.device), num_classes, base_lrs,
+            probe_args.weight_decay_grid, probe_args.held_out_fraction, batch_size=probe_args.probe_batch_size,
+            seed=seed, progress=progress, **schedule,
+        )
+
     def train(indices: torch.Tensor | None, seed: int):
+        """`(head, fields of its rows)`."""
+        features = train_features if indices is None else train_features[indices]
+        labels = train_labels if indices is None else train_labels[indices]
+        fields = {"lr_selection": "fixed", "base_lr": probe_args.base_lr, "weight_decay": probe_args.weight_decay}
+        if sweep:
+            selection = select(features, labels, probe_args.lr_grid, seed)
+            fields = {"lr_selection": "held_out_sweep", "base_lr": selection.base_lr,
+                      "weight_decay": selection.weight_decay, "sweep": selection.as_dict()}
         if fast:
-            features = train_features if indices is None else train_features[indices]
-            labels = train_labels if indices is None else train_labels[indices]
-            return train_linear_probe_on_features(
-                features.to(accelerator.device), labels.to(accelerator.device), num_classes,
-                batch_size=probe_args.probe_batch_size, seed=seed, progress=run_args.progress and setup.is_main, **hparams,
+            head = train_linear_probe_on_features(
+                features.to(accelerator.device), labels.to(accelerator.device), num_classes, batch_size=probe_args.probe_batch_size,
+                base_lr=fields["base_lr"], weight_decay=fields["weight_decay"], seed=seed, progress=progress, **schedule,
             )
+            return head, fields
         data = augmented if indices is None else Subset(augmented, indices.tolist())
         per_process = max(2, probe_args.probe_batch_size // accelerator.num_processes)
         loader = DataLoader(
@@ -268,42 +375,81 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
             num_workers=run_args.num_workers, generator=torch.Generator().manual_seed(seed),
         )
         loader = accelerator.prepare(loader)
-        return train_linear_probe(
-            setup.model, loader, num_features, num_classes, model_args.pooling, seed=seed,
-            accelerator=accelerator, progress=run_args.progress and setup.is_main, **hparams,
+        head = train_linear_probe(
+            setup.model, loader, num_features, num_classes, model_args.pooling, seed=seed, accelerator=accelerator,
+            progress=progress, base_lr=probe_args.base_lr, weight_decay=probe_args.weight_decay, **schedule,
         )
+        return head, fields
 
-    def evaluate(head, method: str, **fields) -> list[dict]:
-        return [
-            _accuracy_row(method, split, linear_probe_rank(head, features), labels, **fields)
-            for split, (features, labels) in eval_features.items()
-        ]
+    def evaluate(head, fields: dict, method: str, **row_fields) -> list[dict]:
+        rows = []
+        for split, (features, labels) in eval_features.items():
+            ranked = linear_probe_rank(head, features)
+            reason = degenerate_reason(ranked[:, 0], labels, num_classes, head.train_loss)
+            rows.append(_accuracy_row(
+                method, split, ranked, labels, **row_fields, **fields, train_loss=head.train_loss,
+                degenerate=reason is not None, degenerate_reason=reason,
+            ))
+        return rows
 
-    seed = run_args.seeds[0]
-    head = train(None, seed)
-    rows = evaluate(head, "linear_probe" + suffix, seed=seed) if setup.is_main else []
+    head, fields = train(None, seed)
+    if not fast:
+        check_grid = sorted({*probe_args.lr_grid, probe_args.base_lr})
+        fields["held_out_check"] = _protocol_held_out_check(select(train_features, train_labels, check_grid, seed), probe_args.base_lr)
+    rows = evaluate(head, fields, "linear_probe" + suffix, seed=seed) if setup.is_main else []
     for shots in probe_args.few_shot:
         per_seed = []
         for seed in run_args.seeds:
-            head = train(sample_few_shot(train_labels, shots, seed), seed)
-            per_seed += evaluate(head, "linear_few_shot" + suffix, shots=shots, seed=seed)
+            head, fields = train(sample_few_shot(train_labels, shots, seed), seed)
+            per_seed += evaluate(head, fields, "linear_few_shot" + suffix, shots=shots, seed=seed)
         for split in setup.eval_splits if setup.is_main else []:
             rows += [r for r in per_seed if r["split"] == split]
             rows.append(_summary_row([r for r in per_seed if r["split"] == split]))
+    if setup.is_main:
+        _warn_untrustworthy(rows, _degenerate_advice(fast, sweep))
     payload = setup.finish(rows, num_classes, "linear_probe_results.json")
     payload["cache_hits"] = setup.cache_hits
     return payload
 
 
+def _protocol_held_out_check(selection, base_lr: float) -> dict:
+    """The sweep's verdict on the protocol's fixed lr: its held-out top-1 against the best grid point's."""
+    own = next(point for point in selection.grid if point["base_lr"] == base_lr)
+    best = max(point["held_out_top1"] for point in selection.grid)
+    return {**selection.as_dict(), "base_lr_held_out_top1": own["held_out_top1"],
+            "base_lr_is_off": best - own["held_out_top1"] > HELD_OUT_CHECK_MARGIN}
+
+
+def _warn_untrustworthy(rows: list[dict], advice: str) -> None:
+    for row in rows:
+        if row.get("degenerate") and row.get("seed") is not None:
+            logger.warning(
+                "linear probe %s on %s (shots=%s, seed=%s) is degenerate: %s. The head did not train, so %.2f%% says "
+                "nothing about the features; %s.",
+                row["method"], row["split"], row["shots"], row["seed"], row["degenerate_reason"], row["top1"], advice,
+            )
+        check = row.get("held_out_check")
+        if check and check["base_lr_is_off"] and row["split"] == rows[0]["split"]:
+            logger.warning(
+                "held-out check: the protocol's base_lr %g reaches %.1f%% on %d held-out train images where base_lr %g "
+                "reaches %.1f%% (cached features, same schedule): set --base_lr %g.",
+                row["base_lr"], check["base_lr_held_out_top1"], check["num_held_out"], check["chosen_base_lr"],
+                max(point["held_out_top1"] for point in check["grid"]), check["chosen_base_lr"],
+            )
+
+
 def format_results_table(payload: dict) -> str:
     """A plain-text table of the result rows (few-shot: the mean over seeds, with its std)."""
-    lines = [f"{'method':<26}{'split':<26}{'k':>5}{'shots':>7}{'top1':>13}{'top5':>9}"]
+    lines = [f"{'method':<26}{'split':<26}{'k':>5}{'shots':>7}{'top1':>13}{'top5':>9}{'base_lr':>9}  flag"]
     for row in payload["results"]:
         if row.get("shots") is not None and row.get("seed") is not None:
             continue
         top1 = f"{row['top1']:.2f}" + (f"±{row['top1_std']:.1f}" if "top1_std" in row else "")
+        base_lr = f"{row['base_lr']:g}" if "base_lr" in row else "-"
+        flag = "DEGENERATE (head did not train)" if row.get("degenerate") else ""
         lines.append(
             f"{row['method']:<26}{row['split']:<26}{row['k'] or '-':>5}{row['shots'] or '-':>7}{top1:>13}{row['top5']:>9.2f}"
+            f"{base_lr:>9}  {flag}".rstrip()
         )
     return "\n".join(lines)
 
@@ -312,16 +458,10 @@ __all__ = ["run_knn", "run_linear_probe", "format_results_table"]
 
 
 def parse_cli(dataclass_types, argv=None) -> tuple:
-    """The evaluation CLIs' arguments: flags, or a JSON file as the only argument."""
-    import sys
+    """The evaluation CLIs' arguments: flags, or a JSON file as the only argument (see `modeling_attg_mae.cli`)."""
+    from ..cli import parse_cli as parse
 
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(dataclass_types)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(argv)
+    return parse(dataclass_types, argv)
 
 
 def print_summary(payload: dict) -> None:

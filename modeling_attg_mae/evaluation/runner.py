@@ -85,13 +85,12 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
     ViTMAE checkpoints (ours included: model_type stays "vit_mae") load as `ViTMAEModel`, i.e. the encoder
     only; others through `AutoModel`. Anything else (a ResNet, a text model) is a ValueError, before any weights load.
     """
-    from transformers import AutoConfig, AutoModel, ViTMAEModel
+    from transformers import AutoModel, ViTMAEModel
     from transformers.utils import logging as transformers_logging
 
-    try:
-        config = AutoConfig.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot load a model config from {model_name_or_path!r}: {error}") from error
+    from ..model_source import load_config
+
+    config = load_config(model_name_or_path, "--model_name_or_path", cache_dir=cache_dir, revision=revision)
     model_type = getattr(config, "model_type", None)
     if model_type not in VIT_MODEL_TYPES:
         raise ValueError(
@@ -104,6 +103,12 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
         transformers_logging.set_verbosity_error()
     try:
         model = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision, **kwargs)
+    except Exception as error:  # safetensors / torch / OS errors that name neither the checkpoint nor the file
+        weights = [os.path.join(model_name_or_path, name) for name in ("model.safetensors", "pytorch_model.bin")
+                   if os.path.isfile(os.path.join(os.fspath(model_name_or_path), name))]
+        raise ValueError(f"cannot load the weights of --model_name_or_path {model_name_or_path!r} "
+                         f"({', '.join(weights) or 'from the Hub'}): {type(error).__name__}: {error}; the file may "
+                         "be truncated or incomplete (an interrupted copy or save): copy or export it again") from error
     finally:
         transformers_logging.set_verbosity(verbosity)
     model.eval().requires_grad_(False)
@@ -133,9 +138,14 @@ class _PixelsOnly:
 
 def eval_transform_for(info: EncoderInfo):
     """The data module's `EvalTransform` (resize shorter side to size * 256/224 bicubic, center crop, normalise)."""
+    return eval_pixels_transform(info.image_size, info.image_mean, info.image_std)
+
+
+def eval_pixels_transform(image_size: int, mean, std):
+    """`image -> pixel_values (3, S, S)`: the evaluation transform of every k-NN / probe (offline and online)."""
     from ..data.transforms import EvalTransform
 
-    return _PixelsOnly(EvalTransform(info.image_size, mean=info.image_mean, std=info.image_std))
+    return _PixelsOnly(EvalTransform(image_size, mean=mean, std=std))
 
 
 def probe_train_transform_for(info: EncoderInfo, seed: int | None = None):
@@ -161,6 +171,17 @@ def check_label_column(split_dataset, split: str, image_column: str, label_colum
     from ..data import check_columns
 
     check_columns(datasets.DatasetDict({split: split_dataset}), image_column, label_column)
+    feature = split_dataset.features[label_column]
+    dtype = getattr(feature, "dtype", type(feature).__name__)
+    if not (isinstance(feature, datasets.ClassLabel) or (isinstance(feature, datasets.Value) and (
+            dtype.startswith("int") or dtype.startswith("uint")))):
+        # torch.as_tensor(..., dtype=long) would truncate floats (2.7 -> 2) and fail on strings with
+        # "too many dimensions 'str'"
+        raise ValueError(
+            f"label_column {label_column!r} in split {split!r} has dtype {dtype}, not integer class ids; convert it "
+            f"first, e.g. dataset = dataset.class_encode_column({label_column!r}) (one id per distinct value), or "
+            f"pass --label_column_name for the column that holds the class ids"
+        )
 
 
 def num_classes_of(split_dataset, label_column: str, labels: torch.Tensor) -> int:
@@ -171,14 +192,27 @@ def num_classes_of(split_dataset, label_column: str, labels: torch.Tensor) -> in
 
 
 class _TransformedImages(Dataset):
-    def __init__(self, split_dataset, indices, image_column: str, transform):
+    """The images of a split, decoded by `decode_image` (errors name the split, row and file), then transformed."""
+
+    def __init__(self, split_dataset, indices, image_column: str, transform, split: str | None = None):
+        from ..data.images import undecoded_images
+
+        if hasattr(split_dataset, "cast_column"):
+            split_dataset = undecoded_images(split_dataset, image_column)
         self.data, self.indices, self.column, self.transform = split_dataset, indices, image_column, transform
+        self.split = split
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, position):
-        return self.transform(self.data[int(self.indices[position])][self.column])
+        from ..data.images import decode_image
+
+        row = int(self.indices[position])
+        value = self.data[row][self.column]
+        if torch.is_tensor(value):  # pixels prepared once by the caller (the online k-NN monitor's cache)
+            return self.transform(value)
+        return self.transform(decode_image(value, row, self.split))
 
 
 @torch.no_grad()
@@ -192,8 +226,9 @@ def extract_split_features(
     num_workers: int = 0,
     accelerator=None,
     progress: bool = True,
+    split: str | None = None,
 ) -> torch.Tensor:
-    """Features `(N, D)` of every image of a split, in dataset order.
+    """Features `(N, D)` of every image of a split (named `split` in error messages), in dataset order.
 
     With an `accelerate.Accelerator` of several processes, process r encodes the r-th contiguous shard (padded
     to equal length with the last index), one `gather` collects them, and the padding is dropped: every process
@@ -208,7 +243,7 @@ def extract_split_features(
     per_process = -(-num_images // world)
     indices = [min(i, num_images - 1) for i in range(rank * per_process, (rank + 1) * per_process)]
     loader = DataLoader(
-        _TransformedImages(split_dataset, indices, image_column, transform),
+        _TransformedImages(split_dataset, indices, image_column, transform, split),
         batch_size=batch_size,
         num_workers=num_workers,
     )
@@ -253,7 +288,8 @@ def split_features(
 
     def compute():
         features = extract_split_features(
-            model, split_dataset, image_column, transform, pooling, batch_size, num_workers, accelerator, progress
+            model, split_dataset, image_column, transform, pooling, batch_size, num_workers, accelerator, progress,
+            split,
         )
         return features, labels
 
@@ -282,6 +318,7 @@ __all__ = [
     "VIT_MODEL_TYPES",
     "load_encoder",
     "eval_transform_for",
+    "eval_pixels_transform",
     "probe_train_transform_for",
     "check_split",
     "check_label_column",

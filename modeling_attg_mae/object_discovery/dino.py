@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from transformers import AutoConfig, Dinov2Model, Dinov2WithRegistersModel, ViTModel
+from transformers import Dinov2Model, Dinov2WithRegistersModel, ViTModel
 
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_size
 from .registry import DetectorMethod, register
@@ -23,18 +23,27 @@ DetectorDtype = Literal["float32", "float16", "bfloat16"]
 HeadReduction = Literal["mean", "max"] | int
 
 
+def check_vit_detector(model_name_or_path: str, revision=None, flag: str = "--model_name_or_path"):
+    """The detector's config, read cheaply (no weights): a missing path, an unreachable Hub id or a model type
+    other than ViT / DINOv2 is a ValueError naming `flag` and the path."""
+    from ..model_source import load_config
+
+    config = load_config(model_name_or_path, flag, revision=revision)
+    if config.model_type not in VIT_DETECTORS:
+        raise ValueError(
+            f"{flag} {model_name_or_path!r} is a {config.model_type!r} checkpoint; dino/tokencut need one of "
+            f"{sorted(VIT_DETECTORS)} (e.g. facebook/dino-vits16, facebook/dinov2-small)"
+        )
+    return config
+
+
 def load_vit_detector(
     model_name_or_path: str, device: str | torch.device = "cpu", dtype: DetectorDtype = "float32", revision=None
 ):
     """A ViT / DINOv2 encoder in eval mode, frozen, on `device`."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    config = AutoConfig.from_pretrained(model_name_or_path, revision=revision)
-    if config.model_type not in VIT_DETECTORS:
-        raise ValueError(
-            f"{model_name_or_path!r} is a {config.model_type!r} checkpoint; dino/tokencut need one of "
-            f"{sorted(VIT_DETECTORS)} (e.g. facebook/dino-vits16, facebook/dinov2-small)"
-        )
+    config = check_vit_detector(model_name_or_path, revision)
     # DINO checkpoints have no pooler: without add_pooling_layer=False transformers adds a random one
     extra = {"add_pooling_layer": False} if config.model_type == "vit" else {}
     model = VIT_DETECTORS[config.model_type].from_pretrained(
@@ -146,6 +155,7 @@ class DinoAttention(DetectorMethod):
     name = "dino"
     default_model = "facebook/dino-vits16"
     load_model = staticmethod(load_vit_detector)
+    check_model = staticmethod(check_vit_detector)
 
     def __init__(
         self,

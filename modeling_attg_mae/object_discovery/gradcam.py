@@ -8,11 +8,32 @@ The data pipeline average-pools (or upsamples) it to the MAE grid with `resample
 from collections.abc import Sequence
 
 import torch
-from transformers import AutoConfig, ResNetForImageClassification
+from transformers import ResNetForImageClassification
 
 from .dino import DTYPES, DetectorDtype
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_size
 from .registry import DetectorMethod, register
+
+
+_HEAD_NEEDED = ("Grad-CAM needs class scores: use a ResNetForImageClassification checkpoint, e.g. microsoft/resnet-50 "
+                "(a ResNetModel has no classification head, and one added at load time would be random)")
+
+
+def check_resnet_classifier(model_name_or_path: str, revision=None, flag: str = "--model_name_or_path"):
+    """The detector's config, read cheaply (no weights): it must be a ResNet saved with its classification head."""
+    from ..model_source import load_config
+
+    config = load_config(model_name_or_path, flag, revision=revision)
+    if config.model_type != "resnet":
+        raise ValueError(
+            f"{flag} {model_name_or_path!r} is a {config.model_type!r} checkpoint; gradcam needs a supervised ResNet "
+            "classifier (e.g. microsoft/resnet-50)"
+        )
+    architectures = list(getattr(config, "architectures", None) or [])
+    if architectures and not any(name.endswith("ForImageClassification") for name in architectures):
+        raise ValueError(f"{flag} {model_name_or_path!r} is a {'/'.join(architectures)} checkpoint without a "
+                         f"classification head; {_HEAD_NEEDED}")
+    return config
 
 
 def load_resnet_classifier(
@@ -20,13 +41,13 @@ def load_resnet_classifier(
 ) -> ResNetForImageClassification:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    config = AutoConfig.from_pretrained(model_name_or_path, revision=revision)
-    if config.model_type != "resnet":
-        raise ValueError(
-            f"{model_name_or_path!r} is a {config.model_type!r} checkpoint; gradcam needs a supervised ResNet "
-            "classifier (e.g. microsoft/resnet-50)"
-        )
-    model = ResNetForImageClassification.from_pretrained(model_name_or_path, revision=revision, dtype=DTYPES[dtype])
+    check_resnet_classifier(model_name_or_path, revision)
+    model, info = ResNetForImageClassification.from_pretrained(
+        model_name_or_path, revision=revision, dtype=DTYPES[dtype], output_loading_info=True)
+    # a config without `architectures` does not say whether the head was saved: the missing weights do
+    if any(key.startswith("classifier") for key in info["missing_keys"]):
+        raise ValueError(f"{model_name_or_path!r} has no classification head weights "
+                         f"({sorted(k for k in info['missing_keys'] if k.startswith('classifier'))}); {_HEAD_NEEDED}")
     return model.eval().requires_grad_(False).to(device)
 
 
@@ -65,6 +86,7 @@ class GradCAM(DetectorMethod):
     name = "gradcam"
     default_model = "microsoft/resnet-50"
     load_model = staticmethod(load_resnet_classifier)
+    check_model = staticmethod(check_resnet_classifier)
 
     def __init__(
         self,

@@ -80,6 +80,7 @@ class AttentionMapStep:
         image_column: the column the method reads (the mask column for `column`).
         grid_size: G, side of the stored map grid.
         revision: Hub revision of the model (part of the fingerprint).
+        model_flag: the command-line flag that gave `model_name_or_path`, named in error messages.
         **params: the method's own parameters (e.g. `head="max"`, `output="eigenvector"`, `image_size=448`).
     """
 
@@ -92,6 +93,7 @@ class AttentionMapStep:
         normalize: bool = True,
         device: MapDevice = "auto",
         revision: str | None = None,
+        model_flag: str = "--model_name_or_path",
         **params,
     ):
         if method not in METHODS:
@@ -105,6 +107,9 @@ class AttentionMapStep:
             raise ValueError(f"method {method!r} uses no model, but model_name_or_path={model_name_or_path!r} was given")
         if not isinstance(grid_size, int) or grid_size < 1:
             raise ValueError(f"grid_size must be a positive int, got {grid_size!r}")
+        if cls.needs_model and cls.check_model is not None:
+            # the detector's config (cheap, no weights): a wrong or missing checkpoint fails here, before data work
+            cls.check_model(model_name_or_path, revision, model_flag)
         self.method, self.model_name_or_path, self.image_column = method, model_name_or_path, image_column
         self.grid_size, self.normalize, self.device, self.revision = grid_size, normalize, device, revision
         self.params = _resolved_params(method, params)
@@ -167,12 +172,24 @@ class AttentionMapStep:
         if self.image_column not in batch:
             raise ValueError(f"column {self.image_column!r} not in the dataset; its columns are {list(batch)}")
         images = batch[self.image_column]
-        maps = self.detector(rank)(images, row_offset=indices)  # (B, h, w) on the detector's grid
+        try:
+            maps = self.detector(rank)(images, row_offset=indices)  # (B, h, w) on the detector's grid
+        except ValueError as error:
+            if getattr(self, "split", None) is None:
+                raise
+            raise ValueError(f"split {self.split!r}: {error}") from error
         grid = resample_attention_map(maps.float(), (self.grid_size, self.grid_size))  # (B, G * G)
         if self.normalize:
             grid = normalize_attention_map(grid)
         grid = grid.view(-1, self.grid_size, self.grid_size).cpu().numpy().astype(np.float16)  # (B, G, G)
         return {"attention_map": list(grid)}
+
+
+def _named_split(part: datasets.Dataset, split: str) -> datasets.Dataset:
+    # a Dataset built with from_dict has no split name; error messages of the map step use it
+    if part.split is None:
+        part._split = datasets.NamedSplit(split)  # metadata only: the rows and the fingerprint are unchanged
+    return part
 
 
 def add_attention_maps(
@@ -197,7 +214,7 @@ def add_attention_maps(
     """
     if isinstance(dataset, datasets.DatasetDict):
         return datasets.DatasetDict({
-            split: add_attention_maps(part, method, model_name_or_path, image_column, grid_size, batch_size,
+            split: add_attention_maps(_named_split(part, split), method, model_name_or_path, image_column, grid_size, batch_size,
                                       num_proc, normalize, device, revision, desc or f"attention maps ({split})",
                                       **params)
             for split, part in dataset.items()
@@ -207,6 +224,7 @@ def add_attention_maps(
     if image_column not in dataset.column_names:
         raise ValueError(f"column {image_column!r} not in the dataset; its columns are {dataset.column_names}")
     step = AttentionMapStep(method, model_name_or_path, image_column, grid_size, normalize, device, revision, **params)
+    step.split = dataset.split if dataset.split is None else str(dataset.split)  # for error messages only
     original = dataset.features[image_column]
     # map over the undecoded bytes: datasets would otherwise fail to decode a broken image before our code
     # runs, with no row index in the message

@@ -54,6 +54,9 @@ class DetectorMethod(ObjectDiscoveryMethod):
 
     needs_model = True
     load_model = None
+    # a staticmethod `(name_or_path, revision, flag) -> config`: reads only the config and refuses a checkpoint
+    # the method cannot use, naming `flag`; run before any data work (AttentionMapStep) and by `load_model`
+    check_model = None
 
     def _init_detector(self, model, image_size, image_mean, image_std, dtype) -> None:
         self.model = model

@@ -25,6 +25,7 @@ from .dino import (
     DetectorDtype,
     VIT_DETECTORS,
     check_image_size,
+    check_vit_detector,
     last_block_query_key,
     load_vit_detector,
     num_prefix_tokens,
@@ -125,6 +126,7 @@ class TokenCut(DetectorMethod):
     name = "tokencut"
     default_model = "facebook/dino-vits16"
     load_model = staticmethod(load_vit_detector)
+    check_model = staticmethod(check_vit_detector)
 
     def __init__(
         self,

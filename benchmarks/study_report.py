@@ -1,0 +1,271 @@
+"""The AttG vs MAE study report of docs/RESULTS.md (issue 10), from the study's per-run records.
+
+Reads every record `<records>/<setting>/seed<S>-<arm>.json` (one pre-training run through `run_pretrain.py` and
+its evaluation; schema_version 1), pairs the arms of a setting by seed, compares each arm with vanilla MAE
+(`attg_guidance="none"`) by a paired t-test over seeds (`paired_comparison`), and renders per setting: the primary
+metric per seed, a summary table per metric and split with the verdict on the bar, the object-loss share of the
+last epoch, and two plots (online k-NN curves, object-loss share over steps).
+
+    python benchmarks/study_report.py                    # print the markdown, change nothing on disk
+    python benchmarks/study_report.py --write            # draw the plots, replace the block in docs/RESULTS.md
+    python benchmarks/study_report.py --records DIR --results-md PATH --write
+
+The block goes between the markers `<!-- study:begin -->` and `<!-- study:end -->`; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plotting import plot_curves  # noqa: E402
+
+from modeling_attg_mae.evaluation.statistics import mean_and_sd, paired_comparison  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECORDS_DIR = os.path.join(REPO, "docs", "results", "attg_vs_mae")
+RESULTS_MD = os.path.join(REPO, "docs", "RESULTS.md")
+BEGIN, END = "<!-- study:begin -->", "<!-- study:end -->"
+SCHEMA_VERSION = 1
+CONTROL_ARM = "none"  # vanilla MAE; every other arm of a setting is compared with it
+SPLITS = ("validation", "validation_mixed_rand", "validation_only_fg")
+METRICS = (("knn", "cls"), ("knn", "mean"), ("linear", "cls"))  # (evaluation, pooling); "linear" may be absent
+
+# The primary metric and the bar, fixed before the runs of issue 10: the report applies them, never picks them.
+# A treatment meets the bar on a split when the two-sided paired t-test over seeds gives p < ALPHA *and* the
+# mean difference is positive (a significantly worse arm does not "meet" a bar that asks whether it is better);
+# it meets the bar overall when it does so on every split of BAR_SPLITS.
+PRIMARY = ("knn", "cls")  # k-NN top-1 (k = 20, DINO's weighted vote) on CLS features
+BAR_SPLITS = ("validation", "validation_mixed_rand")
+ALPHA = 0.05
+
+ARM_NAMES = {"none": "MAE", "attg": "AttG"}
+ARM_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
+METRIC_NAMES = {"knn": "k-NN", "linear": "linear"}
+
+
+def arm_name(arm: str) -> str:
+    return ARM_NAMES.get(arm, arm)
+
+
+def metric_name(metric: tuple[str, str]) -> str:
+    return f"{METRIC_NAMES[metric[0]]} {metric[1]}"
+
+
+def format_p(p: float) -> str:
+    """The p value as the tables print it (3 significant digits; tests format scipy's p the same way)."""
+    return f"{p:.3g}"
+
+
+def load_records(directory: str) -> dict[str, dict[str, dict[int, dict]]]:
+    """`{setting: {arm: {seed: record}}}` from `directory/<setting>/seed<S>-<arm>.json`.
+
+    The folder and file name must agree with the record's own `setting`, `seed` and `arm`: a record copied to
+    the wrong place would otherwise be paired with the wrong run.
+    """
+    paths = sorted(glob.glob(os.path.join(directory, "*", "seed*-*.json")))
+    if not paths:
+        raise FileNotFoundError(f"no study records (<setting>/seed<S>-<arm>.json) under {directory}")
+    settings: dict[str, dict[str, dict[int, dict]]] = {}
+    for path in paths:
+        with open(path) as f:
+            record = json.load(f)
+        if record.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema_version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        setting, seed, arm = record["setting"], int(record["seed"]), record["arm"]
+        expected = os.path.join(directory, setting, f"seed{seed}-{arm}.json")
+        if os.path.normpath(path) != os.path.normpath(expected):
+            raise ValueError(f"{path} holds setting={setting!r} seed={seed} arm={arm!r}; it belongs at {expected}")
+        settings.setdefault(setting, {}).setdefault(arm, {})[seed] = record
+    return settings
+
+
+def paired_seeds(setting: str, arms: dict[str, dict[int, dict]]) -> list[int]:
+    """The seeds of a setting, checked to be the same in every arm, each seed on one data set in every arm."""
+    if CONTROL_ARM not in arms:
+        raise ValueError(f"setting {setting!r}: no {CONTROL_ARM!r} (MAE) records to compare with")
+    if len(arms) < 2:
+        raise ValueError(f"setting {setting!r}: only MAE records, nothing to compare")
+    seeds = sorted(set().union(*arms.values()))
+    for arm, runs in sorted(arms.items()):
+        missing = sorted(set(seeds) - set(runs))
+        if missing:
+            raise ValueError(f"setting {setting!r}: arm {arm!r} has no record for seed(s) {missing}; "
+                             "a paired comparison needs every seed in every arm")
+    for seed in seeds:
+        data_seeds = {arm: runs[seed]["data_seed"] for arm, runs in arms.items()}
+        if len(set(data_seeds.values())) > 1:
+            raise ValueError(f"setting {setting!r} seed {seed}: arms trained on different data seeds {data_seeds}")
+    return seeds
+
+
+def metric_values(records: list[dict], metric: tuple[str, str], split: str) -> list[float] | None:
+    """One value per record, or None when no record has the metric (the linear probe is optional)."""
+    evaluation, pooling = metric
+    present = [pooling in record.get(evaluation, {}) for record in records]
+    if not any(present):
+        return None
+    if not all(present):
+        raise ValueError(f"{evaluation}/{pooling} is in some records of a setting but not in all: cannot pair")
+    return [float(record[evaluation][pooling][split]) for record in records]
+
+
+def bar_met(comparison: dict) -> bool:
+    return comparison["p"] < ALPHA and comparison["diff_mean"] > 0
+
+
+def last_epoch_share(record: dict) -> float:
+    """Mean object-loss share over the last epoch's logged steps (steps per epoch from the k-NN curve)."""
+    shares, curve = record.get("object_loss_share") or [], record.get("curve") or []
+    if not shares or not curve or curve[-1]["epoch"] <= 0:
+        raise ValueError(f"setting {record['setting']!r} seed {record['seed']} arm {record['arm']!r}: "
+                         "the object-loss share needs `object_loss_share` and a `curve` past epoch 0")
+    steps_per_epoch = curve[-1]["step"] / curve[-1]["epoch"]
+    last = max(entry["step"] for entry in shares)
+    window = [entry["value"] for entry in shares if entry["step"] > last - steps_per_epoch]
+    return sum(window) / len(window)
+
+
+def mean_curve(records: list[dict], key: str, x: str, y: str) -> tuple[list[float], list[float], list[float]]:
+    """`(x, mean, sd)` over seeds of `record[key]` entries; every seed must have logged the same x values."""
+    xs = [[entry[x] for entry in record[key]] for record in records]
+    if any(other != xs[0] for other in xs[1:]):
+        raise ValueError(f"{key}: the seeds logged different {x} values, so they cannot be averaged point-wise")
+    columns = [mean_and_sd([record[key][i][y] for record in records]) for i in range(len(xs[0]))]
+    return xs[0], [m for m, _ in columns], [s for _, s in columns]
+
+
+def plot_paths(setting: str, plot_dir: str) -> tuple[str, str]:
+    """Where the k-NN curve and object-share plots of a setting go."""
+    return (os.path.join(plot_dir, f"{setting}_knn_curve.png"), os.path.join(plot_dir, f"{setting}_object_share.png"))
+
+
+def plot_setting(setting: str, arms: dict[str, list[dict]], plot_dir: str) -> None:
+    """Draws the k-NN curves (validation solid, mixed_rand dashed) and the object-share curves of one setting."""
+    n = len(next(iter(arms.values())))
+    knn, share = {}, {}
+    for color, (arm, records) in zip(ARM_COLORS, arms.items()):
+        for split, dashed in (("validation", False), ("validation_mixed_rand", True)):
+            knn[f"{arm_name(arm)} {split.removeprefix('validation_')}"] = (
+                *mean_curve(records, "curve", "epoch", split), color, dashed)
+        x, mean, sd = mean_curve(records, "object_loss_share", "step", "value")
+        share[arm_name(arm)] = (x, [100 * m for m in mean], [100 * s for s in sd], color, False)
+    knn_path, share_path = plot_paths(setting, plot_dir)
+    plot_curves(knn, knn_path, f"{setting}: online k-NN top-1 (k=20, CLS), mean +- sd of {n} seeds "
+                "(dashed: mixed_rand)")
+    plot_curves(share, share_path, f"{setting}: share of the masked loss on object patches, mean +- sd of {n} seeds",
+                x_label="step", y_label="object share (%)")
+
+
+def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_dir: str, link_dir: str,
+                   draw: bool) -> str:
+    seeds = paired_seeds(setting, arms_by_seed)
+    # MAE first, then the other arms in name order, each as a list in seed order: index i is seed seeds[i]
+    order = [CONTROL_ARM] + sorted(arm for arm in arms_by_seed if arm != CONTROL_ARM)
+    arms = {arm: [arms_by_seed[arm][seed] for seed in seeds] for arm in order}
+    treatments = order[1:]
+    lines = [f"### Setting `{setting}` ({len(seeds)} seeds: {', '.join(map(str, seeds))})", ""]
+
+    for arm in treatments:
+        comparisons = {split: paired_comparison(metric_values(arms[arm], PRIMARY, split),
+                                                metric_values(arms[CONTROL_ARM], PRIMARY, split), ALPHA)
+                       for split in BAR_SPLITS}
+        per_split = "; ".join(f"{split}: {'met' if bar_met(c) else 'not met'} "
+                              f"({c['diff_mean']:+.2f} points, p = {format_p(c['p'])})"
+                              for split, c in comparisons.items())
+        verdict = "met" if all(bar_met(c) for c in comparisons.values()) else "not met"
+        lines.append(f"**Bar for {arm_name(arm)} vs MAE: {verdict}** ({per_split}).")
+    lines += ["", f"Per seed, primary metric: {metric_name(PRIMARY)} top-1 (%), k = 20.", ""]
+    header = ["seed"]
+    for split in SPLITS:
+        header += [f"{arm_name(arm)} {split}" for arm in order]
+        header += [f"{arm_name(arm)} - MAE" for arm in treatments]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    values = {(arm, split): metric_values(arms[arm], PRIMARY, split) for arm in order for split in SPLITS}
+    for i, seed in enumerate(seeds):
+        row = [str(seed)]
+        for split in SPLITS:
+            row += [f"{values[arm, split][i]:.1f}" for arm in order]
+            row += [f"{values[arm, split][i] - values[CONTROL_ARM, split][i]:+.1f}" for arm in treatments]
+        lines.append("| " + " | ".join(row) + " |")
+
+    for arm in treatments:
+        lines += ["", (f"{arm_name(arm)} vs MAE, paired over the {len(seeds)} seeds (mean +- sample sd; difference "
+                       f"{arm_name(arm)} - MAE with its {100 * (1 - ALPHA):g} % t-interval, two-sided paired t-test; "
+                       "signs: seeds with a positive / negative / zero difference):"), "",
+                  (f"| metric | split | MAE | {arm_name(arm)} | difference | {100 * (1 - ALPHA):g} % CI | t | p "
+                   "| + / - / 0 | bar |"), "|---|---|---|---|---|---|---|---|---|---|"]
+        for metric in METRICS:
+            for split in SPLITS:
+                treatment = metric_values(arms[arm], metric, split)
+                if treatment is None:
+                    continue
+                c = paired_comparison(treatment, metric_values(arms[CONTROL_ARM], metric, split), ALPHA)
+                bar = ("met" if bar_met(c) else "not met") if metric == PRIMARY and split in BAR_SPLITS else ""
+                lines.append(f"| {metric_name(metric)} | {split} | {c['control_mean']:.1f} +- {c['control_sd']:.1f} | "
+                             f"{c['treatment_mean']:.1f} +- {c['treatment_sd']:.1f} | {c['diff_mean']:+.2f} | "
+                             f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['t']:.2f} | {format_p(c['p'])} | "
+                             f"{c['positive']} / {c['negative']} / {c['zero']} | {bar} |")
+
+    lines += ["", ("Share of the masked loss on object patches in the last epoch (AttG: of the weighted loss; MAE: "
+                   "of the unweighted one), mean +- sd over seeds:"), "", "| arm | object share (%) |", "|---|---|"]
+    for arm in order:
+        mean, sd = mean_and_sd([100 * last_epoch_share(record) for record in arms[arm]])
+        lines.append(f"| {arm_name(arm)} | {mean:.1f} +- {sd:.1f} |")
+
+    if draw:
+        plot_setting(setting, arms, plot_dir)
+    knn_path, share_path = plot_paths(setting, plot_dir)
+    lines += ["", f"![online k-NN top-1 of {setting}]({os.path.relpath(knn_path, link_dir)})",
+              f"![object-loss share of {setting}]({os.path.relpath(share_path, link_dir)})"]
+    return "\n".join(lines)
+
+
+def render(records_dir: str, results_md: str, draw: bool) -> str:
+    """The markdown block for every setting under `records_dir`; `draw` also writes the plots next to the records."""
+    settings = load_records(records_dir)
+    count = sum(len(runs) for arms in settings.values() for runs in arms.values())
+    link_dir = os.path.dirname(os.path.abspath(results_md))
+    head = (f"Generated by `python benchmarks/study_report.py --write` from the {count} records in "
+            f"`{os.path.relpath(records_dir, link_dir)}/`; edit the records or the script, not this block. "
+            f"Primary metric (fixed before the runs): {metric_name(PRIMARY)} top-1, k = 20. Bar: p < {ALPHA:g} "
+            f"(two-sided paired t-test over seeds) with a positive mean difference on each of "
+            f"{' and '.join(BAR_SPLITS)}.")
+    blocks = [render_setting(setting, settings[setting], os.path.abspath(records_dir), link_dir, draw)
+              for setting in sorted(settings)]
+    return "\n\n".join([head] + blocks)
+
+
+def write_between_markers(path: str, text: str) -> None:
+    with open(path) as f:
+        content = f.read()
+    if content.count(BEGIN) != 1 or content.count(END) != 1 or content.index(BEGIN) > content.index(END):
+        raise ValueError(f"{path} must hold {BEGIN} once, followed by {END} once")
+    before, rest = content.split(BEGIN)
+    after = rest.split(END)[1]
+    with open(path, "w") as f:
+        f.write(f"{before}{BEGIN}\n{text}\n{END}{after}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", default=RECORDS_DIR, help="folder of <setting>/seed<S>-<arm>.json records "
+                        "(default: docs/results/attg_vs_mae); the plots are written here too")
+    parser.add_argument("--results-md", default=RESULTS_MD, help="the markdown file holding the markers "
+                        "(default: docs/RESULTS.md)")
+    parser.add_argument("--write", action="store_true", help="draw the plots and replace the block between the "
+                        "markers; without it the markdown goes to stdout and nothing is written")
+    args = parser.parse_args(argv)
+    text = render(args.records, args.results_md, draw=args.write)
+    if args.write:
+        write_between_markers(args.results_md, text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

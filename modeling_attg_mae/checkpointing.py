@@ -1,0 +1,104 @@
+"""Trainer checkpoints that resume without losing anything.
+
+Two upstream traps are guarded here (transformers 5.24, see shared/REFERENCE.md):
+
+* `save_pretrained` writes the legacy key names (`vit.encoder.layer.N.attention.attention.query...`) while the
+  model holds the new ones (`vit.layers.N.attention.q_proj...`). `from_pretrained` converts them, but
+  `Trainer._load_from_checkpoint` / `_load_best_model` call `load_state_dict(strict=False)` on the raw file: every
+  transformer-layer weight silently keeps its fresh value on resume (upstream issues #43701 and #48805).
+  `load_checkpoint_weights` goes through `from_pretrained`, the one loader that knows the conversion, and refuses
+  any key left over.
+* A run killed while writing a checkpoint leaves `checkpoint-N` under its final name with some files missing;
+  `get_last_checkpoint` then picks it. The Trainer writes `trainer_state.json` last, so a checkpoint is complete
+  when that file parses; `resolve_resume_checkpoint` skips incomplete ones with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.json"  # written by the Trainer after weights, optimizer, scheduler and RNG states
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# what `--resume_from_checkpoint` may say instead of a path: the newest complete checkpoint of output_dir
+RESUME_LATEST = ("true", "last", "latest")
+
+
+def load_checkpoint_weights(model: torch.nn.Module, checkpoint_dir: str | os.PathLike) -> None:
+    """Copy the weights saved in `checkpoint_dir` into `model`, key names converted as `from_pretrained` does.
+
+    Raises ValueError naming the folder when a weight of the model is missing from the file, the file has a
+    weight the model lacks, or the file cannot be read (e.g. truncated by a kill).
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    weights = checkpoint_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ValueError(f"checkpoint {checkpoint_dir} has no {WEIGHTS_FILE}")
+    try:
+        loaded, info = type(model).from_pretrained(checkpoint_dir, config=model.config, output_loading_info=True)
+    except Exception as error:  # safetensors raises its own error type without the path
+        raise ValueError(f"cannot read the weights {weights}: {error}") from error
+    problems = {kind: info.get(kind) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {kind: sorted(map(str, keys)) for kind, keys in problems.items() if keys}
+    if problems:
+        raise ValueError(f"the weights in {weights} do not match the model: {problems}")
+    result = model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded, result
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """True when the Trainer finished writing the checkpoint folder (its state file, written last, parses)."""
+    path = Path(path)
+    try:
+        json.loads((path / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (path / WEIGHTS_FILE).is_file()
+
+
+def resolve_resume_checkpoint(resume: str | bool | None, output_dir: str | os.PathLike) -> str | None:
+    """The checkpoint folder to resume from, or None.
+
+    `resume` is a folder, or True / "true" / "last" for the newest complete `checkpoint-N` in `output_dir`;
+    incomplete ones (a kill during the write) are skipped with a warning. An explicit folder that is incomplete
+    is an error naming what is missing.
+    """
+    if resume in (None, False, "", "false", "False"):
+        return None
+    if resume is True or str(resume).lower() in RESUME_LATEST:
+        folder = Path(output_dir)
+        steps = sorted(((int(m.group(1)), p) for p in (folder.iterdir() if folder.is_dir() else [])
+                        if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))), reverse=True)
+        for _, path in steps:
+            if is_complete_checkpoint(path):
+                return str(path)
+            logger.warning("skipping %s: incomplete (no readable %s or %s; the run was probably killed while "
+                           "writing it)", path, STATE_FILE, WEIGHTS_FILE)
+        raise ValueError(f"--resume_from_checkpoint {resume}: no complete checkpoint-N folder in {folder}")
+    path = Path(resume)
+    if not path.is_dir():
+        raise ValueError(f"--resume_from_checkpoint {path} does not exist or is not a folder")
+    if not is_complete_checkpoint(path):
+        missing = [name for name in (WEIGHTS_FILE, STATE_FILE) if not (path / name).is_file()]
+        raise ValueError(f"--resume_from_checkpoint {path} is incomplete ({', '.join(missing) or STATE_FILE} "
+                         "missing or unreadable: the run was probably killed while writing it); resume from an "
+                         "earlier checkpoint, or pass --resume_from_checkpoint last for the newest complete one")
+    return str(path)
+
+
+def checkpoint_belongs_to(checkpoint: str | os.PathLike, output_dir: str | os.PathLike) -> bool:
+    """True when `checkpoint` lies inside `output_dir`, i.e. resuming continues the run that folder holds."""
+    checkpoint, output_dir = Path(checkpoint).resolve(), Path(output_dir).resolve()
+    return output_dir in checkpoint.parents
+
+
+__all__ = ["load_checkpoint_weights", "is_complete_checkpoint", "resolve_resume_checkpoint", "checkpoint_belongs_to",
+           "RESUME_LATEST"]

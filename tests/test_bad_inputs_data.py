@@ -1,0 +1,208 @@
+"""Bad inputs of the data / evaluation / maps side (issue 9): what the user did, and the error they must get.
+
+`CASES` is one table: `id`, `input` (what the user did), `message` (a regex the error must match), `error`
+(its type), `before` (what must not have started when the error is raised: "features" = no feature extraction,
+"data" = no dataset loaded or mapped, None = not applicable) and `run` (builds and runs the case). The
+troubleshooting page (docs/TROUBLESHOOTING.md) is rendered from this table.
+"""
+
+import io
+import json
+import shutil
+from types import SimpleNamespace
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import BertConfig, BertModel, ResNetConfig, ResNetModel
+
+import run_knn
+from modeling_attg_mae.data import PretrainCollator, PretrainTransform
+from modeling_attg_mae.evaluation import runner
+from modeling_attg_mae.evaluation.arguments import KNNArguments
+from modeling_attg_mae.evaluation.pipelines import run_knn as knn_pipeline
+from modeling_attg_mae.object_discovery import __main__ as maps_cli
+from tests.test_modeling import tiny_model
+from tests.test_object_discovery import checkpoints  # noqa: F401  (fixture: tiny detector folders)
+from tests.test_run_eval import _args, _dataset, _image_folders, checkpoint  # noqa: F401  (fixture)
+
+
+# ------------------------------------------------------------------------------------------------ builders
+
+
+def _knn(ctx, dataset=None, knn=None, checkpoint=None, **overrides):
+    model_args, data_args, run_args, _ = _args(checkpoint or ctx.checkpoint, ctx.tmp_path, **overrides)
+    return knn_pipeline(model_args, data_args, run_args, knn or KNNArguments(ks=[3]),
+                        dataset=_dataset() if dataset is None else dataset)
+
+
+def _relabelled(feature, values):
+    dataset = _dataset()
+    train = dataset["train"].remove_columns("label").add_column("label", values(len(dataset["train"])))
+    return datasets.DatasetDict({**dataset, "train": train.cast_column("label", feature)})
+
+
+def _truncated_checkpoint(ctx):
+    path = ctx.tmp_path / "truncated"
+    shutil.copytree(ctx.checkpoint, path)
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # an interrupted copy
+    return _knn(ctx, checkpoint=path)
+
+
+def _broken_jpeg(folder):
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 48, 3), 128, np.uint8)).save(buffer, format="JPEG")
+    (folder / "broken.jpg").write_bytes(buffer.getvalue()[:300])  # header intact, data cut off
+    return folder / "broken.jpg"
+
+
+def _corrupt_jpeg_in_eval(ctx):
+    train_dir, val_dir = _image_folders(ctx.tmp_path)
+    _broken_jpeg(train_dir / "g")
+    model_args, data_args, run_args, _ = _args(ctx.checkpoint, ctx.tmp_path, train_dir=str(train_dir),
+                                               validation_dir=str(val_dir))
+    model_args.cache_dir = str(ctx.tmp_path / "hf")
+    return knn_pipeline(model_args, data_args, run_args, KNNArguments(ks=[3]))
+
+
+def _corrupt_jpeg_in_pretraining(ctx):
+    (ctx.tmp_path / "photos").mkdir()
+    path = _broken_jpeg(ctx.tmp_path / "photos")
+    collator = PretrainCollator(PretrainTransform(16, 8), require_attention_map=False)
+    return collator([{"image": {"bytes": None, "path": str(path)}, "__index__": 7}])
+
+
+def _json_args_file(ctx, main):
+    (ctx.tmp_path / "args.json").write_text('{"model_name_or_path": "x",\n "ks": [3,]}')
+    return main([str(ctx.tmp_path / "args.json")])
+
+
+def _maps(ctx, *flags):
+    return maps_cli.main([*flags, "--output_dir", str(ctx.tmp_path / "maps")])
+
+
+def _saved_model(ctx, name, model):
+    model.save_pretrained(ctx.tmp_path / name)
+    return str(ctx.tmp_path / name)
+
+
+def _flat_map_without_batch(ctx):
+    model = tiny_model()
+    size = model.config.image_size
+    grid = size // model.config.patch_size
+    return model(pixel_values=torch.zeros(2, 3, size, size), attention_map=torch.rand(grid, grid))
+
+
+# ----------------------------------------------------------------------------------------------- the table
+
+CASES = [
+    dict(id="eval-split-is-train-split", input="`run_knn.py --eval_splits train`",
+         message=r"--eval_splits train includes the train split 'train'.*every query would find itself",
+         before="features", run=lambda ctx: _knn(ctx, eval_splits=["train"])),
+    dict(id="float-labels", input="a label column of floats (e.g. 0.0, 1.0, 2.7)",
+         message=r"label_column 'label' in split 'train' has dtype float32, not integer class ids.*"
+                 r"class_encode_column\('label'\)",
+         before="features",
+         run=lambda ctx: _knn(ctx, _relabelled(datasets.Value("float32"), lambda n: [i % 3 + 0.5 for i in range(n)]))),
+    dict(id="string-labels", input="a label column of strings (e.g. 'cat', 'dog')",
+         message=r"label_column 'label' in split 'train' has dtype string, not integer class ids.*class_encode_column",
+         before="features",
+         run=lambda ctx: _knn(ctx, _relabelled(datasets.Value("string"), lambda n: ["rgb"[i % 3] for i in range(n)]))),
+    dict(id="k-larger-than-bank", input="`run_knn.py --ks 10 100` with a bank of 24 images",
+         message=r"k=100 is larger than the k-NN bank \(24 train images in split 'train'\)", before="features",
+         run=lambda ctx: _knn(ctx, knn=KNNArguments(ks=[10, 100]))),
+    dict(id="few-shot-larger-than-a-class", input="`run_knn.py --few_shot 9` when a class has 8 bank images",
+         message=r"--few_shot 9 needs 9 images of every class, but class 0 has only 8 in split 'train'",
+         before="features", run=lambda ctx: _knn(ctx, knn=KNNArguments(ks=[3], few_shot=[9]))),
+    dict(id="few-shot-k-larger-than-few-shot-bank", input="`run_knn.py --few_shot 1 --few_shot_k 5` with 3 classes",
+         message=r"--few_shot_k 5 is larger than the 1-shot bank \(1 x 3 classes = 3 images\)", before="features",
+         run=lambda ctx: _knn(ctx, knn=KNNArguments(ks=[3], few_shot=[1], few_shot_k=5))),
+    dict(id="eval-model-path-missing", input="`run_knn.py --model_name_or_path ./no/such/dir`",
+         message=r"--model_name_or_path './no/such/dir' does not exist \(no such local folder",
+         before="features", run=lambda ctx: run_knn.main(["--model_name_or_path", "./no/such/dir"])),
+    dict(id="eval-absolute-model-path-missing", input="`run_knn.py --model_name_or_path /tmp/missing`",
+         message=r"--model_name_or_path '/.*/missing' does not exist", before="features",
+         run=lambda ctx: run_knn.main(["--model_name_or_path", str(ctx.tmp_path / "missing")])),
+    dict(id="truncated-safetensors", input="a truncated `model.safetensors` in the checkpoint folder (run_knn.py)",
+         message=r"cannot load the weights of --model_name_or_path '.*truncated' \(.*truncated/model\.safetensors\)",
+         before="features", run=lambda ctx: _truncated_checkpoint(ctx)),
+    dict(id="corrupt-jpeg-in-evaluation", input="a truncated JPEG in the `--train_dir` image folder (run_knn.py)",
+         message=r"cannot read the image in split 'train', row \d+ \(file .*/g/broken\.jpg\)",
+         before=None, run=_corrupt_jpeg_in_eval),
+    dict(id="corrupt-jpeg-in-pretraining", input="a truncated JPEG in pre-training (`--attg_guidance none`, the collator)",
+         message=r"cannot read the image in row 7 \(file .*/photos/broken\.jpg\)", before=None,
+         run=_corrupt_jpeg_in_pretraining),
+    dict(id="malformed-json-arguments-file-eval", input="`run_knn.py args.json` with a syntax error in args.json",
+         message=r"arguments file .*args\.json is not valid JSON: .* at line 2, column 11", before=None,
+         run=lambda ctx: _json_args_file(ctx, run_knn.main)),
+    dict(id="malformed-json-arguments-file-maps", input="`python -m modeling_attg_mae.object_discovery args.json` "
+         "with a syntax error in args.json",
+         message=r"arguments file .*args\.json is not valid JSON: .* at line 2, column 11", before="data",
+         run=lambda ctx: _json_args_file(ctx, maps_cli.main)),
+    dict(id="malformed-method-kwargs", input="`--method_kwargs '{head: max}'` (maps CLI)",
+         message=r"--method_kwargs '\{head: max\}' is not valid JSON: .* at line 1, column 2", before="data",
+         run=lambda ctx: _maps(ctx, "--method", "dino", "--method_kwargs", "{head: max}")),
+    dict(id="maps-batch-size-zero", input="`python -m modeling_attg_mae.object_discovery --batch_size 0`",
+         message=r"--batch_size must be >= 1, got 0", before="data", run=lambda ctx: _maps(ctx, "--batch_size", "0")),
+    dict(id="maps-num-proc-zero", input="`python -m modeling_attg_mae.object_discovery --num_proc 0`",
+         message=r"--num_proc must be >= 1 \(or not given\), got 0", before="data",
+         run=lambda ctx: _maps(ctx, "--num_proc", "0")),
+    dict(id="gradcam-without-classification-head", input="`--method gradcam --model_name_or_path <a ResNetModel "
+         "folder>` (no classification head)",
+         message=r"--model_name_or_path '.*resnet_backbone' is a ResNetModel checkpoint without a classification "
+                 r"head; .*ResNetForImageClassification checkpoint, e\.g\. microsoft/resnet-50", before="data",
+         run=lambda ctx: _maps(ctx, "--method", "gradcam", "--model_name_or_path", _saved_model(
+             ctx, "resnet_backbone", ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1]))))),
+    dict(id="dino-given-a-bert", input="`--method dino --model_name_or_path <a BERT folder>`",
+         message=r"--model_name_or_path '.*bert' is a 'bert' checkpoint; dino/tokencut need one of", before="data",
+         run=lambda ctx: _maps(ctx, "--method", "dino", "--model_name_or_path", _saved_model(ctx, "bert", BertModel(
+             BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))))),
+    dict(id="tokencut-given-a-resnet", input="`--method tokencut --model_name_or_path <a ResNet classifier folder>`",
+         message=r"--model_name_or_path '.*resnet' is a 'resnet' checkpoint; dino/tokencut need one of", before="data",
+         run=lambda ctx: _maps(ctx, "--method", "tokencut", "--model_name_or_path", ctx.detectors["resnet"])),
+    dict(id="detector-path-missing", input="`--method tokencut --model_name_or_path ./no/such/detector`",
+         message=r"--model_name_or_path './no/such/detector' does not exist", before="data",
+         run=lambda ctx: _maps(ctx, "--method", "tokencut", "--model_name_or_path", "./no/such/detector")),
+    dict(id="detector-hub-id-offline", input="`--method dino --model_name_or_path someone/detector` offline, not cached",
+         message=r"--model_name_or_path 'attg-mae-tests/no-such-detector': cannot load a model config \(no local "
+                 r"folder of that name, and the Hub id\)", before="data",
+         run=lambda ctx: _maps(ctx, "--method", "dino", "--model_name_or_path", "attg-mae-tests/no-such-detector")),
+    dict(id="attention-map-without-batch-dimension", input="a (4, 4) attention map of one image given to the model "
+         "with a batch of 2", message=r"attention_map has shape \(4, 4\): pass \(batch, h, w\) — add a batch "
+         r"dimension with map\[None\]", before=None, run=_flat_map_without_batch),
+]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+def test_bad_input(case, checkpoint, checkpoints, tmp_path, monkeypatch):  # noqa: F811
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(f"{case['id']}: {case['before']} work started before the error")
+
+    if case["before"] == "features":
+        monkeypatch.setattr(runner, "extract_split_features", must_not_run)
+    if case["before"] == "data":
+        monkeypatch.setattr(maps_cli, "load_source", must_not_run)
+        monkeypatch.setattr(datasets.Dataset, "map", must_not_run)
+    monkeypatch.chdir(tmp_path)  # relative paths in the cases resolve inside the test's folder
+    ctx = SimpleNamespace(checkpoint=checkpoint, detectors=checkpoints, tmp_path=tmp_path)
+    with pytest.raises(case.get("error", ValueError), match=case["message"]):
+        case["run"](ctx)
+
+
+def test_cases_are_documentable():
+    """Every case has what the troubleshooting page renders, and ids are unique."""
+    assert len({case["id"] for case in CASES}) == len(CASES)
+    for case in CASES:
+        assert case["input"] and case["message"] and case["before"] in (None, "features", "data")
+        json.dumps({k: case[k] for k in ("id", "input", "message", "before")})

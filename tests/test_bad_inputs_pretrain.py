@@ -1,0 +1,169 @@
+"""Bad input to `run_pretrain.py`: each case names the problem, and fails at the stage it can be known.
+
+`CASES` is also the source of docs/TROUBLESHOOTING.md (`python -m tests.bad_input_table`), so that the table a
+user reads is the one the tests check. Stages:
+  arguments: before any data is opened and before any weight is built (loading the dataset or building the
+             model fails the test);
+  data:      once the dataset is opened, before maps are computed and before the model is built.
+"""
+
+import os
+
+import pytest
+
+import modeling_attg_mae.pretraining as pretraining
+from modeling_attg_mae.pretraining import parse_arguments, run
+from tests.test_pretrain import tiny_args
+
+
+def _bert_checkpoint(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path / "bert")
+    return ["--model_name_or_path", str(tmp_path / "bert")]
+
+
+def _output_dir_under_a_file(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    return ["--output_dir", str(tmp_path / "a-file" / "out")]
+
+
+def _half_written_checkpoint(tmp_path):
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"\0" * 16)  # killed before trainer_state.json was written
+    return ["--resume_from_checkpoint", str(checkpoint)]
+
+
+def _killed_before_any_checkpoint(tmp_path):
+    (tmp_path / "out" / "checkpoint-2").mkdir(parents=True)  # the folder exists, nothing in it was finished
+    return ["--resume_from_checkpoint", "last"]
+
+
+def _train_split_only(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "only-train" / "train" / "cat"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    return ["--dataset_name", str(tmp_path / "only-train"), "--validation_split", "", "--run_knn",
+            "--attg_guidance", "none"]
+
+
+def _string_map_column(tmp_path):
+    from modeling_attg_mae.data import load_synthetic_dataset
+
+    data = load_synthetic_dataset(num_train=48, num_validation=16, image_size=32, seed=0)
+    data = data.map(lambda row: {"attention_map": "high"})  # a column of the wrong kind
+    data.save_to_disk(tmp_path / "maps")
+    return ["--dataset_name", str(tmp_path / "maps"), "--max_train_samples", "40"]
+
+
+CASES = [
+    dict(id="non-vit-checkpoint", input="`--model_name_or_path` pointing at a BERT (or any non-ViTMAE) checkpoint",
+         setup=_bert_checkpoint, message="is a 'bert' checkpoint; pre-training continues only from a ViTMAE",
+         stage="arguments"),
+    dict(id="missing-model-path", input="`--model_name_or_path ./no/such/folder`",
+         args=["--model_name_or_path", "./no/such/folder"], message="no such local folder", stage="arguments"),
+    dict(id="config-override-typo", input="`--config_overrides hidden_sizee=64` (a key the config lacks)",
+         args=["--config_overrides", "hidden_sizee=64"], message="config_overrides.*hidden_sizee",
+         stage="arguments"),
+    dict(id="batch-size-0", input="`--per_device_train_batch_size 0`", args=["--per_device_train_batch_size", "0"],
+         message="per_device_train_batch_size must be >= 1", stage="arguments"),
+    dict(id="max-train-samples-0", input="`--max_train_samples 0`", args=["--max_train_samples", "0"],
+         message="max_train_samples must be >= 1", stage="arguments"),
+    dict(id="unwritable-output-dir", input="an `--output_dir` that cannot be created or written",
+         setup=_output_dir_under_a_file, message="cannot be written", stage="arguments"),
+    dict(id="run-knn-without-eval-folder", input="`--run_knn` with `--train_dir` but no `--validation_dir`",
+         setup=lambda tmp_path: ["--train_dir", str(tmp_path), "--run_knn"], message="without --validation_dir",
+         stage="arguments"),
+    dict(id="run-knn-without-eval-split", input="`--run_knn` on a dataset that has only a train split",
+         setup=_train_split_only, message="dataset has only \\['train'\\]", stage="data"),
+    dict(id="run-knn-on-the-train-split", input="`--run_knn --eval_splits train` (the bank would hold every query)",
+         args=["--run_knn", "--eval_splits", "train"], message="includes the training split 'train'", stage="data"),
+    dict(id="run-knn-without-labels", input="`--knn_monitor` with a `--label_column_name` the dataset lacks",
+         args=["--knn_monitor", "--label_column_name", "class"], message="label_column_name 'class'", stage="data"),
+    dict(id="bad-map-column", input="a dataset whose `attention_map` column holds something else (here strings)",
+         setup=_string_map_column, message="split 'train', column 'attention_map' .* row 0: not a usable attention map",
+         stage="data"),
+    dict(id="resume-half-written", input="`--resume_from_checkpoint` naming a checkpoint a kill left half-written",
+         setup=_half_written_checkpoint, message="is incomplete .*killed while writing", stage="arguments"),
+    dict(id="resume-last-none-complete", input="`--resume_from_checkpoint last` with no complete checkpoint",
+         setup=_killed_before_any_checkpoint, message="no complete checkpoint-N folder", stage="arguments"),
+    dict(id="unknown-guidance", input="`--attg_guidance guided`", args=["--attg_guidance", "guided"],
+         message="attg_guidance must be one of", stage="arguments"),
+    dict(id="detector-without-model", input="`--attention_method tokencut` without a detector checkpoint",
+         args=["--attention_method", "tokencut"], message="needs a model", stage="arguments"),
+    dict(id="column-without-source", input="`--attention_method column` without `--attention_source_column`",
+         args=["--attention_method", "column"], message="attention_source_column", stage="arguments"),
+    dict(id="unknown-validation-split", input="`--validation_split test` on a dataset without that split",
+         args=["--validation_split", "test"], message="split 'test' not in the dataset", stage="data"),
+    dict(id="missing-image-column", input="`--image_column_name picture` (no such column)",
+         args=["--image_column_name", "picture"], message="'picture'.*image.*label", stage="data"),
+]
+
+
+def _fail(what):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{what} started before the bad input was refused")
+
+    return fail
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+def test_bad_input_is_refused_with_a_message_that_names_it(tmp_path, monkeypatch, case):
+    extra = list(case.get("args", [])) + (case["setup"](tmp_path) if "setup" in case else [])
+    args = tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no")
+    if "--output_dir" in extra:  # the case's own output_dir replaces the default one
+        position = extra.index("--output_dir")
+        args[args.index("--output_dir") + 1] = extra.pop(position + 1)
+        extra.pop(position)
+    if case["stage"] == "arguments":
+        monkeypatch.setattr(pretraining, "load_source_dataset", _fail("loading the dataset"))
+    monkeypatch.setattr(pretraining, "compute_attention_maps", _fail("the map computation"))
+    monkeypatch.setattr(pretraining, "AttGViTMAEForPreTraining", _fail("building the model"))
+    with pytest.raises(ValueError, match=case["message"]):
+        run(*parse_arguments(args + extra))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_malformed_arguments_file_is_named(tmp_path):
+    path = tmp_path / "args.json"
+    path.write_text('{"output_dir": "o",}')
+    with pytest.raises(ValueError, match=f"{path}.*line 1"):
+        parse_arguments([str(path)])
+
+
+def test_constant_maps_are_reported_once(tmp_path, caplog):
+    import torch
+    from transformers import TrainingArguments
+
+    from modeling_attg_mae.pretraining import AttGTrainer
+    from tests.test_modeling import tiny_model
+
+    trainer = AttGTrainer(model=tiny_model().train(), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    maps = torch.rand(3, 4, 4)
+    maps[1] = 0.5  # one image whose map is flat: it trains as a plain MAE
+    inputs = {"pixel_values": torch.randn(3, 3, 32, 32), "attention_map": maps}
+    with caplog.at_level("WARNING"):
+        trainer.compute_loss(trainer.model, inputs)
+        trainer.compute_loss(trainer.model, inputs)
+    warnings = [r.getMessage() for r in caplog.records if "constant" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("1 of 3 attention maps")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        AttGTrainer(model=tiny_model().train(), args=TrainingArguments(output_dir=str(tmp_path), report_to=[])) \
+            .compute_loss(trainer.model, {**inputs, "attention_map": torch.rand(3, 4, 4)})
+    assert not [r for r in caplog.records if "constant" in r.getMessage()]
+
+
+def test_the_cases_are_documented():
+    """docs/TROUBLESHOOTING.md is generated from the CASES tables; regenerate it when a case changes."""
+    from tests.bad_input_table import render
+
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "TROUBLESHOOTING.md")
+    with open(path) as file:
+        assert file.read() == render(), "run `python -m tests.bad_input_table` and commit docs/TROUBLESHOOTING.md"
+
