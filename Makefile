@@ -3,8 +3,12 @@ PYTHON ?= python3
 # A plain `torch` requirement pulls a multi-GB CUDA build; preinstall a CPU build unless torch is already there.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# The minimum-versions environment: a separate venv with the oldest supported release of each dependency
+# (ci/constraints-min.txt, setup.cfg's lower bounds) and the CPU torch of TORCH_SPEC (README, "Supported versions").
+VENV_MIN ?= .venv-min
+MIN_CONSTRAINTS ?= ci/constraints-min.txt
 
-.PHONY: install demo test test-multiprocess benchmarks study clean
+.PHONY: install demo test test-min test-all test-multiprocess benchmarks study clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -15,6 +19,21 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# rebuilt when setup.cfg or the pins change; `make clean` removes it
+$(VENV_MIN)/.installed: setup.cfg $(MIN_CONSTRAINTS)
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VENV_MIN)/bin/python -m pip install -q -e ".[testing]" -c $(MIN_CONSTRAINTS)
+	touch $@
+
+test-min: $(VENV_MIN)/.installed
+	@$(VENV_MIN)/bin/python -c "from modeling_attg_mae._dependencies import SUPPORTED, installed_version; \
+	print('minimum-versions run:', ', '.join(f'{n} {installed_version(n)}' for n in SUPPORTED))"
+	$(VENV_MIN)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+test-all: test test-min
 
 # speed and cost benchmarks (each prints ratios against its baseline, run side by side)
 BENCHMARKS = overhead pretrain_throughput knn attention_maps knn_monitor_overhead linear_probe_sweep
@@ -30,4 +49,4 @@ study: install
 	$(PYTHON) benchmarks/study_report.py --write
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache outputs runs
+	rm -rf build dist *.egg-info .pytest_cache outputs runs $(VENV_MIN)

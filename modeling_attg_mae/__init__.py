@@ -2,11 +2,18 @@
 
 The model and its loss import only torch and transformers; the heavier parts (object discovery, data, evaluation,
 pre-training wiring) are sub-packages imported on use.
+
+Importing the package first checks the installed versions of its dependencies (`_dependencies.SUPPORTED`, the
+ranges of setup.cfg) and raises an ImportError naming the one out of range.
 """
 
-from .configuration_attg_mae import GUIDANCE_MODES, TEMPERATURE_SCHEDULES, AttGViTMAEConfig
-from .features import POOLINGS, encode_tokens, extract_features
-from .modeling_attg_mae import (
+from ._dependencies import check_dependencies
+
+check_dependencies()  # before any import that reaches into transformers' internals
+
+from .configuration_attg_mae import GUIDANCE_MODES, TEMPERATURE_SCHEDULES, AttGViTMAEConfig  # noqa: E402
+from .features import POOLINGS, encode_tokens, extract_features  # noqa: E402
+from .modeling_attg_mae import (  # noqa: E402
     AttGViTMAEForPreTraining,
     AttGViTMAEForPreTrainingOutput,
     attention_masking_noise,
@@ -15,7 +22,7 @@ from .modeling_attg_mae import (
     resample_attention_map,
     save_for_inference_and_pretraining,
 )
-from .temperature import AttGTemperatureCallback, temperature_at
+from .temperature import AttGTemperatureCallback, temperature_at  # noqa: E402
 
 __version__ = "0.1.0"
 

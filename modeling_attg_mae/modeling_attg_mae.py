@@ -2,28 +2,34 @@
 
 Masking convention, as in transformers' ViTMAE: `mask` is 1 for a removed (masked) patch, 0 for a kept one.
 
-This file imports only torch, transformers and the configuration file next to it, so that
+This file imports only torch, transformers and the configuration and version-check files next to it, so that
 `register_for_auto_class` can copy it to a checkpoint folder and `trust_remote_code=True` can load it.
 """
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-from transformers import ViTMAEForPreTraining
-from transformers import initialization as init
-from transformers.models.vit_mae.modeling_vit_mae import (
+try:  # relative imports when this file travels alone to the Hub (remote code)
+    from ._dependencies import MODEL_DEPENDENCIES, check_dependencies
+    from .configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+except ImportError:  # pragma: no cover - loaded as a top-level module
+    from _dependencies import MODEL_DEPENDENCIES, check_dependencies
+    from configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+
+# the supported torch/transformers, checked before reaching into transformers' ViTMAE internals (which moved between
+# releases): remote code loads this file without the package's __init__
+check_dependencies(*MODEL_DEPENDENCIES)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from transformers import ViTMAEForPreTraining  # noqa: E402
+from transformers import initialization as init  # noqa: E402
+from transformers.models.vit_mae.modeling_vit_mae import (  # noqa: E402
     ViTMAEDecoder,
     ViTMAEEmbeddings,
     ViTMAEForPreTrainingOutput,
     build_2d_sinusoidal_position_embedding,
 )
-from transformers.utils.generic import can_return_tuple
-
-try:  # relative import when this file travels alone to the Hub (remote code)
-    from .configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
-except ImportError:  # pragma: no cover - loaded as a top-level module
-    from configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+from transformers.utils.generic import can_return_tuple  # noqa: E402
 
 
 @dataclass

@@ -69,7 +69,8 @@ def test_remote_code_route_loads_our_class_from_the_saved_folder(tmp_path):
         model.save_pretrained(tmp_path / "ckpt")
     finally:  # the registration is class-global: do not leak it into other tests
         AttGViTMAEConfig._auto_class = AttGViTMAEForPreTraining._auto_class = None
-    assert {"modeling_attg_mae.py", "configuration_attg_mae.py"} <= set(os.listdir(tmp_path / "ckpt"))
+    travelling = {"modeling_attg_mae.py", "configuration_attg_mae.py", "_dependencies.py"}  # + the version check
+    assert travelling <= set(os.listdir(tmp_path / "ckpt"))
     pixels, attention, noise = batch()
     torch.save({"pixels": pixels, "attention": attention, "noise": noise}, tmp_path / "inputs.pt")
     expected = model(pixels, attention_map=attention, noise=noise).loss.item()

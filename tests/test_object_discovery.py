@@ -84,8 +84,11 @@ def test_dino_map_is_the_last_block_cls_attention(checkpoints, kind):
         norm = layer.layernorm_before if kind == "vit" else layer.norm1
         x = norm(out.hidden_states[-2])  # input of the last block
         heads, head_dim = 4, 8
-        q = (x @ layer.attention.q_proj.weight.T + layer.attention.q_proj.bias).view(3, -1, heads, head_dim)
-        k = (x @ layer.attention.k_proj.weight.T + layer.attention.k_proj.bias).view(3, -1, heads, head_dim)
+        # DINOv2 keeps the projections in a nested `attention.attention.query/key` before transformers 5.18
+        block = layer.attention if hasattr(layer.attention, "q_proj") else layer.attention.attention
+        q_lin, k_lin = (block.q_proj, block.k_proj) if hasattr(block, "q_proj") else (block.query, block.key)
+        q = (x @ q_lin.weight.T + q_lin.bias).view(3, -1, heads, head_dim)
+        k = (x @ k_lin.weight.T + k_lin.bias).view(3, -1, heads, head_dim)
         scores = torch.einsum("bhd,bthd->bht", q[:, 0], k) / math.sqrt(head_dim)
         prefix = 1 + (3 if kind == "dinov2_registers" else 0)
         by_hand = scores.softmax(-1)[:, :, prefix:]  # (B, heads, 16)

@@ -71,6 +71,21 @@ def last_attention(model):
     return layers[-1].attention
 
 
+def query_key_projections(attention):
+    """`(q_proj, k_proj, num_heads, head_dim, scaling)` of an attention block, across transformers' two layouts.
+
+    The one version shim of object discovery: the ViT family has the projections on the block (`q_proj`, `k_proj`)
+    since transformers 5.9, DINOv2 (with and without registers) only since 5.18; before that DINOv2 nests them in a
+    self-attention module (`attention.attention.query` / `.key`). Same weights, same maths.
+    """
+    if hasattr(attention, "q_proj"):
+        block, q_proj, k_proj, head_dim = attention, attention.q_proj, attention.k_proj, attention.head_dim
+    else:  # transformers < 5.18: Dinov2SelfAttention
+        block = attention.attention
+        q_proj, k_proj, head_dim = block.query, block.key, block.attention_head_size
+    return q_proj, k_proj, block.num_attention_heads, head_dim, block.scaling
+
+
 @torch.no_grad()
 def last_block_query_key(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries and keys of the last attention block, `(B, heads, tokens, head_dim)` each, float32.
@@ -98,9 +113,10 @@ def last_block_query_key(model, pixel_values: torch.Tensor) -> tuple[torch.Tenso
         raise RuntimeError(f"the last attention block of {type(model).__name__} was not reached")
     hidden = captured["hidden"]
     batch, tokens, _ = hidden.shape
-    shape = (batch, tokens, attention.num_attention_heads, attention.head_dim)
-    query = attention.q_proj(hidden).view(shape).transpose(1, 2).float()  # (B, heads, T, hd)
-    key = attention.k_proj(hidden).view(shape).transpose(1, 2).float()  # (B, heads, T, hd)
+    q_proj, k_proj, heads, head_dim, _ = query_key_projections(attention)
+    shape = (batch, tokens, heads, head_dim)
+    query = q_proj(hidden).view(shape).transpose(1, 2).float()  # (B, heads, T, hd)
+    key = k_proj(hidden).view(shape).transpose(1, 2).float()  # (B, heads, T, hd)
     return query, key
 
 
@@ -162,7 +178,7 @@ class DinoAttention(DetectorMethod):
     @torch.no_grad()
     def compute(self, pixel_values: torch.Tensor) -> torch.Tensor:
         query, key = last_block_query_key(self.model, pixel_values)
-        scaling = last_attention(self.model).scaling
+        scaling = query_key_projections(last_attention(self.model))[-1]
         scores = torch.einsum("bhd,bhtd->bht", query[:, :, 0], key) * scaling  # (B, heads, T): the CLS row
         attention = scores.softmax(dim=-1)[:, :, num_prefix_tokens(self.model):]  # (B, heads, N), no CLS/registers
         patch = patch_size_of(self.model)
