@@ -195,7 +195,8 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_
 
     for arm in treatments:
         lines += ["", (f"{arm_name(arm)} vs MAE, paired over the {len(seeds)} seeds (mean +- sample sd; difference "
-                       f"{arm_name(arm)} - MAE with its {100 * (1 - ALPHA):g} % t-interval, two-sided paired t-test; "
+                       f"{arm_name(arm)} - MAE: mean +- sd over seeds, its {100 * (1 - ALPHA):g} % t-interval, "
+                       "two-sided paired t-test; "
                        "signs: seeds with a positive / negative / zero difference):"), "",
                   (f"| metric | split | MAE | {arm_name(arm)} | difference | {100 * (1 - ALPHA):g} % CI | t | p "
                    "| + / - / 0 | bar |"), "|---|---|---|---|---|---|---|---|---|---|"]
@@ -207,7 +208,8 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_
                 c = paired_comparison(treatment, metric_values(arms[CONTROL_ARM], metric, split), ALPHA)
                 bar = ("met" if bar_met(c) else "not met") if metric == PRIMARY and split in BAR_SPLITS else ""
                 lines.append(f"| {metric_name(metric)} | {split} | {c['control_mean']:.1f} +- {c['control_sd']:.1f} | "
-                             f"{c['treatment_mean']:.1f} +- {c['treatment_sd']:.1f} | {c['diff_mean']:+.2f} | "
+                             f"{c['treatment_mean']:.1f} +- {c['treatment_sd']:.1f} | {c['diff_mean']:+.2f} +- "
+                             f"{c['diff_sd']:.2f} | "
                              f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['t']:.2f} | {format_p(c['p'])} | "
                              f"{c['positive']} / {c['negative']} / {c['zero']} | {bar} |")
 
