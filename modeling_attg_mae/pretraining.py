@@ -320,12 +320,17 @@ def build_model(model_args: ModelArguments, attg_args: AttGArguments,
     return AttGViTMAEForPreTraining(config)
 
 
+_WRITE_PROBE = ".attg-mae-write-check-"
+
+
 def check_output_dir(training_args: TrainingArguments, attg_args: AttGArguments) -> None:
     """Refuse to write into a non-empty output_dir unless asked to, or unless resuming a checkpoint of the run
     it holds; fail now, not after data and maps, when it cannot be written."""
     path = Path(training_args.output_dir)
     resume = training_args.resume_from_checkpoint
-    if path.is_dir() and any(path.iterdir()) and not attg_args.overwrite_output_dir:
+    # another process of this run may be probing the folder right now: its probe file is not an earlier run
+    used = path.is_dir() and any(not p.name.startswith(_WRITE_PROBE) for p in path.iterdir())
+    if used and not attg_args.overwrite_output_dir:
         if not resume:
             raise ValueError(
                 f"output_dir {path} exists and is not empty: pass --overwrite_output_dir to write into it, "
@@ -339,7 +344,7 @@ def check_output_dir(training_args: TrainingArguments, attg_args: AttGArguments)
             )
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+        with tempfile.NamedTemporaryFile(dir=path, prefix=_WRITE_PROBE):
             pass
     except OSError as error:
         raise ValueError(f"output_dir {path} cannot be written ({error})") from None

@@ -249,6 +249,17 @@ def test_an_existing_output_dir_is_not_overwritten_unless_asked(tmp_path):
     assert (tmp_path / "out" / "model.safetensors").exists()
 
 
+def test_another_process_probing_the_output_dir_is_not_an_earlier_run(tmp_path):
+    # the processes of one run check the folder at the same time; one's write probe must not stop the other
+    # (seen as a rank-0 crash of the two-process test)
+    from modeling_attg_mae.pretraining import _WRITE_PROBE
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / f"{_WRITE_PROBE}x1y2").write_text("")
+    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no", "--num_pictures", "0")))
+    assert (tmp_path / "out" / "model.safetensors").exists()
+
+
 def test_masking_noise_is_new_for_each_micro_batch_and_reproducible(tmp_path):
     from transformers import TrainingArguments
 
