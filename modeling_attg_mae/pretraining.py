@@ -720,6 +720,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         card = write_model_card(output_dir, model_args, data_args, attg_args, training_args, result)
         paths["model_card"] = str(card)
     if attg_args.run_knn:
+        # every process loads the exported checkpoint: not before the main process has finished writing it
+        trainer.accelerator.wait_for_everyone()
         payload = run_knn_on_checkpoint(output_dir, data_args, model_args, training_args)
         if payload is not None:
             paths["knn_results"] = payload.get("results_file", "")

@@ -214,7 +214,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(REPO / "run_pretrain.py"),
                *tiny_args(tmp_path, "--max_steps", "2", "--eval_strategy", "no", "--num_pictures", "0",
-                          "--knn_monitor", "--knn_monitor_steps", "1")]
+                          "--knn_monitor", "--knn_monitor_steps", "1", "--run_knn")]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     card = (tmp_path / "out" / "README.md").read_text()
@@ -225,6 +225,10 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     # the online k-NN ran in both processes (sharded features, one gather) at steps 1 and 2
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "eval_knn_top1_validation" in e] == [1, 2]
+    # and the k-NN after training, sharded over both processes, read the finished export
+    results = json.loads((tmp_path / "out" / "knn_results.json").read_text())
+    assert results["num_processes"] == 2 and {r["split"] for r in results["results"]} == {
+        "validation", "validation_mixed_rand", "validation_only_fg"}
 
 
 # bad input: tests/test_bad_inputs_pretrain.py (the table behind docs/TROUBLESHOOTING.md)
