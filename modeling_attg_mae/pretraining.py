@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 _DECODER = dict(decoder_hidden_size=512, decoder_num_hidden_layers=8, decoder_num_attention_heads=16,
                 decoder_intermediate_size=2048)
 MODEL_PRESETS = {
-    # small enough to pre-train on two CPU cores in minutes, on the 64 px synthetic data
     # small enough to pre-train on two CPU cores in minutes, on the 32 px synthetic data (the study's model)
     "demo": dict(image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                  intermediate_size=512, decoder_hidden_size=64, decoder_num_hidden_layers=2,
@@ -69,7 +68,7 @@ class ModelArguments:
         "help": "Continue pre-training from a checkpoint (ours or a stock ViTMAE such as facebook/vit-mae-base). "
                 "Leave empty to start from scratch with --model_preset."})
     model_preset: Literal["demo", "small", "base", "large", "huge"] = field(default="demo", metadata={
-        "help": "Encoder size when starting from scratch: demo (64 px, CPU), small (ViT-S/16), base, large, huge "
+        "help": "Encoder size when starting from scratch: demo (32 px, CPU), small (ViT-S/16), base, large, huge "
                 "(the facebook/vit-mae-* configurations)."})
     config_overrides: str | None = field(default=None, metadata={
         "help": "Comma-separated config overrides, e.g. 'hidden_size=256,num_hidden_layers=4'."})
