@@ -402,7 +402,8 @@ def _write(record: dict, path: Path) -> dict:
 
 
 def redraw_embedding_plot(coordinates_file: str | os.PathLike, path: str | os.PathLike | None = None) -> dict:
-    """Redraw the PNG from its `_tsne.json` (to `path`, default the PNG it names) without running t-SNE again."""
+    """Redraw the PNG from its `_tsne.json` without running t-SNE again: to `path` (default: the PNG the file names),
+    with a `_tsne.json` next to it as for a new picture. Returns the record."""
     record = json.loads(Path(coordinates_file).read_text(encoding="utf-8"))
     if record.get("schema_version") != COORDINATES_SCHEMA_VERSION:
         raise ValueError(f"{coordinates_file} has schema_version {record.get('schema_version')!r}, this code reads "
