@@ -13,6 +13,8 @@ Several processes (feature extraction is sharded and gathered; on GPUs drop ACCE
 
 or `python run_knn.py args.json` with the same fields. Results go to `<output_dir>/knn_results.json` (schema in
 `modeling_attg_mae/evaluation/pipelines.py`) and into the checkpoint folder's README.md model card.
+With `--save_embedding_plot` (needs `pip install 'attg-mae[plots]'`), also a t-SNE picture of each eval split's
+features coloured by class, `<output_dir>/embedding.png` (`modeling_attg_mae/evaluation/embedding_plot.py`).
 """
 
 from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .embedding_plot import DEFAULT_MAX_POINTS, DEFAULT_PERPLEXITY, check_embedding_plot_arguments, require_tsne
 from .few_shot import held_out_count
 from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE
 from .linear_probe import DEFAULT_LR_GRID
@@ -73,6 +74,12 @@ class EvalRunArguments:
             raise ValueError("seeds must not be empty")
 
 
+_EMBEDDING_PLOT_DEFAULTS = {
+    "embedding_plot_max_points": DEFAULT_MAX_POINTS, "embedding_plot_perplexity": DEFAULT_PERPLEXITY,
+    "embedding_plot_seed": 0,
+}
+
+
 @dataclass
 class KNNArguments:
     ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "Numbers of neighbours, all reported."})
@@ -81,6 +88,17 @@ class KNNArguments:
         default_factory=list, metadata={"help": "Images per class for few-shot k-NN, e.g. 1 5 10 20 (paper Table 3)."}
     )
     few_shot_k: int = field(default=5, metadata={"help": "k of the few-shot k-NN (the paper uses 5)."})
+    save_embedding_plot: bool = field(
+        default=False,
+        metadata={"help": "Also write <output_dir>/embedding.png: a 2-D t-SNE of each eval split's features coloured by "
+                          "class, one panel per split, and its coordinates in embedding_tsne.json "
+                          "(needs pip install 'attg-mae[plots]')."},
+    )
+    embedding_plot_max_points: int = field(
+        default=DEFAULT_MAX_POINTS, metadata={"help": "Embedding plot: images per split at most (class-stratified, seeded)."})
+    embedding_plot_perplexity: float = field(
+        default=DEFAULT_PERPLEXITY, metadata={"help": "Embedding plot: t-SNE perplexity (clipped to (n - 1) / 3 for small splits)."})
+    embedding_plot_seed: int = field(default=0, metadata={"help": "Embedding plot: seed of the subsample and the t-SNE."})
 
     def __post_init__(self):
         if not self.ks or min(self.ks) < 1 or self.few_shot_k < 1:
@@ -89,6 +107,14 @@ class KNNArguments:
             raise ValueError(f"few_shot sizes must be >= 1, got {self.few_shot}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.save_embedding_plot:
+            # a plot setting without the plot is a forgotten flag, not a wish to be ignored
+            changed = [f"--{name}" for name, default in _EMBEDDING_PLOT_DEFAULTS.items() if getattr(self, name) != default]
+            if changed:
+                raise ValueError(f"{' '.join(changed)} only apply with --save_embedding_plot, which is off")
+            return
+        check_embedding_plot_arguments(self.embedding_plot_max_points, self.embedding_plot_perplexity)
+        require_tsne()  # here, when the flags are parsed: before any model is loaded or feature extracted
 
 
 @dataclass
@@ -146,4 +172,39 @@ class LinearProbeArguments:
                 )
 
 
-__all__ = ["EvalModelArguments", "EvalDataArguments", "EvalRunArguments", "KNNArguments", "LinearProbeArguments"]
+@dataclass
+class EmbeddingPlotArguments:
+    """The comparison command (`python -m modeling_attg_mae.evaluation.embedding_plot`); data flags: EvalDataArguments."""
+
+    checkpoints: list[str] = field(
+        default_factory=list, metadata={"help": "Checkpoint folders or Hub ids, one row of the picture each (in order)."})
+    output: str = field(default="outputs/embedding.png", metadata={"help": "The PNG; the coordinates go next to it (<name>_tsne.json)."})
+    pooling: Literal["cls", "mean", "cls+mean"] = field(default="cls", metadata={"help": "Global feature: CLS token, patch mean, or both."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Hugging Face cache for models and datasets."})
+    embedding_plot_max_points: int = field(
+        default=DEFAULT_MAX_POINTS, metadata={"help": "Images per split at most (class-stratified, seeded; the same images in every row)."})
+    embedding_plot_perplexity: float = field(
+        default=DEFAULT_PERPLEXITY, metadata={"help": "t-SNE perplexity (clipped to (n - 1) / 3 for small splits)."})
+    embedding_plot_seed: int = field(default=0, metadata={"help": "Seed of the subsample and the t-SNE."})
+    feature_cache_dir: str | None = field(
+        default="outputs/feature_cache", metadata={"help": "Feature cache folder, shared with run_knn; empty string disables it."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute features even when cached."})
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers for image decoding."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self):
+        if not self.checkpoints:
+            raise ValueError("--checkpoints needs at least one checkpoint folder or Hub id (one row each)")
+        if not self.output.lower().endswith(".png"):
+            raise ValueError(f"--output is the PNG to write: give a path ending in .png, got {self.output!r}")
+        if self.feature_cache_dir == "":
+            self.feature_cache_dir = None
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_embedding_plot_arguments(self.embedding_plot_max_points, self.embedding_plot_perplexity)
+        require_tsne()
+
+
+__all__ = ["EvalModelArguments", "EvalDataArguments", "EvalRunArguments", "KNNArguments", "LinearProbeArguments",
+           "EmbeddingPlotArguments"]

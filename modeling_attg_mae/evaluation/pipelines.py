@@ -23,6 +23,9 @@ Results JSON (`<output_dir>/knn_results.json`, `<output_dir>/linear_probe_result
       ]
     }
 
+With `--save_embedding_plot`, the k-NN payload also has `"embedding_plot": "<output_dir>/embedding.png"` and
+`"embedding_coordinates": "<output_dir>/embedding_tsne.json"` (see `embedding_plot.py`).
+
 `top1` / `top5` are accuracies in percent. A row with `seed: null` and `num_seeds` is the mean (and sample
 std) over the seeds of the rows above it. "…_features" methods are the fast mode on cached features
 (no augmentation); "linear_probe" is MAE's protocol.
@@ -40,6 +43,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .embedding_plot import check_plot_sizes, coordinates_path, save_embedding_plot, subsample_split
 from .few_shot import held_out_split, mean_std, sample_few_shot
 from .knn import knn_classify
 from .linear_probe import (
@@ -190,9 +194,14 @@ class _Setup:
             "results": rows,
         }
 
-    def finish(self, rows: list[dict], num_classes: int, filename: str) -> dict:
-        """Write the JSON, update (and push) the model card; main process only."""
-        payload = self.payload(rows, num_classes)
+    def class_names(self, num_classes: int) -> list[str]:
+        """The `ClassLabel` names of the train split, else the class ids as text."""
+        names = getattr(self.dataset[self.data_args.train_split].features[self.data_args.label_column_name], "names", None)
+        return list(names) if names else [str(c) for c in range(num_classes)]
+
+    def finish(self, rows: list[dict], num_classes: int, filename: str, extra: dict | None = None) -> dict:
+        """Write the JSON (the payload plus `extra`), update (and push) the model card; main process only."""
+        payload = {**self.payload(rows, num_classes), **(extra or {})}
         if not self.is_main:
             return payload
         path = write_results(Path(self.run_args.output_dir) / filename, payload)
@@ -265,6 +274,9 @@ def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator
     """Weighted k-NN (all `ks`) and few-shot k-NN on every eval split; returns the results payload."""
     setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
     _check_knn_sizes(setup.dataset[data_args.train_split], data_args.train_split, data_args.label_column_name, knn_args)
+    plot = knn_args.save_embedding_plot
+    if plot:
+        check_plot_sizes(setup.dataset, setup.eval_splits, data_args.label_column_name, knn_args.embedding_plot_max_points)
     bank, bank_labels = setup.features(data_args.train_split)
     num_classes = setup.num_classes(bank_labels)
     bank = bank.to(setup.accelerator.device)  # the similarity matmuls run where the model ran (the GPU if any)
@@ -272,10 +284,14 @@ def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator
         (shots, seed): sample_few_shot(bank_labels, shots, seed) for shots in knn_args.few_shot for seed in run_args.seeds
     }
     rows = []
+    plotted = {}  # split -> the subsample the embedding plot shows (kept small, not the whole split)
     for split in setup.eval_splits:
         queries, query_labels = setup.features(split)
         if not setup.is_main:
             continue
+        if plot:
+            plotted[split] = subsample_split(queries, query_labels, knn_args.embedding_plot_max_points,
+                                             knn_args.embedding_plot_seed)
         ranked = knn_classify(bank, bank_labels, queries, knn_args.ks, knn_args.temperature, num_classes, progress=run_args.progress)
         rows += [_accuracy_row("knn", split, ranked[k], query_labels, k=k) for k in sorted(ranked)]
         for shots in knn_args.few_shot:
@@ -291,9 +307,74 @@ def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator
                     _accuracy_row("knn_few_shot", split, few[knn_args.few_shot_k], query_labels, k=knn_args.few_shot_k, shots=shots, seed=seed)
                 )
             rows += per_seed + [_summary_row(per_seed)]
-    payload = setup.finish(rows, num_classes, "knn_results.json")
+    extra = {}
+    if plot and setup.is_main:
+        record = save_embedding_plot(
+            [(setup.info.model_name_or_path, plotted)], Path(run_args.output_dir) / "embedding.png",
+            setup.class_names(num_classes), _plot_title(model_args.pooling, data_args),
+            knn_args.embedding_plot_perplexity, knn_args.embedding_plot_seed,
+        )
+        extra = {"embedding_plot": record["image"], "embedding_coordinates": str(coordinates_path(record["image"]))}
+    payload = setup.finish(rows, num_classes, "knn_results.json", extra)
     payload["cache_hits"] = setup.cache_hits
     return payload
+
+
+def _plot_title(pooling: str, data_args) -> str:
+    return f"t-SNE of {pooling} features, coloured by class - {_dataset_label(data_args)}"
+
+
+def plot_embeddings(plot_args, data_args, dataset=None, accelerator=None) -> dict:
+    """The comparison picture: one row per checkpoint of `plot_args.checkpoints`, one column per eval split.
+
+    Features come through the feature cache (shared with run_knn). With no data flag, each checkpoint's recorded
+    pre-training data is used, as run_knn does; checkpoints recorded on different data are an error, since their
+    rows would not show the same images. Returns the coordinates record (`{}` on processes other than the main).
+    """
+    import copy
+
+    from .arguments import EvalModelArguments, EvalRunArguments
+
+    # every checkpoint's data source first (a json read each): a mismatch fails before any model is loaded
+    per_checkpoint = []
+    for checkpoint in plot_args.checkpoints:
+        own = copy.deepcopy(data_args)
+        _use_checkpoint_data_source(EvalModelArguments(model_name_or_path=checkpoint, cache_dir=plot_args.cache_dir), own)
+        per_checkpoint.append(own)
+    labels = {checkpoint: _dataset_label(own) for checkpoint, own in zip(plot_args.checkpoints, per_checkpoint)}
+    if len(set(labels.values())) > 1:
+        listed = "; ".join(f"{checkpoint}: {label}" for checkpoint, label in labels.items())
+        raise ValueError(f"the checkpoints were pre-trained on different data ({listed}), so their rows would show "
+                         "different images; pass data flags (e.g. --dataset_name, or --train_dir/--validation_dir) to "
+                         "plot them all on the same data")
+    data_args = per_checkpoint[0]
+    run_args = EvalRunArguments(
+        output_dir=str(Path(plot_args.output).parent), feature_cache_dir=plot_args.feature_cache_dir or "",
+        overwrite_cache=plot_args.overwrite_cache, batch_size=plot_args.batch_size, num_workers=plot_args.num_workers,
+        update_model_card=False, progress=plot_args.progress,
+    )
+    rows, setup = [], None
+    for checkpoint in plot_args.checkpoints:
+        model_args = EvalModelArguments(model_name_or_path=checkpoint, pooling=plot_args.pooling, cache_dir=plot_args.cache_dir)
+        # the dataset is loaded once and shared: the same splits, and the same subsample, in every row
+        setup = _Setup(model_args, data_args, run_args, dataset if setup is None else setup.dataset,
+                       accelerator if setup is None else setup.accelerator)
+        if not rows:
+            check_plot_sizes(setup.dataset, setup.eval_splits, data_args.label_column_name, plot_args.embedding_plot_max_points)
+        samples = {}
+        for split in setup.eval_splits:
+            features, split_labels = setup.features(split)
+            samples[split] = subsample_split(features, split_labels, plot_args.embedding_plot_max_points,
+                                             plot_args.embedding_plot_seed)
+        rows.append((checkpoint, samples))
+        setup.model = None  # one encoder in memory at a time
+    if not setup.is_main:
+        return {}
+    train_labels = torch.as_tensor(setup.dataset[data_args.train_split][data_args.label_column_name], dtype=torch.long)
+    return save_embedding_plot(
+        rows, plot_args.output, setup.class_names(setup.num_classes(train_labels)), _plot_title(plot_args.pooling, data_args),
+        plot_args.embedding_plot_perplexity, plot_args.embedding_plot_seed,
+    )
 
 
 class _AugmentedImages(Dataset):
@@ -454,7 +535,7 @@ def format_results_table(payload: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_knn", "run_linear_probe", "format_results_table"]
+__all__ = ["run_knn", "run_linear_probe", "plot_embeddings", "format_results_table"]
 
 
 def parse_cli(dataclass_types, argv=None) -> tuple:
