@@ -97,37 +97,32 @@ class RetrievalScores:
     num_empty: int
 
 
-def _ranked_scores(positive: torch.Tensor, junk: torch.Tensor | None, num_positives: torch.Tensor, kappas) -> tuple:
-    """AP `(c,)` and precision at `kappas` `(c, K)` (float64, NaN for an empty query) from masks in rank order.
+def _scores_from_positions(row: torch.Tensor, rank: torch.Tensor, num_positives: torch.Tensor, kappas) -> tuple:
+    """AP `(c,)` and precision at `kappas` `(c, K)` (float64, NaN for an empty query) from the positives' ranks.
 
-    `positive`, `junk`: `(c, M)` bool, entry `[i, r]` says what the image ranked r-th for query i is; an image may be
-    both (then it is a positive and, for the positives after it, junk, as in revisitop). `num_positives`: `(c,)`,
-    revisitop's `len(qgnd)` (the denominator of AP even when the ranking misses some of them).
+    `row`, `rank`: one entry per positive found in the ranking, sorted by (row, rank); `rank` is its 0-based
+    position once the query's junk is removed. `num_positives`: `(c,)`, revisitop's `len(qgnd)`, the
+    denominator of AP even for positives the ranking does not hold.
     """
-    num_queries, length = positive.shape
-    if junk is not None:
-        # junk images strictly before each position: revisitop's `pos[ip] - k` walk, as an exclusive cumsum
-        junk = junk.to(torch.int32)
-        position = torch.arange(length, dtype=torch.int32, device=positive.device) - (junk.cumsum(1, dtype=torch.int32) - junk)
-    query, column = positive.nonzero(as_tuple=True)  # row-major: each query's positives in rank order
-    rank = (position[query, column] if junk is not None else column).double()  # 0-based rank without junk
-    counts = torch.bincount(query, minlength=num_queries)
+    num_queries = num_positives.shape[0]
+    device = row.device
+    rank = rank.double()
+    counts = torch.bincount(row, minlength=num_queries)
     starts = counts.cumsum(0) - counts
-    j = torch.arange(query.numel(), device=query.device, dtype=torch.float64) - starts[query].double()  # j-th positive
+    j = torch.arange(row.numel(), device=device, dtype=torch.float64) - starts[row].double()  # j-th positive of its query
     # compute_ap's trapezoid: precision before (j / rank, 1 at rank 0) and after ((j + 1) / (rank + 1)) the j-th hit
     precision_0 = torch.where(rank == 0, 1.0, j / rank.clamp(min=1))
     precision_1 = (j + 1) / (rank + 1)
-    total = num_positives.double()
-    aps = torch.zeros(num_queries, dtype=torch.float64, device=query.device).index_add_(0, query, (precision_0 + precision_1) / 2)
-    aps = aps / total.clamp(min=1)
-    # mP@k: kq = min(k, 1-based position of the last positive found), precision = hits within kq / kq
+    aps = torch.zeros(num_queries, dtype=torch.float64, device=device).index_add_(0, row, (precision_0 + precision_1) / 2)
+    aps = aps / num_positives.double().clamp(min=1)
+    # mP@k: kq = min(k, 1-based position of the last positive), precision = positives within kq / kq
     found = counts > 0
-    last = torch.zeros(num_queries, dtype=torch.float64, device=query.device)
+    last = torch.zeros(num_queries, dtype=torch.float64, device=device)
     last[found] = rank[(starts + counts - 1)[found]] + 1
-    prs = torch.zeros(num_queries, len(kappas), dtype=torch.float64, device=query.device)
+    prs = torch.zeros(num_queries, len(kappas), dtype=torch.float64, device=device)
     for index, k in enumerate(kappas):
         kq = last.clamp(max=float(k))  # 0 only when the ranking holds none of the positives: precision 0
-        hits = torch.zeros(num_queries, dtype=torch.float64, device=query.device).index_add_(0, query, (rank + 1 <= kq[query]).double())
+        hits = torch.zeros(num_queries, dtype=torch.float64, device=device).index_add_(0, row, (rank + 1 <= kq[row]).double())
         prs[:, index] = torch.where(kq > 0, hits / kq.clamp(min=1), 0.0)
     empty = num_positives == 0
     aps[empty] = float("nan")
@@ -151,28 +146,62 @@ def _check_kappas(kappas) -> tuple[int, ...]:
 
 
 def _index_lists(lists, num_database: int, what: str) -> list[np.ndarray]:
-    arrays = []
-    for i, values in enumerate(lists):
-        array = np.asarray(values).reshape(-1)
+    """Every list as an int64 array of database indices; checked in one pass over all of them (the messages name
+    the query)."""
+    arrays = [np.asarray(values).reshape(-1) for values in lists]
+    for i, array in enumerate(arrays):
         if array.size and not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"{what} of query {i} must hold integer database indices, got dtype {array.dtype}")
-        array = array.astype(np.int64)
-        if array.size and (array.min() < 0 or array.max() >= num_database):
-            raise ValueError(f"{what} of query {i} holds index {int(array.max() if array.max() >= num_database else array.min())}"
-                             f", outside the database [0, {num_database})")
-        arrays.append(array)
+    arrays = [array.astype(np.int64, copy=False) for array in arrays]
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= num_database):
+        i = next(i for i, a in enumerate(arrays) if a.size and (a.min() < 0 or a.max() >= num_database))
+        bad = int(arrays[i].min() if arrays[i].min() < 0 else arrays[i].max())
+        raise ValueError(f"{what} of query {i} holds index {bad}, outside the database [0, {num_database})")
     return arrays
 
 
-def _mask(arrays: list[np.ndarray], num_database: int, device=None) -> torch.Tensor:
-    """`(len(arrays), num_database)` bool, True at every listed index (one scatter for all queries)."""
-    mask = torch.zeros(len(arrays), num_database, dtype=torch.bool, device=device)
-    lengths = torch.tensor([a.size for a in arrays], dtype=torch.long)
-    if int(lengths.sum()):
-        rows = torch.repeat_interleave(torch.arange(len(arrays)), lengths)
-        cols = torch.from_numpy(np.concatenate(arrays))
-        mask[rows.to(mask.device), cols.to(mask.device)] = True
-    return mask
+class _Pairs:
+    """The (query, database index) pairs of one list kind for all queries, flat and sorted by query."""
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self.lengths = torch.tensor([a.size for a in arrays], dtype=torch.long)
+        self.rows = torch.repeat_interleave(torch.arange(len(arrays)), self.lengths)
+        self.indices = torch.from_numpy(np.concatenate(arrays)) if arrays else torch.zeros(0, dtype=torch.long)
+        self.bounds = torch.cat([torch.zeros(1, dtype=torch.long), self.lengths.cumsum(0)])
+
+    def chunk(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(rows relative to start, database indices)` of queries [start, end)."""
+        lo, hi = int(self.bounds[start]), int(self.bounds[end])
+        return self.rows[lo:hi] - start, self.indices[lo:hi]
+
+
+def _inverse_ranks(ranks: torch.Tensor, num_database: int) -> torch.Tensor:
+    """`(c, num_database)`: the position of every database image in each query's ranking, -1 where not ranked."""
+    inverse = torch.full((ranks.shape[0], num_database), -1, dtype=torch.long, device=ranks.device)
+    positions = torch.arange(ranks.shape[1], device=ranks.device).expand_as(ranks)
+    return inverse.scatter_(1, ranks, positions)
+
+
+def _sorted_keys(inverse: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """`row * length + position` of the listed images that the ranking holds, each once, sorted (np.in1d's sets)."""
+    rows = torch.cat([r for r, _ in pairs]).to(inverse.device)
+    positions = inverse[rows, torch.cat([i for _, i in pairs]).to(inverse.device)]
+    keep = positions >= 0
+    return torch.unique(rows[keep] * inverse.shape[1] + positions[keep])
+
+
+def _positives_without_junk(inverse, positives, junk) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(row, rank)` of every ranked positive, sorted, `rank` counted with the junk images removed."""
+    length = inverse.shape[1]
+    positive_keys = _sorted_keys(inverse, positives)
+    row, rank = positive_keys // length, positive_keys % length
+    junk_keys = _sorted_keys(inverse, junk) if junk else positive_keys[:0]
+    if junk_keys.numel():
+        # junk of the same query strictly before each positive: revisitop's `pos[ip] - k` walk (a junk image that is
+        # also a positive does not shift itself, as there)
+        rank = rank - (torch.searchsorted(junk_keys, positive_keys) - torch.searchsorted(junk_keys, row * length))
+    return row, rank
 
 
 def compute_map(ranks: torch.Tensor, positives, junk=None, kappas=DEFAULT_KAPPAS) -> RetrievalScores:
@@ -190,24 +219,23 @@ def compute_map(ranks: torch.Tensor, positives, junk=None, kappas=DEFAULT_KAPPAS
     if ranks.dim() != 2:
         raise ValueError(f"ranks must have shape (num_queries, num_ranked), got {tuple(ranks.shape)}")
     num_queries = ranks.shape[0]
-    num_database = int(ranks.max()) + 1 if ranks.numel() else 0
     junk = [[] for _ in range(num_queries)] if junk is None else junk
     if len(positives) != num_queries or len(junk) != num_queries:
         raise ValueError(f"ranks has {num_queries} queries but positives / junk have {len(positives)} / {len(junk)}")
-    num_database = max([num_database] + [int(np.max(a)) + 1 for a in [*positives, *junk] if np.size(a)])
-    positives = _index_lists(positives, num_database, "positives")
-    junk = _index_lists(junk, num_database, "junk")
-    is_positive = _mask(positives, num_database).gather(1, ranks)  # (Q, M) in rank order
-    is_junk = _mask(junk, num_database).gather(1, ranks)
-    num_positives = torch.tensor([a.size for a in positives], dtype=torch.long)
-    aps, prs = _ranked_scores(is_positive, is_junk, num_positives, kappas)
+    num_database = max([int(ranks.max()) + 1 if ranks.numel() else 0]
+                       + [int(np.max(a)) + 1 for a in [*positives, *junk] if np.size(a)])
+    positives, junk = _Pairs(_index_lists(positives, num_database, "positives")), _Pairs(_index_lists(junk, num_database, "junk"))
+    inverse = _inverse_ranks(ranks, num_database)
+    row, rank = _positives_without_junk(inverse, [positives.chunk(0, num_queries)], [junk.chunk(0, num_queries)])
+    aps, prs = _scores_from_positions(row, rank, positives.lengths, kappas)
     return _summarise(aps, prs, kappas)
 
 
 def rank_database(database: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """`(Q, N)` database indices by decreasing cosine similarity (ties in database order)."""
+    """`(Q, N)` database indices by decreasing cosine similarity (ties in the order torch's sort leaves them, as in
+    DINO's `argsort(-sim)`)."""
     similarity = F.normalize(queries.float(), dim=1) @ F.normalize(database.float(), dim=1).t()  # (Q, N)
-    return similarity.argsort(dim=1, descending=True, stable=True)
+    return similarity.argsort(dim=1, descending=True)
 
 
 def _check_retrieval_features(database: torch.Tensor, queries: torch.Tensor) -> None:
@@ -222,8 +250,8 @@ def _check_retrieval_features(database: torch.Tensor, queries: torch.Tensor) -> 
 
 
 def _chunks(num_queries: int, num_database: int, max_chunk_bytes: int):
-    # per query and database image: similarity (4 B) + ranks (8 B) + a few masks and int32 positions
-    size = max(1, max_chunk_bytes // (num_database * 24))
+    # per query and database image: similarity (4 B), ranks and inverse ranks (8 B each), the sort's scratch
+    size = max(1, max_chunk_bytes // (num_database * 32))
     return [(start, min(start + size, num_queries)) for start in range(0, num_queries, size)]
 
 
@@ -232,25 +260,24 @@ def evaluate_revisited(database: torch.Tensor, queries: torch.Tensor, gnd: list[
     """`{protocol: RetrievalScores}` of the revisited Easy / Medium / Hard protocols, from one ranking.
 
     `gnd`: per query a dict with integer arrays "easy", "hard", "junk" (database indices), as in the ground-truth
-    file. The three lists are put in rank order once; each protocol is then a union of them.
+    file. Only the listed images are looked up in the ranking (through its inverse permutation), so the cost
+    beyond the floor (matmul + argsort) is one scatter of `(Q, N)` plus work on the lists.
     """
     kappas = _check_kappas(kappas)
     _check_retrieval_features(database, queries)
     num_database = database.shape[0]
     if len(gnd) != queries.shape[0]:
         raise ValueError(f"{queries.shape[0]} query features but {len(gnd)} ground-truth entries")
-    lists = {name: _index_lists([g[name] for g in gnd], num_database, f"gnd {name!r}") for name in GND_LISTS}
+    lists = {name: _Pairs(_index_lists([g[name] for g in gnd], num_database, f"gnd {name!r}")) for name in GND_LISTS}
     per_protocol = {p: ([], []) for p in protocols}
     for start, end in _chunks(queries.shape[0], num_database, max_chunk_bytes):
-        ranks = rank_database(database, queries[start:end])  # (c, N)
-        ranked = {name: _mask(lists[name][start:end], num_database, ranks.device).gather(1, ranks) for name in GND_LISTS}
+        inverse = _inverse_ranks(rank_database(database, queries[start:end]), num_database)  # (c, N)
+        chunk = {name: pairs.chunk(start, end) for name, pairs in lists.items()}
         for protocol in protocols:
             ok, ignore = PROTOCOLS[protocol]
-            positive = ranked[ok[0]] if len(ok) == 1 else ranked[ok[0]] | ranked[ok[1]]
-            junk = ranked[ignore[0]] | ranked[ignore[1]] if len(ignore) == 2 else ranked[ignore[0]]
-            # revisitop's len(qgnd) of the concatenated lists
-            num_positives = torch.tensor([sum(lists[name][i].size for name in ok) for i in range(start, end)], dtype=torch.long)
-            aps, prs = _ranked_scores(positive, junk, num_positives, kappas)
+            row, rank = _positives_without_junk(inverse, [chunk[n] for n in ok], [chunk[n] for n in ignore])
+            num_positives = sum(lists[n].lengths[start:end] for n in ok)  # revisitop's len(qgnd) of the concatenation
+            aps, prs = _scores_from_positions(row, rank, num_positives.to(inverse.device), kappas)
             per_protocol[protocol][0].append(aps)
             per_protocol[protocol][1].append(prs)
     return {p: _summarise(torch.cat(a), torch.cat(b), kappas) for p, (a, b) in per_protocol.items()}
@@ -271,8 +298,8 @@ def evaluate_by_label(database: torch.Tensor, database_labels: torch.Tensor, que
     aps, prs = [], []
     for start, end in _chunks(queries.shape[0], database.shape[0], max_chunk_bytes):
         ranks = rank_database(database, queries[start:end])  # (c, N)
-        positive = database_labels[ranks] == query_labels[start:end, None]  # (c, N) in rank order
-        a, p = _ranked_scores(positive, None, per_label[query_labels[start:end]], kappas)
+        row, rank = (database_labels[ranks] == query_labels[start:end, None]).nonzero(as_tuple=True)  # row-major: sorted
+        a, p = _scores_from_positions(row, rank, per_label[query_labels[start:end]], kappas)
         aps.append(a)
         prs.append(p)
     return _summarise(torch.cat(aps), torch.cat(prs), kappas)
