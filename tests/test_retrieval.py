@@ -52,7 +52,7 @@ def _reference_compute_ap(ranks, nres):
     return ap
 
 
-def _reference_compute_map(ranks, gnd, kappas=[]):  # ranks: (db_size, num_queries), as revisitop's
+def _reference_compute_map(ranks, gnd, kappas=()):  # ranks: (db_size, num_queries), as revisitop's
     map = 0.0
     nq = len(gnd)
     aps = np.zeros(nq)
@@ -140,6 +140,15 @@ def test_hand_computed_map_and_precision_of_the_three_protocols():
             rows = [p for p in HAND_P[protocol] if p is not None]
             assert list(scores.mp.values()) == pytest.approx(np.mean(rows, axis=0).tolist(), abs=1e-12)
     assert by_features["hard"].map == pytest.approx(23 / 80)  # query 0 alone: (1/4 + 13/40) / 2
+    # every query without a hard image: mAP undefined, reported as null and kept off the model card
+    no_hard = [{**g, "hard": np.array([], dtype=np.int64)} for g in HAND_GND]
+    hard = evaluate_revisited(database, queries, no_hard)["hard"]
+    assert np.isnan(hard.map) and hard.num_empty == 2 and all(np.isnan(v) for v in hard.mp.values())
+    from modeling_attg_mae.evaluation.retrieval import _row
+    from modeling_attg_mae.hub import eval_results_from_rows
+
+    row = _row("query", "hard", hard, 10, False)
+    assert row["map"] is None and row["mp_at_k"]["1"] is None and eval_results_from_rows([row], "toy", "cls") == []
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -156,7 +165,7 @@ def test_compute_map_equals_revisitops_on_random_rankings(seed):
         if seed % 2:  # odd seeds: junk overlapping the positives, as a careless ground truth could have
             junk = np.concatenate([junk, easy[:1]])
         gnd.append({"easy": easy, "hard": hard, "junk": junk})
-    for protocol, (ok, ignore) in PROTOCOLS.items():
+    for ok, ignore in PROTOCOLS.values():
         positives = [np.concatenate([g[n] for n in ok]) for g in gnd]
         junk = [np.concatenate([g[n] for n in ignore]) for g in gnd]
         expected = _reference_compute_map(ranks, [{"ok": p, "junk": j} for p, j in zip(positives, junk)], kappas)
