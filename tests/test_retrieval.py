@@ -398,6 +398,10 @@ def test_bad_inputs_fail_before_any_feature_is_extracted(checkpoint, tmp_path): 
     cfg = {"imlist": ["a"], "qimlist": ["q"], "gnd": [{"bbx": [0, 0, 1, 1], "easy": [0], "junk": []}]}
     (tmp_path / "lists.json").write_text(json.dumps(cfg))
     _expect_error(tmp_path, checkpoint, r"gnd\[0\] \(query 'q'\) has no key\(s\) \['hard'\]", {"gnd_file": str(tmp_path / "lists.json")})
+    cfg["gnd"][0]["hard"] = [3]
+    (tmp_path / "index.json").write_text(json.dumps(cfg))
+    _expect_error(tmp_path, checkpoint, r"index.json: gnd\[0\]\['hard'\] holds index 3, outside the database \[0, 1\)",
+                  {"gnd_file": str(tmp_path / "index.json")})
     (tmp_path / "empty.json").write_text(json.dumps({"imlist": ["a"], "qimlist": [], "gnd": []}))
     _expect_error(tmp_path, checkpoint, "'qimlist' is empty: the query set is empty", {"gnd_file": str(tmp_path / "empty.json")})
     (tmp_path / "toy5" / "jpg" / "db4_b.jpg").unlink()

@@ -145,19 +145,20 @@ def _check_kappas(kappas) -> tuple[int, ...]:
     return kappas
 
 
-def _index_lists(lists, num_database: int, what: str) -> list[np.ndarray]:
-    """Every list as an int64 array of database indices; checked in one pass over all of them (the messages name
-    the query)."""
+def _index_lists(lists, num_database: int, names) -> list[np.ndarray]:
+    """Every list as an int64 array of database indices, checked in one pass over all of them; `names[i]` (or
+    `f"{names}[{i}]"` for a string) says in error messages which list is wrong."""
+    label = (lambda i: names[i]) if not isinstance(names, str) else (lambda i: f"{names}[{i}]")
     arrays = [np.asarray(values).reshape(-1) for values in lists]
     for i, array in enumerate(arrays):
         if array.size and not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"{what} of query {i} must hold integer database indices, got dtype {array.dtype}")
+            raise ValueError(f"{label(i)} must hold integer database indices, got dtype {array.dtype}")
     arrays = [array.astype(np.int64, copy=False) for array in arrays]
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
     if flat.size and (flat.min() < 0 or flat.max() >= num_database):
         i = next(i for i, a in enumerate(arrays) if a.size and (a.min() < 0 or a.max() >= num_database))
         bad = int(arrays[i].min() if arrays[i].min() < 0 else arrays[i].max())
-        raise ValueError(f"{what} of query {i} holds index {bad}, outside the database [0, {num_database})")
+        raise ValueError(f"{label(i)} holds index {bad}, outside the database [0, {num_database})")
     return arrays
 
 
@@ -268,7 +269,8 @@ def evaluate_revisited(database: torch.Tensor, queries: torch.Tensor, gnd: list[
     num_database = database.shape[0]
     if len(gnd) != queries.shape[0]:
         raise ValueError(f"{queries.shape[0]} query features but {len(gnd)} ground-truth entries")
-    lists = {name: _Pairs(_index_lists([g[name] for g in gnd], num_database, f"gnd {name!r}")) for name in GND_LISTS}
+    lists = {name: _Pairs(_index_lists([g[name] for g in gnd], num_database, [f"gnd[{i}][{name!r}]" for i in range(len(gnd))]))
+             for name in GND_LISTS}
     per_protocol = {p: ([], []) for p in protocols}
     for start, end in _chunks(queries.shape[0], num_database, max_chunk_bytes):
         inverse = _inverse_ranks(rank_database(database, queries[start:end]), num_database)  # (c, N)
@@ -389,7 +391,7 @@ def check_gnd(cfg, path="<gnd>") -> dict:
         absent = [key for key in GND_LISTS if key not in entry]
         if absent:
             raise ValueError(f"{path}: gnd[{index}] (query {qimlist[index]!r}) has no key(s) {absent} (it has {sorted(entry)})")
-        lists = _index_lists([entry[key] for key in GND_LISTS], len(imlist), f"{path}: gnd[{index}] easy/hard/junk")
+        lists = _index_lists([entry[key] for key in GND_LISTS], len(imlist), [f"{path}: gnd[{index}][{key!r}]" for key in GND_LISTS])
         gnd.append({"bbx": _bbx(entry.get("bbx"), path, index), **dict(zip(GND_LISTS, lists))})
     return {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}
 
@@ -468,8 +470,8 @@ class RevisitedImages:
     """The database or query images of a ground truth as rows `{"image": PIL image}` (queries cropped to their
     box), for `extract_split_features`."""
 
-    def __init__(self, paths: list[str], boxes: list | None = None):
-        self.paths, self.boxes = paths, boxes
+    def __init__(self, paths: list[str], boxes: list | None = None, split: str | None = None):
+        self.paths, self.boxes, self.split = paths, boxes, split
 
     def __len__(self):
         return len(self.paths)
@@ -477,7 +479,7 @@ class RevisitedImages:
     def __getitem__(self, index):
         from ..data.images import decode_image, to_rgb_image
 
-        image = to_rgb_image(decode_image(self.paths[index], index))
+        image = to_rgb_image(decode_image(self.paths[index], index, self.split))  # errors name the file
         if self.boxes is not None and self.boxes[index] is not None:
             image = image.crop(self.boxes[index])
         return {"image": image}
@@ -618,8 +620,8 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
         cache_hits[split] = hit
         return result
 
-    database = features("database", RevisitedImages(database_paths))
-    queries = features("query", RevisitedImages(query_paths, boxes))
+    database = features("database", RevisitedImages(database_paths, split="database"))
+    queries = features("query", RevisitedImages(query_paths, boxes, split="query"))
     payload = {
         "schema_version": 1, "checkpoint": info.model_name_or_path, "dataset": dataset_label, "input": "revisited",
         "gnd_file": str(gnd_file), "images_dir": str(folder), "crop_queries": retrieval_args.crop_queries,
@@ -666,7 +668,6 @@ def _run_labelled(model_args, data_args, run_args, retrieval_args, dataset, acce
     return payload
 
 
-
 def run_retrieval(model_args, data_args, run_args, retrieval_args, dataset=None, accelerator=None) -> dict:
     """Retrieval mAP / mP@k of a frozen encoder; returns the results payload (schema in the
     module docstring).
@@ -686,8 +687,6 @@ def run_retrieval(model_args, data_args, run_args, retrieval_args, dataset=None,
             raise ValueError("pass either a dataset or retrieval_args.gnd_file, not both")
         return _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
     return _run_labelled(model_args, data_args, run_args, retrieval_args, dataset, accelerator)
-
-
 
 
 def format_retrieval_table(payload: dict) -> str:
