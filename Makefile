@@ -36,7 +36,7 @@ test-min: $(VENV_MIN)/.installed
 test-all: test test-min
 
 # speed and cost benchmarks (each prints ratios against its baseline, run side by side)
-BENCHMARKS = overhead pretrain_throughput knn attention_maps knn_monitor_overhead linear_probe_sweep
+BENCHMARKS = overhead pretrain_throughput knn attention_maps knn_monitor_overhead linear_probe_sweep retrieval
 
 benchmarks: install
 	for f in $(BENCHMARKS); do $(PYTHON) benchmarks/$$f.py || exit 1; done

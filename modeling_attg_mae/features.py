@@ -9,12 +9,17 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from transformers import ViTMAEForPreTraining, ViTMAEModel
 
 from .modeling_attg_mae import patch_grid
 
-Pooling = Literal["cls", "mean", "cls+mean"]
-POOLINGS = ("cls", "mean", "cls+mean")
+Pooling = Literal["cls", "mean", "cls+mean", "gem"]
+POOLINGS = ("cls", "mean", "cls+mean", "gem")
+# GeM (Radenovic et al., cirtorch's `gem`): (mean_n x_n^p)^(1/p) per channel, p = 3, with x clamped at eps first
+GEM_P, GEM_EPS = 3.0, 1e-6
+# DINO's `multi_scale` (utils.py, used by eval_image_retrieval / eval_copy_detection)
+MULTI_SCALES = (1.0, 2 ** -0.5, 0.5)
 
 
 @contextmanager
@@ -64,7 +69,10 @@ def extract_features(
     Args:
         model: `AttGViTMAEForPreTraining`, `ViTMAEForPreTraining`, `ViTMAEModel`, or any ViT-like `AutoModel`.
         pixel_values: `(B, C, H, W)` normalised images.
-        pooling: "cls" (the CLS token), "mean" (mean of the patch tokens), or "cls+mean" (both, concatenated).
+        pooling: "cls" (the CLS token), "mean" (mean of the patch tokens), "cls+mean" (both, concatenated), or
+            "gem" (generalized-mean pooling of the patch tokens, p = 3).
+        interpolate_pos_encoding: let the encoder take inputs of another size than its config's (position
+            embeddings resampled), e.g. aspect-preserving retrieval inputs or the smaller scales of multi-scale.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -76,9 +84,36 @@ def extract_features(
         features = cls
     elif pooling == "mean":
         features = patches.mean(dim=1)
+    elif pooling == "gem":
+        # GeM assumes non-negative activations (CNN features after ReLU); ViT tokens are signed, so, as cirtorch
+        # does, every entry is clamped at eps: negative entries count as ~0 rather than making the root undefined.
+        features = patches.float().clamp(min=GEM_EPS).pow(GEM_P).mean(dim=1).pow(1.0 / GEM_P)
     else:
         features = torch.cat([cls, patches.mean(dim=1)], dim=-1)
     return features.float()
 
 
-__all__ = ["extract_features", "encode_tokens", "POOLINGS"]
+@torch.no_grad()
+def extract_multi_scale_features(
+    model, pixel_values: torch.Tensor, pooling: Pooling = "cls", scales=MULTI_SCALES
+) -> torch.Tensor:
+    """L2-normalised features `(B, D)` averaged over rescaled copies of the input, as DINO's `multi_scale`.
+
+    Every scale `s` encodes `pixel_values` bilinearly resized by `s` (`align_corners=False`; scale 1 is the input
+    itself) with the position embeddings interpolated; the features are summed, divided by the number of scales
+    and L2-normalised (DINO divides by the norm of its batch of one, i.e. per image). `scales=(1.0,)` is the
+    single-scale feature, normalised.
+    """
+    scales = tuple(float(s) for s in scales)
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"scales must be a non-empty sequence of positive factors, got {scales}")
+    total = None
+    for scale in scales:
+        inputs = pixel_values if scale == 1.0 else F.interpolate(
+            pixel_values, scale_factor=scale, mode="bilinear", align_corners=False)
+        features = extract_features(model, inputs, pooling, interpolate_pos_encoding=True)  # (B, D)
+        total = features if total is None else total + features
+    return F.normalize(total / len(scales), dim=-1)
+
+
+__all__ = ["extract_features", "extract_multi_scale_features", "encode_tokens", "POOLINGS", "MULTI_SCALES"]

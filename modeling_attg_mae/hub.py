@@ -32,12 +32,32 @@ _METHOD_NAMES = {
 
 def _metric_config(row: dict, metric: str, pooling: str) -> str:
     parts = [row["method"].replace("_", "-")]
+    if row.get("protocol") is not None:  # retrieval rows only: easy / medium / hard / same-label
+        parts.append(row["protocol"].replace("_", "-"))
     if row.get("k") is not None:
         parts.append(f"k{row['k']}")
     if row.get("shots") is not None:
         parts.append(f"{row['shots']}shot")
     parts += [metric, pooling]
+    if row.get("multi_scale"):  # retrieval rows only: a multi-scale result must not replace the single-scale one
+        parts.append("ms")
     return "-".join(parts)
+
+
+def _retrieval_result(row: dict, dataset: str, pooling: str) -> EvalResult:
+    """The mAP (in percent) of a retrieval row; its mP@k stay in the results JSON."""
+    details = [row["protocol"].replace("_", " "), f"{pooling} pooling", "multi-scale" if row.get("multi_scale") else "single-scale"]
+    return EvalResult(
+        task_type="image-feature-extraction",  # a Hub task id; retrieval is a use of the frozen features
+        task_name="Image retrieval",
+        dataset_type=dataset,
+        dataset_name=dataset,
+        dataset_split=row["split"],
+        metric_type="map",
+        metric_value=round(float(row["map"]), 2),
+        metric_name=f"retrieval mAP ({', '.join(details)})",
+        metric_config=_metric_config(row, "map", pooling),
+    )
 
 
 def _metric_name(row: dict, metric: str, pooling: str) -> str:
@@ -50,9 +70,14 @@ def _metric_name(row: dict, metric: str, pooling: str) -> str:
 
 
 def eval_results_from_rows(rows: Iterable[dict], dataset: str, pooling: str) -> list[EvalResult]:
-    """One `EvalResult` per (row, top1/top5), skipping per-seed rows of few-shot runs (their mean is reported)."""
+    """One `EvalResult` per (row, top1/top5), skipping per-seed rows of few-shot runs (their mean is reported);
+    one mAP per retrieval row (`method` "retrieval"), none when its mAP is undefined (every query empty)."""
     results = []
     for row in rows:
+        if row.get("method") == "retrieval":
+            if row.get("map") is not None:
+                results.append(_retrieval_result(row, dataset, pooling))
+            continue
         if row.get("shots") is not None and row.get("seed") is not None:
             continue
         for metric in ("top1", "top5"):
@@ -73,8 +98,10 @@ def eval_results_from_rows(rows: Iterable[dict], dataset: str, pooling: str) -> 
 
 def results_table(eval_results: Sequence[EvalResult]) -> str:
     if not eval_results:
-        return "No evaluation yet: run `run_knn.py` or `run_linear_probe.py` on this folder."
-    lines = ["| dataset | split | metric | accuracy (%) |", "| --- | --- | --- | --- |"]
+        return "No evaluation yet: run `run_knn.py`, `run_linear_probe.py` or `run_retrieval.py` on this folder."
+    # k-NN / probe cards keep their "accuracy" column; one with a retrieval mAP in it says "value"
+    value = "accuracy (%)" if all(r.metric_type == "accuracy" for r in eval_results) else "value (%)"
+    lines = [f"| dataset | split | metric | {value} |", "| --- | --- | --- | --- |"]
     lines += [f"| {r.dataset_name} | {r.dataset_split} | {r.metric_name} | {r.metric_value:.2f} |" for r in eval_results]
     return "\n".join(lines)
 

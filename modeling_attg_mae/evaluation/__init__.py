@@ -1,4 +1,5 @@
-"""Off-the-shelf evaluation of frozen features: weighted k-NN, linear probe (MAE protocol), few-shot, feature cache."""
+"""Off-the-shelf evaluation of frozen features: weighted k-NN, linear probe (MAE protocol), few-shot, retrieval, feature
+cache."""
 
 from .feature_cache import cache_key, cached_features, checkpoint_fingerprint
 from .few_shot import held_out_split, mean_std, sample_few_shot
@@ -16,6 +17,7 @@ from .linear_probe import (
     train_linear_probe_on_features,
 )
 from .metrics import top_k_accuracy
+from .retrieval import compute_map, evaluate_by_label, evaluate_revisited, load_gnd, rank_database
 from .statistics import mean_and_sd, paired_comparison, student_t_quantile, student_t_two_sided_p
 
 __all__ = [
@@ -36,6 +38,11 @@ __all__ = [
     "train_linear_probe_on_features",
     "linear_probe_rank",
     "top_k_accuracy",
+    "compute_map",
+    "rank_database",
+    "evaluate_revisited",
+    "evaluate_by_label",
+    "load_gnd",
     "paired_comparison",
     "mean_and_sd",
     "student_t_two_sided_p",

@@ -1,4 +1,4 @@
-"""Argument dataclasses of `run_knn.py` and `run_linear_probe.py` (parsed with `HfArgumentParser`)."""
+"""Argument dataclasses of `run_knn.py`, `run_linear_probe.py` and `run_retrieval.py` (parsed with `HfArgumentParser`)."""
 
 from dataclasses import dataclass, field
 from typing import Literal
@@ -14,9 +14,16 @@ class EvalModelArguments:
     model_name_or_path: str = field(
         metadata={"help": "Checkpoint folder or Hub id: ours, facebook/vit-mae-*, or any ViT AutoModel (DINO, DINOv2, DeiT)."}
     )
-    pooling: Literal["cls", "mean", "cls+mean"] = field(default="cls", metadata={"help": "Global feature: CLS token, patch mean, or both."})
+    pooling: Literal["cls", "mean", "cls+mean", "gem"] = field(
+        default="cls", metadata={"help": "Global feature: CLS token, patch mean, both, or GeM (p=3) of the patch tokens."})
     cache_dir: str | None = field(default=None, metadata={"help": "Hugging Face cache for models and datasets."})
     model_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub checkpoint."})
+
+    def __post_init__(self):
+        from ..features import POOLINGS
+
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
 
 
 @dataclass
@@ -206,5 +213,50 @@ class EmbeddingPlotArguments:
         require_tsne()
 
 
+@dataclass
+class RetrievalArguments:
+    """Retrieval input and protocol; the feature's pooling is `--pooling` of the model arguments (cls, mean, gem)."""
+
+    gnd_file: str | None = field(
+        default=None,
+        metadata={"help": "Revisited Oxford / Paris ground truth: gnd_roxford5k.pkl / gnd_rparis6k.pkl (read with a restricted "
+                          "unpickler) or its JSON conversion. Default: none, the labelled dataset of the data arguments "
+                          "(train split = database, eval splits = queries, positives = same label)."},
+    )
+    images_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the gnd file's images, <name>.jpg (its jpg/ sub-folder when it has one); default: the gnd "
+                          "file's folder."},
+    )
+    image_extension: str = field(default=".jpg", metadata={"help": "Appended to the names of imlist / qimlist."})
+    crop_queries: bool = field(
+        default=True,
+        metadata={"help": "Crop every query to its bbx (the revisited protocol); false: whole query images, as DINO's script does."},
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Revisited layout: longer image side after DINO's thumbnail (aspect kept, never enlarged); default: "
+                          "the checkpoint's image_size (DINO: 224)."},
+    )
+    multi_scale: bool = field(
+        default=False, metadata={"help": "Average the features at scales 1, 1/sqrt(2), 1/2 (DINO's multi_scale), L2-normalised."}
+    )
+    kappas: list[int] = field(default_factory=lambda: [1, 5, 10], metadata={"help": "k of the mean precision at k (mP@k)."})
+    dataset_label: str | None = field(
+        default=None, metadata={"help": "Name of the revisited dataset in the JSON and the model card; default: from the gnd "
+                                        "file name (gnd_roxford5k.pkl -> roxford5k)."},
+    )
+
+    def __post_init__(self):
+        if not self.kappas or min(self.kappas) < 1:
+            raise ValueError(f"kappas must be positive integers, got {self.kappas}")
+        if self.gnd_file is None and (self.images_dir is not None or self.dataset_label is not None):
+            raise ValueError("--images_dir / --dataset_label describe the revisited layout and need --gnd_file")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {self.image_size}")
+        if not self.image_extension.startswith("."):
+            raise ValueError(f"image_extension must start with '.', got {self.image_extension!r}")
+
+
 __all__ = ["EvalModelArguments", "EvalDataArguments", "EvalRunArguments", "KNNArguments", "LinearProbeArguments",
-           "EmbeddingPlotArguments"]
+           "EmbeddingPlotArguments", "RetrievalArguments"]

@@ -157,7 +157,7 @@ class _Setup:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, split: str, scales=None) -> tuple[torch.Tensor, torch.Tensor]:
         features, labels, hit = split_features(
             self.model,
             self.info,
@@ -174,6 +174,7 @@ class _Setup:
             self.run_args.num_workers,
             self.accelerator,
             self.run_args.progress and self.is_main,
+            scales,
         )
         self.cache_hits[split] = hit
         return features, labels
@@ -199,27 +200,33 @@ class _Setup:
         names = getattr(self.dataset[self.data_args.train_split].features[self.data_args.label_column_name], "names", None)
         return list(names) if names else [str(c) for c in range(num_classes)]
 
-    def finish(self, rows: list[dict], num_classes: int, filename: str, extra: dict | None = None) -> dict:
-        """Write the JSON (the payload plus `extra`), update (and push) the model card; main process only."""
-        payload = {**self.payload(rows, num_classes), **(extra or {})}
+    def finish(self, rows: list[dict], num_classes: int, filename: str, **fields) -> dict:
+        """Write the JSON (the payload plus `fields`), update (and push) the model card; main process only."""
+        payload = {**self.payload(rows, num_classes), **fields}
         if not self.is_main:
             return payload
-        path = write_results(Path(self.run_args.output_dir) / filename, payload)
-        payload["results_file"] = str(path)
-        from ..hub import push_model_card, update_model_card_results
+        return write_results_and_card(payload, filename, self.model_args, self.run_args, _dataset_label(self.data_args))
 
-        checkpoint_dir = Path(self.model_args.model_name_or_path)
-        repo_id = self.run_args.hub_model_id or (None if checkpoint_dir.is_dir() else self.model_args.model_name_or_path)
-        if self.run_args.update_model_card and checkpoint_dir.is_dir():
-            update_model_card_results(checkpoint_dir, rows, dataset=_dataset_label(self.data_args), pooling=self.model_args.pooling)
-            payload["model_card"] = str(checkpoint_dir / "README.md")
-        if self.run_args.push_to_hub:
-            if repo_id is None:
-                raise ValueError("push_to_hub needs --hub_model_id for a local checkpoint folder")
-            if not checkpoint_dir.is_dir():
-                raise ValueError("push_to_hub updates the card of a local checkpoint folder; download the checkpoint first")
-            push_model_card(checkpoint_dir, repo_id)
-        return payload
+
+def write_results_and_card(payload: dict, filename: str, model_args, run_args, dataset_label: str) -> dict:
+    """`<output_dir>/<filename>` and the checkpoint folder's model card (pushed with `push_to_hub`); the caller
+    runs it on the main process only. Returns the payload with `results_file` (and `model_card`) added."""
+    path = write_results(Path(run_args.output_dir) / filename, payload)
+    payload["results_file"] = str(path)
+    from ..hub import push_model_card, update_model_card_results
+
+    checkpoint_dir = Path(model_args.model_name_or_path)
+    repo_id = run_args.hub_model_id or (None if checkpoint_dir.is_dir() else model_args.model_name_or_path)
+    if run_args.update_model_card and checkpoint_dir.is_dir():
+        update_model_card_results(checkpoint_dir, payload["results"], dataset=dataset_label, pooling=model_args.pooling)
+        payload["model_card"] = str(checkpoint_dir / "README.md")
+    if run_args.push_to_hub:
+        if repo_id is None:
+            raise ValueError("push_to_hub needs --hub_model_id for a local checkpoint folder")
+        if not checkpoint_dir.is_dir():
+            raise ValueError("push_to_hub updates the card of a local checkpoint folder; download the checkpoint first")
+        push_model_card(checkpoint_dir, repo_id)
+    return payload
 
 
 def _accuracy_row(method: str, split: str, ranked: torch.Tensor, labels: torch.Tensor, **fields) -> dict:
@@ -315,7 +322,7 @@ def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator
             knn_args.embedding_plot_perplexity, knn_args.embedding_plot_seed,
         )
         extra = {"embedding_plot": record["image"], "embedding_coordinates": str(coordinates_path(record["image"]))}
-    payload = setup.finish(rows, num_classes, "knn_results.json", extra)
+    payload = setup.finish(rows, num_classes, "knn_results.json", **extra)
     payload["cache_hits"] = setup.cache_hits
     return payload
 

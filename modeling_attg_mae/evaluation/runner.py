@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..features import extract_features
+from ..features import extract_features, extract_multi_scale_features
 from .feature_cache import cache_key, cached_features, checkpoint_fingerprint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -227,8 +227,12 @@ def extract_split_features(
     accelerator=None,
     progress: bool = True,
     split: str | None = None,
+    scales=None,
 ) -> torch.Tensor:
     """Features `(N, D)` of every image of a split (named `split` in error messages), in dataset order.
+
+    `scales=None`: `extract_features` at the transform's size. A sequence of factors: the retrieval features of
+    `extract_multi_scale_features` (position embeddings interpolated, so images of any size; L2-normalised).
 
     With an `accelerate.Accelerator` of several processes, process r encodes the r-th contiguous shard (padded
     to equal length with the last index), one `gather` collects them, and the padding is dropped: every process
@@ -249,7 +253,11 @@ def extract_split_features(
     )
     chunks = []
     for pixel_values in tqdm(loader, desc=f"features [{rank}/{world}]", unit="batch", disable=not progress):
-        chunks.append(extract_features(model, pixel_values.to(device), pooling))  # (b, D)
+        pixel_values = pixel_values.to(device)
+        if scales is None:
+            chunks.append(extract_features(model, pixel_values, pooling))  # (b, D)
+        else:
+            chunks.append(extract_multi_scale_features(model, pixel_values, pooling, scales))  # (b, D)
     features = torch.cat(chunks)  # (per_process, D)
     if world > 1:
         features = accelerator.gather(features.contiguous())  # (world * per_process, D), rank-major
@@ -272,8 +280,10 @@ def split_features(
     num_workers: int = 0,
     accelerator=None,
     progress: bool = True,
+    scales=None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """`(features (N, D), labels (N,), cache_hit)` of one split, through the feature cache."""
+    """`(features (N, D), labels (N,), cache_hit)` of one split, through the feature cache (`scales`: see
+    `extract_split_features`)."""
     check_split(dataset, split)
     split_dataset = dataset[split]
     check_label_column(split_dataset, split, image_column, label_column)
@@ -285,25 +295,32 @@ def split_features(
         transform=info.transform_description(),
         pooling=pooling,
     )
+    if scales is not None:  # only then: the k-NN / probe keys (and their cache files) stay what they were
+        key["scales"] = [float(s) for s in scales]
 
     def compute():
         features = extract_split_features(
             model, split_dataset, image_column, transform, pooling, batch_size, num_workers, accelerator, progress,
-            split,
+            split, scales,
         )
         return features, labels
 
-    is_main = accelerator is None or accelerator.is_main_process
-    # Every process must agree on hit or miss (a miss runs a collective gather), so all read the same file state
-    # before the main process writes.
-    if accelerator is not None and cache_dir is not None:
-        accelerator.wait_for_everyone()
-    features, cached_labels, hit = cached_features(cache_dir, key, compute, overwrite_cache, write=is_main)
-    if accelerator is not None and cache_dir is not None:
-        accelerator.wait_for_everyone()
+    features, cached_labels, hit = cached_features_of_all_processes(cache_dir, key, compute, overwrite_cache, accelerator)
     if not torch.equal(cached_labels, labels):
         raise ValueError(f"cached labels of split {split!r} differ from the dataset's; rerun with overwrite_cache")
     return features, labels, hit
+
+
+def cached_features_of_all_processes(cache_dir, key: dict, compute, overwrite: bool = False, accelerator=None):
+    """`cached_features` when every process runs this: only the main process writes, and all of them read the
+    same file state, because they must agree on hit or miss (a miss runs a collective gather)."""
+    is_main = accelerator is None or accelerator.is_main_process
+    if accelerator is not None and cache_dir is not None:
+        accelerator.wait_for_everyone()
+    result = cached_features(cache_dir, key, compute, overwrite, write=is_main)
+    if accelerator is not None and cache_dir is not None:
+        accelerator.wait_for_everyone()
+    return result
 
 
 def write_results(path: str | os.PathLike, payload: dict) -> Path:
@@ -325,5 +342,6 @@ __all__ = [
     "num_classes_of",
     "extract_split_features",
     "split_features",
+    "cached_features_of_all_processes",
     "write_results",
 ]
