@@ -242,15 +242,15 @@ def render(records_dir: str, results_md: str, draw: bool) -> str:
     return "\n\n".join([head] + blocks)
 
 
-def write_between_markers(path: str, text: str) -> None:
+def write_between_markers(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
     with open(path) as f:
         content = f.read()
-    if content.count(BEGIN) != 1 or content.count(END) != 1 or content.index(BEGIN) > content.index(END):
-        raise ValueError(f"{path} must hold {BEGIN} once, followed by {END} once")
-    before, rest = content.split(BEGIN)
-    after = rest.split(END)[1]
+    if content.count(begin) != 1 or content.count(end) != 1 or content.index(begin) > content.index(end):
+        raise ValueError(f"{path} must hold {begin} once, followed by {end} once")
+    before, rest = content.split(begin)
+    after = rest.split(end)[1]
     with open(path, "w") as f:
-        f.write(f"{before}{BEGIN}\n{text}\n{END}{after}")
+        f.write(f"{before}{begin}\n{text}\n{end}{after}")
 
 
 def main(argv: list[str] | None = None) -> None:
