@@ -228,7 +228,8 @@ def extract_split_features(
     progress: bool = True,
     split: str | None = None,
 ) -> torch.Tensor:
-    """Features `(N, D)` of every image of a split (named `split` in error messages), in dataset order.
+    """Features `(N, D)` of every image of a split (named `split` in error messages), in dataset order; with
+    `pooling="tokens"`, the tokens `(N, 1 + P, D)` (see `extract_features`).
 
     With an `accelerate.Accelerator` of several processes, process r encodes the r-th contiguous shard (padded
     to equal length with the last index), one `gather` collects them, and the padding is dropped: every process
@@ -249,10 +250,10 @@ def extract_split_features(
     )
     chunks = []
     for pixel_values in tqdm(loader, desc=f"features [{rank}/{world}]", unit="batch", disable=not progress):
-        chunks.append(extract_features(model, pixel_values.to(device), pooling))  # (b, D)
-    features = torch.cat(chunks)  # (per_process, D)
+        chunks.append(extract_features(model, pixel_values.to(device), pooling))  # (b, D) or (b, 1 + P, D)
+    features = torch.cat(chunks)  # (per_process, ...)
     if world > 1:
-        features = accelerator.gather(features.contiguous())  # (world * per_process, D), rank-major
+        features = accelerator.gather(features.contiguous())  # (world * per_process, ...), rank-major
     return features[:num_images].cpu()
 
 
@@ -273,7 +274,8 @@ def split_features(
     accelerator=None,
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """`(features (N, D), labels (N,), cache_hit)` of one split, through the feature cache."""
+    """`(features (N, D), labels (N,), cache_hit)` of one split, through the feature cache (`(N, 1 + P, D)` tokens
+    with `pooling="tokens"`, cached under their own key)."""
     check_split(dataset, split)
     split_dataset = dataset[split]
     check_label_column(split_dataset, split, image_column, label_column)
@@ -306,6 +308,13 @@ def split_features(
     return features, labels, hit
 
 
+def token_features_gb(info: EncoderInfo, num_images: int) -> float:
+    """Size in GB (1e9 bytes) of the float32 tokens `(num_images, 1 + P, D)` of `extract_features(..., "tokens")`
+    at the evaluation transform's size; known from the config alone, so it is checked before any image is encoded."""
+    num_tokens = 1 + (info.image_size // info.patch_size) ** 2
+    return num_images * num_tokens * info.hidden_size * 4 / 1e9
+
+
 def write_results(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,5 +334,6 @@ __all__ = [
     "num_classes_of",
     "extract_split_features",
     "split_features",
+    "token_features_gb",
     "write_results",
 ]
