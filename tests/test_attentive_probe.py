@@ -197,10 +197,14 @@ def test_attentive_bad_input_fails_clearly_and_before_any_work(checkpoint, tmp_p
     with pytest.raises(ValueError, match="--attentive_num_heads 5 does not divide the tokens' width 32"):
         run_linear_probe(model_args, data_args, run_args, heads, dataset=dataset)
     small = LinearProbeArguments(mode="features", head="attentive", attentive_num_heads=4, max_token_cache_gb=1e-6)
-    # (24 + 12) images x 17 tokens x 32 dims x 4 bytes = 78336 bytes
-    with pytest.raises(ValueError, match=r"would hold 0.0 GB .*36 images of splits train, validation x 17 tokens x 32 "
-                                         r"dims\), over --max_token_cache_gb 1e-06; raise --max_token_cache_gb"):
+    # (2 x 24 train (the sweep's copy) + 12) images x 17 tokens x 32 dims x 4 bytes = 130560 bytes = 0.00013 GB
+    with pytest.raises(ValueError, match=r"would hold 0.0 GB .*\(60 images x 17 tokens x 32 dims: splits train, "
+                                         r"validation, the train split twice for the lr sweep\), over "
+                                         r"--max_token_cache_gb 1e-06; raise --max_token_cache_gb"):
         run_linear_probe(model_args, data_args, run_args, small, dataset=dataset)
+    from modeling_attg_mae.evaluation.runner import load_encoder, token_features_gb
+
+    assert token_features_gb(load_encoder(str(checkpoint))[1], 60) == pytest.approx(130560 / 1e9)
     assert not (tmp_path / "cache").exists()  # no image was encoded
 
 

@@ -156,8 +156,9 @@ class LinearProbeArguments:
     max_token_cache_gb: float = field(
         default=16.0,
         metadata={"help": "Attentive head: the float32 tokens of the train and eval splits (images x (1 + patches) x width "
-                          "x 4 bytes) are held in memory by every process and cached on disk; a run whose estimate "
-                          "exceeds this many GB stops before encoding anything."},
+                          "x 4 bytes; the train split twice with the lr sweep, which copies it) are held in memory by "
+                          "every process and cached on disk; a run whose estimate exceeds this many GB stops before "
+                          "encoding anything."},
     )
 
     def __post_init__(self):

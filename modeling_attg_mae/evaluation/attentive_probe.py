@@ -11,14 +11,14 @@ classifier reads the pooled vector.
 
 The query outputs are averaged, not concatenated: the queries are interchangeable (any permutation of them is
 the same head), averaging keeps the classifier at D x C whatever Q is, so that more queries add only Q x D
-parameters; timm's `AttentionPoolLatent(pool="avg")` does the same. The LayerNorm on the tokens plays the part of
+parameters; timm's `AttentionPoolLatent(pool_type="avg")` does the same. The LayerNorm on the tokens plays the part of
 the linear probe's `BatchNorm1d(affine=False)`: frozen MAE features have very different scales per dimension.
 
 Training: AdamW (betas 0.9 / 0.999), weight decay on the projection and classifier weights only (not on biases,
 norms or the queries, as MAE and timm exclude biases, norms and tokens), linear warmup then half-cycle cosine
-(`linear_probe.learning_rate_at`, through the shared training loop `_fit`), cross-entropy, `lr = base_lr * batch / 256` like the linear probe. The lr / weight decay
-are picked by the same held-out sweep as the linear probe's (`select_on_held_out`): one head per grid point, all
-trained in one pass over the same batches.
+(`linear_probe.learning_rate_at`, through the shared training loop `_fit`), cross-entropy, and
+`lr = base_lr * batch / 256` as for the linear probe. The lr / weight decay are picked by the same held-out sweep
+as the linear probe's (`select_on_held_out`): one head per grid point, all trained in one pass over the same batches.
 """
 
 from collections.abc import Sequence
@@ -42,7 +42,7 @@ DEFAULT_ATTENTIVE_LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 DEFAULT_ATTENTIVE_BASE_LR = 1e-3
 # MAE's AdamW weight decay (pre-training and fine-tuning).
 DEFAULT_ATTENTIVE_WEIGHT_DECAY = 0.05
-# 8 divides every standard ViT width (192, 384, 768, 1024, 1280, 1536) and the tests' 32.
+# timm's `AttentionPoolLatent` default; 8 divides every standard ViT width (192, 384, 768, 1024, 1280, 1536).
 DEFAULT_ATTENTIVE_NUM_HEADS = 8
 ADAMW_BETAS = (0.9, 0.999)
 

@@ -332,17 +332,22 @@ def _degenerate_advice(fast: bool, sweep: bool) -> str:
             "or use --mode features, which picks the lr on held-out train images")
 
 
-def _check_token_memory(setup, splits: list[str], max_gb: float) -> None:
+def _check_token_memory(setup, train_split: str, eval_splits: list[str], sweep: bool, max_gb: float) -> None:
     """The attentive probe holds every split's tokens in memory: refuse, before encoding anything, a run whose
-    tokens would not fit under `max_gb` (the alternative, streaming tokens from disk every epoch, is not built)."""
-    num_images = sum(len(setup.dataset[split]) for split in splits)
+    tokens would not fit under `max_gb` (the alternative, streaming tokens from disk every epoch, is not built).
+
+    The lr sweep indexes the train tokens into fit and held-out parts, a second copy of them: counted too.
+    """
+    train_copies = 2 if sweep else 1
+    num_images = train_copies * len(setup.dataset[train_split]) + sum(len(setup.dataset[s]) for s in eval_splits)
     size = token_features_gb(setup.info, num_images)
     if size > max_gb:
         num_tokens = 1 + (setup.info.image_size // setup.info.patch_size) ** 2
         world = setup.accelerator.num_processes
         raise ValueError(
-            f"the attentive probe would hold {size:.1f} GB of float32 tokens in memory ({num_images} images of splits "
-            f"{', '.join(splits)} x {num_tokens} tokens x {setup.info.hidden_size} dims"
+            f"the attentive probe would hold {size:.1f} GB of float32 tokens in memory ({num_images} images x "
+            f"{num_tokens} tokens x {setup.info.hidden_size} dims: splits {', '.join([train_split, *eval_splits])}"
+            f"{', the train split twice for the lr sweep' if sweep else ''}"
             f"{f', in each of the {world} processes' if world > 1 else ''}), over --max_token_cache_gb {max_gb:g}; "
             f"raise --max_token_cache_gb if the machine has the memory (the feature cache needs as much disk), "
             f"evaluate fewer images (--eval_splits, a smaller --train_split), or use --head linear"
@@ -376,13 +381,14 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
         head_fields = {"attentive_num_queries": probe_args.attentive_num_queries,
                        "attentive_num_heads": probe_args.attentive_num_heads}
         check_attentive_head(setup.info.hidden_size, probe_args.attentive_num_heads, probe_args.attentive_num_queries)
-        _check_token_memory(setup, [data_args.train_split, *setup.eval_splits], probe_args.max_token_cache_gb)
+        _check_token_memory(setup, data_args.train_split, setup.eval_splits, sweep, probe_args.max_token_cache_gb)
     # fast mode trains on these; the protocol's held-out check sweeps on them
     train_features, _ = setup.features(data_args.train_split)
     num_features = train_features.shape[-1]
     eval_features = {split: setup.features(split) for split in setup.eval_splits}
     suffix = "_features" if fast else ""
-    method, few_shot_method = ("attentive_probe", "attentive_few_shot") if attentive else ("linear_probe" + suffix, "linear_few_shot" + suffix)
+    method, few_shot_method = (("attentive_probe", "attentive_few_shot") if attentive
+                               else ("linear_probe" + suffix, "linear_few_shot" + suffix))
     schedule = dict(epochs=probe_args.epochs, warmup_epochs=probe_args.warmup_epochs)
     progress = run_args.progress and setup.is_main
     if not fast:
