@@ -61,7 +61,7 @@ def encode_tokens(model, pixel_values: torch.Tensor, interpolate_pos_encoding: b
 
 @torch.no_grad()
 def extract_features(
-    model, pixel_values: torch.Tensor, pooling: Pooling = "cls", interpolate_pos_encoding: bool = False
+    model, pixel_values: torch.Tensor, pooling: Pooling | Literal["tokens"] = "cls", interpolate_pos_encoding: bool = False
 ) -> torch.Tensor:
     """Global image features `(B, D)` (`(B, 2 * D)` for "cls+mean") in float32, or with `pooling="tokens"` the
     tokens themselves, `(B, 1 + N, D)`: CLS then the N patches in row-major order.
