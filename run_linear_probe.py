@@ -6,6 +6,7 @@ Single process (the embedded synthetic dataset by default):
     python run_linear_probe.py --model_name_or_path outputs/demo --base_lr 10 --epochs 30
     python run_linear_probe.py --model_name_or_path outputs/demo --mode features --few_shot 10 25 50
     python run_linear_probe.py --model_name_or_path outputs/demo --mode features --sweep false --base_lr 3
+    python run_linear_probe.py --model_name_or_path outputs/demo --mode features --head attentive --few_shot 10
 
 Several processes (features sharded and gathered; in protocol mode the head trains data-parallel):
 
@@ -19,6 +20,9 @@ in one pass, picks the best on a held-out slice of the train split (`--held_out_
 and retrains on all of it; `--sweep false --base_lr X` trains once with a fixed lr. The protocol keeps its
 fixed `--base_lr` and reports the same sweep as `held_out_check`. A head that predicts one class for nearly
 every image, or whose training loss stays at log(num_classes), is flagged `degenerate` with a warning.
+`--head attentive` (features mode only) trains an attentive probe (learned queries cross-attending to every
+token, AdamW, the same held-out sweep) on cached tokens `(N, 1 + patches, width)`, refused up front when they would
+exceed `--max_token_cache_gb`.
 Results: `<output_dir>/linear_probe_results.json` and the checkpoint folder's README.md.
 """
 

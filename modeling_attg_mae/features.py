@@ -20,6 +20,10 @@ POOLINGS = ("cls", "mean", "cls+mean", "gem")
 GEM_P, GEM_EPS = 3.0, 1e-6
 # DINO's `multi_scale` (utils.py, used by eval_image_retrieval / eval_copy_detection)
 MULTI_SCALES = (1.0, 2 ** -0.5, 0.5)
+# Not a global feature but every token, for heads that pool for themselves (the attentive probe): CLS + patches
+# `(B, 1 + N, D)`, register tokens dropped so that every encoder gives the same layout. Kept out of POOLINGS, which
+# lists what k-NN and the linear probe accept.
+TOKENS = "tokens"
 
 
 @contextmanager
@@ -62,25 +66,29 @@ def encode_tokens(model, pixel_values: torch.Tensor, interpolate_pos_encoding: b
 
 @torch.no_grad()
 def extract_features(
-    model, pixel_values: torch.Tensor, pooling: Pooling = "cls", interpolate_pos_encoding: bool = False
+    model, pixel_values: torch.Tensor, pooling: Pooling | Literal["tokens"] = "cls", interpolate_pos_encoding: bool = False
 ) -> torch.Tensor:
-    """Global image features `(B, D)` (`(B, 2 * D)` for "cls+mean") in float32.
+    """Global image features `(B, D)` (`(B, 2 * D)` for "cls+mean") in float32, or with `pooling="tokens"` the
+    tokens themselves, `(B, 1 + N, D)`: CLS then the N patches in row-major order.
 
     Args:
         model: `AttGViTMAEForPreTraining`, `ViTMAEForPreTraining`, `ViTMAEModel`, or any ViT-like `AutoModel`.
         pixel_values: `(B, C, H, W)` normalised images.
         pooling: "cls" (the CLS token), "mean" (mean of the patch tokens), "cls+mean" (both, concatenated), or
-            "gem" (generalized-mean pooling of the patch tokens, p = 3).
+            "gem" (generalized-mean pooling of the patch tokens, p = 3), or "tokens" (no pooling: CLS + patch tokens,
+            register tokens dropped).
         interpolate_pos_encoding: let the encoder take inputs of another size than its config's (position
             embeddings resampled), e.g. aspect-preserving retrieval inputs or the smaller scales of multi-scale.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling not in (*POOLINGS, TOKENS):
+        raise ValueError(f"pooling must be one of {(*POOLINGS, TOKENS)}, got {pooling!r}")
     if pixel_values.dim() != 4:
         raise ValueError(f"pixel_values must have shape (B, C, H, W), got {tuple(pixel_values.shape)}")
     tokens, prefix = encode_tokens(model, pixel_values, interpolate_pos_encoding)
     cls, patches = tokens[:, 0], tokens[:, prefix:]  # (B, D), (B, N, D)
-    if pooling == "cls":
+    if pooling == TOKENS:
+        features = torch.cat([cls[:, None], patches], dim=1)  # (B, 1 + N, D)
+    elif pooling == "cls":
         features = cls
     elif pooling == "mean":
         features = patches.mean(dim=1)
@@ -116,4 +124,4 @@ def extract_multi_scale_features(
     return F.normalize(total / len(scales), dim=-1)
 
 
-__all__ = ["extract_features", "extract_multi_scale_features", "encode_tokens", "POOLINGS", "MULTI_SCALES"]
+__all__ = ["extract_features", "extract_multi_scale_features", "encode_tokens", "POOLINGS", "MULTI_SCALES", "TOKENS"]

@@ -27,6 +27,8 @@ _METHOD_NAMES = {
     "linear_probe_features": "linear probe (cached features)",
     "linear_few_shot": "few-shot linear probe",
     "linear_few_shot_features": "few-shot linear probe (cached features)",
+    "attentive_probe": "attentive probe (cached tokens)",
+    "attentive_few_shot": "few-shot attentive probe (cached tokens)",
 }
 
 
@@ -64,7 +66,8 @@ def _metric_name(row: dict, metric: str, pooling: str) -> str:
     details = [f"k={row['k']}" if row.get("k") is not None else None, f"{row['shots']}-shot" if row.get("shots") else None]
     if row.get("num_seeds"):
         details.append(f"mean of {row['num_seeds']} seeds")
-    details.append(f"{pooling} pooling")
+    # the attentive probe pools for itself over every token: "tokens pooling" would misname it
+    details.append("all tokens" if pooling == "tokens" else f"{pooling} pooling")
     label = "top-1" if metric == "top1" else "top-5"
     return f"{_METHOD_NAMES.get(row['method'], row['method'])} {label} ({', '.join(d for d in details if d)})"
 

@@ -1,6 +1,12 @@
-"""Off-the-shelf evaluation of frozen features: weighted k-NN, linear probe (MAE protocol), few-shot, retrieval, feature
-cache."""
+"""Off-the-shelf evaluation of frozen features: weighted k-NN, linear probe (MAE protocol), attentive probe,
+few-shot, retrieval, feature cache."""
 
+from .attentive_probe import (
+    AttentiveProbeHead,
+    attentive_probe_num_parameters,
+    select_attentive_probe_hparams,
+    train_attentive_probe_on_features,
+)
 from .feature_cache import cache_key, cached_features, checkpoint_fingerprint
 from .few_shot import held_out_split, mean_std, sample_few_shot
 from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE, knn_classify
@@ -37,6 +43,10 @@ __all__ = [
     "train_linear_probe",
     "train_linear_probe_on_features",
     "linear_probe_rank",
+    "AttentiveProbeHead",
+    "attentive_probe_num_parameters",
+    "train_attentive_probe_on_features",
+    "select_attentive_probe_hparams",
     "top_k_accuracy",
     "compute_map",
     "rank_database",

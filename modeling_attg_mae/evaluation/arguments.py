@@ -3,10 +3,24 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .attentive_probe import (
+    DEFAULT_ATTENTIVE_BASE_LR,
+    DEFAULT_ATTENTIVE_LR_GRID,
+    DEFAULT_ATTENTIVE_NUM_HEADS,
+    DEFAULT_ATTENTIVE_WEIGHT_DECAY,
+)
 from .embedding_plot import DEFAULT_MAX_POINTS, DEFAULT_PERPLEXITY, check_embedding_plot_arguments, require_tsne
 from .few_shot import held_out_count
 from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE
 from .linear_probe import DEFAULT_LR_GRID
+
+# The optimisation flags' defaults per head, filled in when left unset: LARS (linear, MAE's recipe) and AdamW
+# (attentive) want lrs four orders of magnitude apart, so one default cannot serve both.
+PROBE_DEFAULTS = {
+    "linear": {"base_lr": 0.1, "weight_decay": 0.0, "lr_grid": list(DEFAULT_LR_GRID), "weight_decay_grid": [0.0]},
+    "attentive": {"base_lr": DEFAULT_ATTENTIVE_BASE_LR, "weight_decay": DEFAULT_ATTENTIVE_WEIGHT_DECAY,
+                  "lr_grid": list(DEFAULT_ATTENTIVE_LR_GRID), "weight_decay_grid": [DEFAULT_ATTENTIVE_WEIGHT_DECAY]},
+}
 
 
 @dataclass
@@ -130,33 +144,72 @@ class LinearProbeArguments:
         default="protocol",
         metadata={"help": "protocol: MAE's (augmented images every epoch); features: fast, on cached un-augmented features."},
     )
+    head: Literal["linear", "attentive"] = field(
+        default="linear",
+        metadata={"help": "linear: BatchNorm + Linear on the pooled feature (--pooling); attentive: learned queries "
+                          "cross-attend to all last-layer tokens (CLS + patches; --pooling is not used). attentive "
+                          "needs --mode features."},
+    )
     epochs: int = field(default=90, metadata={"help": "Training epochs (MAE: 90)."})
     warmup_epochs: float = field(default=10, metadata={"help": "Linear warmup epochs (MAE: 10)."})
     probe_batch_size: int = field(default=256, metadata={"help": "Effective batch of the probe (MAE: 16384); lr = base_lr * batch / 256."})
-    base_lr: float = field(
-        default=0.1,
-        metadata={"help": "Protocol mode, and features mode with --sweep false (MAE: 0.1). LARS moves weights by ~lr * 0.001 * |w| "
-                          "per step, so small datasets need a larger one."},
+    base_lr: float | None = field(
+        default=None,
+        metadata={"help": "Protocol mode, and features mode with --sweep false. Default: 0.1 for the linear head (MAE; "
+                          "LARS moves weights by ~lr * 0.001 * |w| per step, so small datasets need a larger one), "
+                          "1e-3 for the attentive head (AdamW)."},
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "Weight decay on the head's weights with a fixed lr (MAE: 0)."})
+    weight_decay: float | None = field(
+        default=None,
+        metadata={"help": "Weight decay with a fixed lr. Default: 0 for the linear head (MAE), 0.05 for the attentive head "
+                          "(its weight matrices only)."})
     sweep: bool = field(
         default=True,
         metadata={"help": "Features mode and its few-shot probes: pick base_lr / weight_decay from the grids on a held-out slice "
                           "of the train split, then retrain on all of it. false: train once with --base_lr / --weight_decay."},
     )
-    lr_grid: list[float] = field(
-        default_factory=lambda: list(DEFAULT_LR_GRID),
-        metadata={"help": "Base lrs of the sweep, all trained in one pass (protocol mode: its held-out check)."},
+    lr_grid: list[float] | None = field(
+        default=None,
+        metadata={"help": "Base lrs of the sweep, all trained in one pass (protocol mode: its held-out check). Default: "
+                          f"{' '.join(f'{v:g}' for v in DEFAULT_LR_GRID)} (linear), "
+                          f"{' '.join(f'{v:g}' for v in DEFAULT_ATTENTIVE_LR_GRID)} (attentive)."},
     )
-    weight_decay_grid: list[float] = field(default_factory=lambda: [0.0], metadata={"help": "Weight decays of the sweep."})
+    weight_decay_grid: list[float] | None = field(
+        default=None, metadata={"help": "Weight decays of the sweep. Default: 0 (linear), 0.05 (attentive)."})
     held_out_fraction: float = field(
         default=0.15, metadata={"help": "Share of every class of the train split held out to pick the lr (never an eval split)."}
     )
     few_shot: list[int] = field(
         default_factory=list, metadata={"help": "Images per class for few-shot linear probes, e.g. 10 25 50 (paper Table 7)."}
     )
+    attentive_num_queries: int = field(
+        default=1, metadata={"help": "Attentive head: learned queries; their outputs are averaged before the classifier."})
+    attentive_num_heads: int = field(
+        default=DEFAULT_ATTENTIVE_NUM_HEADS, metadata={"help": "Attentive head: attention heads; must divide the encoder's width."})
+    max_token_cache_gb: float = field(
+        default=16.0,
+        metadata={"help": "Attentive head: the float32 tokens of the train and eval splits (images x (1 + patches) x width "
+                          "x 4 bytes; the train split twice with the lr sweep, which copies it) are held in memory by "
+                          "every process and cached on disk; a run whose estimate exceeds this many GB stops before "
+                          "encoding anything."},
+    )
 
     def __post_init__(self):
+        if self.head not in PROBE_DEFAULTS:
+            raise ValueError(f"head must be one of {sorted(PROBE_DEFAULTS)}, got {self.head!r}")
+        for name, default in PROBE_DEFAULTS[self.head].items():
+            if getattr(self, name) is None:
+                setattr(self, name, list(default) if isinstance(default, list) else default)
+        if self.head == "attentive" and self.mode == "protocol":
+            raise ValueError(
+                "--head attentive trains on cached tokens of un-augmented images: pass --mode features (the protocol "
+                "mode, augmented images encoded every epoch, exists for the linear head only)"
+            )
+        if self.attentive_num_queries < 1 or self.attentive_num_heads < 1:
+            raise ValueError(f"--attentive_num_queries and --attentive_num_heads must be >= 1, got "
+                             f"{self.attentive_num_queries} and {self.attentive_num_heads}")
+        if not self.max_token_cache_gb > 0:
+            raise ValueError(f"--max_token_cache_gb must be > 0, got {self.max_token_cache_gb}")
         if self.epochs < 1 or self.probe_batch_size < 2 or self.base_lr <= 0 or not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(
                 f"need epochs >= 1, probe_batch_size >= 2, base_lr > 0, 0 <= warmup_epochs <= epochs; got {self}"

@@ -2,9 +2,11 @@
 
 Key = checkpoint (its path or Hub id + a hash of its weights, or the Hub commit), dataset (its description and
 the split's `datasets` fingerprint), split, evaluation transform (size, crop, mean/std, interpolation) and
-pooling. Any change gives a new file, so a stale entry is never read; `overwrite=True` recomputes anyway.
-File: `<cache_dir>/<sha256 of the key>.safetensors` with tensors "features" `(N, D)` float32 and
-"labels" `(N,)` int64, and the key itself as JSON in the metadata (for humans and for a collision check).
+pooling ("cls", "mean", "cls+mean", or "tokens": every token, for the attentive probe; the key's format is
+unchanged, so entries written before "tokens" existed stay valid). Any change gives a new file, so a stale entry is
+never read; `overwrite=True` recomputes anyway.
+File: `<cache_dir>/<sha256 of the key>.safetensors` with tensors "features" `(N, D)` (tokens: `(N, 1 + P, D)`)
+float32 and "labels" `(N,)` int64, and the key itself as JSON in the metadata (for humans and for a collision check).
 """
 
 import hashlib

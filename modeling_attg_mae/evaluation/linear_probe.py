@@ -158,20 +158,23 @@ def _fit(
     warmup_epochs: float,
     progress: bool,
     backward: Callable[[torch.Tensor], None] | None = None,
+    optimizer_class: Callable[[list[dict]], torch.optim.Optimizer] = LARS,
+    desc: str = "linear probe",
 ) -> torch.Tensor:
-    """The one training loop: cross-entropy, LARS, the schedule set every step; the head ends in eval mode.
+    """The one training loop: cross-entropy, LARS (or `optimizer_class`: the attentive probe's AdamW), the
+    schedule set every step; the head ends in eval mode.
 
-    `param_groups` are LARS groups, one per head, each with its own `peak_lr` and `weight_decay`. The heads'
-    losses are summed for the backward pass: no parameter is shared, so each head gets exactly its own
-    gradient. Returns each head's mean training loss over the last epoch, `(G,)`.
+    `param_groups` are optimizer groups, each with its own `peak_lr` and `weight_decay` (the linear probe: one per
+    head; the attentive probe: two per head, decayed and not). The heads' losses are summed for the backward
+    pass: no parameter is shared, so each head gets exactly its own gradient. Returns each head's mean training
+    loss over the last epoch, `(G,)`, G = the heads the forward pass returns.
     """
-    optimizer = LARS(param_groups)
+    optimizer = optimizer_class(param_groups)
     backward = backward or (lambda loss: loss.backward())
     head.train()
-    bar = tqdm(total=epochs * steps_per_epoch, desc="linear probe", unit="step", disable=not progress)
-    last_epoch_loss = torch.zeros(len(param_groups))
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress)
     for epoch in range(epochs):
-        last_epoch_loss = torch.zeros(len(param_groups))
+        last_epoch_loss = 0.0  # becomes (G,) at the first step
         for step, (features, labels) in enumerate(epoch_batches(epoch)):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(epoch + step / steps_per_epoch, group["peak_lr"], epochs, warmup_epochs)
@@ -179,7 +182,7 @@ def _fit(
             optimizer.zero_grad(set_to_none=True)
             backward(losses.sum())
             optimizer.step()
-            last_epoch_loss += losses.detach().cpu()
+            last_epoch_loss = last_epoch_loss + losses.detach().cpu()
             bar.update(1)
             bar.set_postfix(loss=f"{losses.min().item():.3f}", refresh=False)
     bar.close()
@@ -324,11 +327,27 @@ def select_linear_probe_hparams(
     The sweep trains on the rest of `features` (the eval splits are never seen); the best held-out top-1 wins,
     ties going to the lower held-out loss (small held-out slices tie often).
     """
+    return select_on_held_out(
+        features, labels, held_out_fraction, seed,
+        lambda *split: sweep_linear_probe_on_features(
+            *split, num_classes, base_lrs, weight_decays, epochs, warmup_epochs, batch_size, seed, progress),
+    )
+
+
+def select_on_held_out(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    held_out_fraction: float,
+    seed: int,
+    sweep: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], list[dict]],
+) -> ProbeSelection:
+    """The selection rule every probe shares (linear and attentive): `sweep(fit_x, fit_y, held_x, held_y)` returns
+    the grid's records (`base_lr`, `weight_decay`, `held_out_top1`, `held_out_loss`, `train_loss`), trained on the
+    fit part of a seeded, class-balanced `held_out_split`; the best held-out top-1 wins, ties to the lower loss."""
     fit_idx, held_idx = held_out_split(labels, held_out_fraction, seed)
-    grid = sweep_linear_probe_on_features(
+    grid = sweep(
         features[fit_idx.to(features.device)], labels[fit_idx.to(labels.device)],
-        features[held_idx.to(features.device)], labels[held_idx.to(labels.device)], num_classes,
-        base_lrs, weight_decays, epochs, warmup_epochs, batch_size, seed, progress,
+        features[held_idx.to(features.device)], labels[held_idx.to(labels.device)],
     )
     # a diverged head's held-out loss is NaN: rank it last among equal accuracies
     best = max(grid, key=lambda point: (point["held_out_top1"], -math.inf if math.isnan(point["held_out_loss"]) else -point["held_out_loss"]))
@@ -431,6 +450,7 @@ __all__ = [
     "train_linear_probe_on_features",
     "sweep_linear_probe_on_features",
     "select_linear_probe_hparams",
+    "select_on_held_out",
     "degenerate_reason",
     "linear_probe_rank",
 ]

@@ -5,7 +5,7 @@ Results JSON (`<output_dir>/knn_results.json`, `<output_dir>/linear_probe_result
     {
       "schema_version": 1,
       "checkpoint": "<model_name_or_path>", "dataset": "<dataset label>", "train_split": "train",
-      "pooling": "cls", "num_classes": 10, "num_processes": 1,
+      "pooling": "cls", "num_classes": 10, "num_processes": 1,      # "tokens" for --head attentive
       "results": [
         {"method": "knn", "split": "validation", "k": 20, "shots": null, "seed": null,
          "top1": 81.2, "top5": 97.0, "num_queries": 500},
@@ -14,12 +14,16 @@ Results JSON (`<output_dir>/knn_results.json`, `<output_dir>/linear_probe_result
          "top5": <mean>, "top1_std": ..., "top5_std": ..., "num_seeds": 3},
         {"method": "linear_probe" | "linear_probe_features", "k": null, "shots": null, "seed": 0, ...,
          "lr_selection": "held_out_sweep" | "fixed", "base_lr": 3.0, "weight_decay": 0.0, "train_loss": 0.41,
-         "degenerate": false, "degenerate_reason": null,
+         "degenerate": false, "degenerate_reason": null, "num_parameters": 7690,  # D=768, C=10
          "sweep": {"chosen_base_lr": 3.0, "chosen_weight_decay": 0.0, "held_out_split": "train",
                    "held_out_fraction": 0.15, "num_held_out": 900, "held_out_seed": 0,
                    "grid": [{"base_lr": 0.1, "weight_decay": 0.0, "held_out_top1": 24.3, "held_out_loss": ...,
                              "train_loss": ...}, ...]}},
         {"method": "linear_few_shot" | "linear_few_shot_features", "shots": 10, "seed": 0, ...}, ...
+        {"method": "attentive_probe", "k": null, "shots": null, "seed": 0, ..., "lr_selection": "held_out_sweep",
+         "base_lr": 0.001, "weight_decay": 0.05, "train_loss": ..., "degenerate": false, "degenerate_reason": null,
+         "num_parameters": 3135208, "attentive_num_queries": 1, "attentive_num_heads": 8, "sweep": {...}},  # D=768, C=1000
+        {"method": "attentive_few_shot", "shots": 10, "seed": 0, ...}, ...
       ]
     }
 
@@ -28,9 +32,12 @@ With `--save_embedding_plot`, the k-NN payload also has `"embedding_plot": "<out
 
 `top1` / `top5` are accuracies in percent. A row with `seed: null` and `num_seeds` is the mean (and sample
 std) over the seeds of the rows above it. "…_features" methods are the fast mode on cached features
-(no augmentation); "linear_probe" is MAE's protocol.
+(no augmentation); "linear_probe" is MAE's protocol. "attentive_…" rows (`--head attentive`, features mode only)
+come from the attentive probe on the cached tokens (CLS + patches) of un-augmented images; the payload's
+`pooling` is then "tokens". `num_parameters` is the probe head's trainable parameter count (linear: D x C + C;
+attentive: see `attentive_probe_num_parameters`), on every probe row, few-shot summary rows included.
 
-Linear-probe rows say how their lr was set: `lr_selection` "held_out_sweep" (features mode, the default; `sweep`
+Probe rows (linear and attentive) say how their lr was set: `lr_selection` "held_out_sweep" (features mode, the default; `sweep`
 holds the grid's held-out accuracies) or "fixed" (`--base_lr`; the protocol's row carries the same sweep on
 cached features as `held_out_check`). `degenerate` flags a head that did not train (`degenerate_reason` says
 how); the summary row of few-shot seeds is degenerate when any seed is.
@@ -43,6 +50,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..features import TOKENS
+from .attentive_probe import check_attentive_head, select_attentive_probe_hparams, train_attentive_probe_on_features
 from .embedding_plot import check_plot_sizes, coordinates_path, save_embedding_plot, subsample_split
 from .few_shot import held_out_split, mean_std, sample_few_shot
 from .knn import knn_classify
@@ -62,15 +71,13 @@ from .runner import (
     num_classes_of,
     probe_train_transform_for,
     split_features,
+    token_features_gb,
     write_results,
 )
 
 logger = logging.getLogger(__name__)
 # The protocol's fixed lr is reported as off when the best grid point beats it on the held-out slice by this much.
 HELD_OUT_CHECK_MARGIN = 5.0
-
-
-logger = logging.getLogger(__name__)
 
 
 def _load_dataset(model_args, data_args):
@@ -152,6 +159,9 @@ class _Setup:
         self.model.to(self.accelerator.device)
         self.transform = eval_transform_for(self.info)
         self.cache_hits: dict[str, bool] = {}
+        # what the features are: the global pooling, or "tokens" for the attentive probe (also its cache key and the
+        # model card's label)
+        self.pooling = model_args.pooling
 
     @property
     def is_main(self) -> bool:
@@ -167,7 +177,7 @@ class _Setup:
             self.data_args.image_column_name,
             self.data_args.label_column_name,
             self.transform,
-            self.model_args.pooling,
+            self.pooling,
             self.run_args.batch_size,
             self.run_args.feature_cache_dir,
             self.run_args.overwrite_cache,
@@ -189,7 +199,7 @@ class _Setup:
             "checkpoint": self.info.model_name_or_path,
             "dataset": _dataset_label(self.data_args),
             "train_split": self.data_args.train_split,
-            "pooling": self.model_args.pooling,
+            "pooling": self.pooling,
             "num_classes": num_classes,
             "num_processes": self.accelerator.num_processes,
             "results": rows,
@@ -205,12 +215,15 @@ class _Setup:
         payload = {**self.payload(rows, num_classes), **fields}
         if not self.is_main:
             return payload
-        return write_results_and_card(payload, filename, self.model_args, self.run_args, _dataset_label(self.data_args))
+        return write_results_and_card(payload, filename, self.model_args, self.run_args, _dataset_label(self.data_args),
+                                      self.pooling)
 
 
-def write_results_and_card(payload: dict, filename: str, model_args, run_args, dataset_label: str) -> dict:
+def write_results_and_card(payload: dict, filename: str, model_args, run_args, dataset_label: str,
+                           pooling: str | None = None) -> dict:
     """`<output_dir>/<filename>` and the checkpoint folder's model card (pushed with `push_to_hub`); the caller
-    runs it on the main process only. Returns the payload with `results_file` (and `model_card`) added."""
+    runs it on the main process only. `pooling` names the features on the card (default: `model_args.pooling`).
+    Returns the payload with `results_file` (and `model_card`) added."""
     path = write_results(Path(run_args.output_dir) / filename, payload)
     payload["results_file"] = str(path)
     from ..hub import push_model_card, update_model_card_results
@@ -218,7 +231,8 @@ def write_results_and_card(payload: dict, filename: str, model_args, run_args, d
     checkpoint_dir = Path(model_args.model_name_or_path)
     repo_id = run_args.hub_model_id or (None if checkpoint_dir.is_dir() else model_args.model_name_or_path)
     if run_args.update_model_card and checkpoint_dir.is_dir():
-        update_model_card_results(checkpoint_dir, payload["results"], dataset=dataset_label, pooling=model_args.pooling)
+        update_model_card_results(checkpoint_dir, payload["results"], dataset=dataset_label,
+                                  pooling=pooling or model_args.pooling)
         payload["model_card"] = str(checkpoint_dir / "README.md")
     if run_args.push_to_hub:
         if repo_id is None:
@@ -244,6 +258,10 @@ def _accuracy_row(method: str, split: str, ranked: torch.Tensor, labels: torch.T
     }
 
 
+# what a probe row says about its head, copied to the few-shot summary row (the same head for every seed)
+_HEAD_FIELDS = ("num_parameters", "attentive_num_queries", "attentive_num_heads")
+
+
 def _summary_row(rows: list[dict]) -> dict:
     top1, top1_std = mean_std([r["top1"] for r in rows])
     top5, top5_std = mean_std([r["top5"] for r in rows])
@@ -253,6 +271,7 @@ def _summary_row(rows: list[dict]) -> dict:
         "top1": top1, "top5": top5, "top1_std": top1_std, "top5_std": top5_std, "num_seeds": len(rows),
         "num_queries": first["num_queries"],
         **({"degenerate": any(r["degenerate"] for r in rows)} if "degenerate" in first else {}),
+        **{name: first[name] for name in _HEAD_FIELDS if name in first},
     }
 
 
@@ -405,27 +424,63 @@ def _degenerate_advice(fast: bool, sweep: bool) -> str:
             "or use --mode features, which picks the lr on held-out train images")
 
 
-def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, accelerator=None) -> dict:
-    """Linear probe (protocol or fast mode) and few-shot linear probes, each evaluated on every eval split.
+def _check_token_memory(setup, train_split: str, eval_splits: list[str], sweep: bool, max_gb: float) -> None:
+    """The attentive probe holds every split's tokens in memory: refuse, before encoding anything, a run whose
+    tokens would not fit under `max_gb` (the alternative, streaming tokens from disk every epoch, is not built).
 
-    Fast mode picks base lr / weight decay on a held-out slice of the train split (`select_linear_probe_hparams`)
-    unless `probe_args.sweep` is off; the protocol keeps its fixed recipe and gets the same sweep, on cached
-    un-augmented features, as a held-out check of its lr. Every row is checked with `degenerate_reason`.
+    The lr sweep indexes the train tokens into fit and held-out parts, a second copy of them: counted too.
+    """
+    train_copies = 2 if sweep else 1
+    num_images = train_copies * len(setup.dataset[train_split]) + sum(len(setup.dataset[s]) for s in eval_splits)
+    size = token_features_gb(setup.info, num_images)
+    if size > max_gb:
+        num_tokens = 1 + (setup.info.image_size // setup.info.patch_size) ** 2
+        world = setup.accelerator.num_processes
+        raise ValueError(
+            f"the attentive probe would hold {size:.1f} GB of float32 tokens in memory ({num_images} images x "
+            f"{num_tokens} tokens x {setup.info.hidden_size} dims: splits {', '.join([train_split, *eval_splits])}"
+            f"{', the train split twice for the lr sweep' if sweep else ''}"
+            f"{f', in each of the {world} processes' if world > 1 else ''}), over --max_token_cache_gb {max_gb:g}; "
+            f"raise --max_token_cache_gb if the machine has the memory (the feature cache needs as much disk), "
+            f"evaluate fewer images (--eval_splits, a smaller --train_split), or use --head linear"
+        )
+
+
+def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, accelerator=None) -> dict:
+    """Linear probe (protocol or fast mode) or attentive probe (fast mode), and few-shot probes, each evaluated on
+    every eval split.
+
+    Fast mode picks base lr / weight decay on a held-out slice of the train split (`select_linear_probe_hparams`,
+    or `select_attentive_probe_hparams` for `probe_args.head == "attentive"`: the same rule and slice) unless
+    `probe_args.sweep` is off; the protocol keeps its fixed recipe and gets the same sweep, on cached un-augmented
+    features, as a held-out check of its lr. Every row is checked with `degenerate_reason`.
     """
     setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
     accelerator = setup.accelerator
     fast = probe_args.mode == "features"
+    attentive = probe_args.head == "attentive"
+    if attentive and not fast:  # LinearProbeArguments refuses it too; this guards a caller that changed mode after
+        raise ValueError("--head attentive needs --mode features (cached tokens); the protocol mode is linear only")
     sweep = fast and probe_args.sweep
     seed = run_args.seeds[0]
     train_labels = torch.as_tensor(setup.dataset[data_args.train_split][data_args.label_column_name], dtype=torch.long)
     if sweep or not fast:  # a class too small to split fails here, before any feature is extracted
         held_out_split(train_labels, probe_args.held_out_fraction, seed)
+    num_classes = setup.num_classes(train_labels)
+    head_fields = {}
+    if attentive:  # a bad head shape or too many tokens fail here too, before any image is encoded
+        setup.pooling = TOKENS
+        head_fields = {"attentive_num_queries": probe_args.attentive_num_queries,
+                       "attentive_num_heads": probe_args.attentive_num_heads}
+        check_attentive_head(setup.info.hidden_size, probe_args.attentive_num_heads, probe_args.attentive_num_queries)
+        _check_token_memory(setup, data_args.train_split, setup.eval_splits, sweep, probe_args.max_token_cache_gb)
     # fast mode trains on these; the protocol's held-out check sweeps on them
     train_features, _ = setup.features(data_args.train_split)
-    num_features = train_features.shape[1]
-    num_classes = setup.num_classes(train_labels)
+    num_features = train_features.shape[-1]
     eval_features = {split: setup.features(split) for split in setup.eval_splits}
     suffix = "_features" if fast else ""
+    method, few_shot_method = (("attentive_probe", "attentive_few_shot") if attentive
+                               else ("linear_probe" + suffix, "linear_few_shot" + suffix))
     schedule = dict(epochs=probe_args.epochs, warmup_epochs=probe_args.warmup_epochs)
     progress = run_args.progress and setup.is_main
     if not fast:
@@ -433,12 +488,18 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
             setup.dataset[data_args.train_split], data_args.image_column_name, data_args.label_column_name,
             probe_train_transform_for(setup.info),
         )
+    attentive_kwargs = dict(num_queries=probe_args.attentive_num_queries, num_heads=probe_args.attentive_num_heads,
+                            device=accelerator.device)
 
     def select(features, labels, base_lrs, seed: int):
+        common = dict(held_out_fraction=probe_args.held_out_fraction, batch_size=probe_args.probe_batch_size, seed=seed,
+                      progress=progress, **schedule)
+        if attentive:  # the tokens stay in host memory; batches move to the device (see attentive_probe._train_heads)
+            return select_attentive_probe_hparams(features, labels, num_classes, base_lrs, probe_args.weight_decay_grid,
+                                                  **attentive_kwargs, **common)
         return select_linear_probe_hparams(
             features.to(accelerator.device), labels.to(accelerator.device), num_classes, base_lrs,
-            probe_args.weight_decay_grid, probe_args.held_out_fraction, batch_size=probe_args.probe_batch_size,
-            seed=seed, progress=progress, **schedule,
+            probe_args.weight_decay_grid, **common,
         )
 
     def train(indices: torch.Tensor | None, seed: int):
@@ -450,11 +511,13 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
             selection = select(features, labels, probe_args.lr_grid, seed)
             fields = {"lr_selection": "held_out_sweep", "base_lr": selection.base_lr,
                       "weight_decay": selection.weight_decay, "sweep": selection.as_dict()}
+        hparams = dict(batch_size=probe_args.probe_batch_size, base_lr=fields["base_lr"],
+                       weight_decay=fields["weight_decay"], seed=seed, progress=progress, **schedule)
+        if attentive:
+            return train_attentive_probe_on_features(features, labels, num_classes, **attentive_kwargs, **hparams), fields
         if fast:
             head = train_linear_probe_on_features(
-                features.to(accelerator.device), labels.to(accelerator.device), num_classes, batch_size=probe_args.probe_batch_size,
-                base_lr=fields["base_lr"], weight_decay=fields["weight_decay"], seed=seed, progress=progress, **schedule,
-            )
+                features.to(accelerator.device), labels.to(accelerator.device), num_classes, **hparams)
             return head, fields
         data = augmented if indices is None else Subset(augmented, indices.tolist())
         per_process = max(2, probe_args.probe_batch_size // accelerator.num_processes)
@@ -471,12 +534,14 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
 
     def evaluate(head, fields: dict, method: str, **row_fields) -> list[dict]:
         rows = []
+        num_parameters = sum(p.numel() for p in head.parameters())  # trainable: BatchNorm(affine=False) has none
         for split, (features, labels) in eval_features.items():
-            ranked = linear_probe_rank(head, features)
+            # tokens: a batch of (b, 1 + P, D) goes through the attention, so keep it at the training batch size
+            ranked = linear_probe_rank(head, features, **({"batch_size": probe_args.probe_batch_size} if attentive else {}))
             reason = degenerate_reason(ranked[:, 0], labels, num_classes, head.train_loss)
             rows.append(_accuracy_row(
                 method, split, ranked, labels, **row_fields, **fields, train_loss=head.train_loss,
-                degenerate=reason is not None, degenerate_reason=reason,
+                degenerate=reason is not None, degenerate_reason=reason, num_parameters=num_parameters, **head_fields,
             ))
         return rows
 
@@ -484,12 +549,12 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
     if not fast:
         check_grid = sorted({*probe_args.lr_grid, probe_args.base_lr})
         fields["held_out_check"] = _protocol_held_out_check(select(train_features, train_labels, check_grid, seed), probe_args.base_lr)
-    rows = evaluate(head, fields, "linear_probe" + suffix, seed=seed) if setup.is_main else []
+    rows = evaluate(head, fields, method, seed=seed) if setup.is_main else []
     for shots in probe_args.few_shot:
         per_seed = []
         for seed in run_args.seeds:
             head, fields = train(sample_few_shot(train_labels, shots, seed), seed)
-            per_seed += evaluate(head, fields, "linear_few_shot" + suffix, shots=shots, seed=seed)
+            per_seed += evaluate(head, fields, few_shot_method, shots=shots, seed=seed)
         for split in setup.eval_splits if setup.is_main else []:
             rows += [r for r in per_seed if r["split"] == split]
             rows.append(_summary_row([r for r in per_seed if r["split"] == split]))
@@ -512,7 +577,7 @@ def _warn_untrustworthy(rows: list[dict], advice: str) -> None:
     for row in rows:
         if row.get("degenerate") and row.get("seed") is not None:
             logger.warning(
-                "linear probe %s on %s (shots=%s, seed=%s) is degenerate: %s. The head did not train, so %.2f%% says "
+                "probe %s on %s (shots=%s, seed=%s) is degenerate: %s. The head did not train, so %.2f%% says "
                 "nothing about the features; %s.",
                 row["method"], row["split"], row["shots"], row["seed"], row["degenerate_reason"], row["top1"], advice,
             )
@@ -527,17 +592,19 @@ def _warn_untrustworthy(rows: list[dict], advice: str) -> None:
 
 
 def format_results_table(payload: dict) -> str:
-    """A plain-text table of the result rows (few-shot: the mean over seeds, with its std)."""
-    lines = [f"{'method':<26}{'split':<26}{'k':>5}{'shots':>7}{'top1':>13}{'top5':>9}{'base_lr':>9}  flag"]
+    """A plain-text table of the result rows (few-shot: the mean over seeds, with its std; params: the probe head's
+    trainable parameters)."""
+    lines = [f"{'method':<26}{'split':<26}{'k':>5}{'shots':>7}{'top1':>13}{'top5':>9}{'base_lr':>9}{'params':>10}  flag"]
     for row in payload["results"]:
         if row.get("shots") is not None and row.get("seed") is not None:
             continue
         top1 = f"{row['top1']:.2f}" + (f"±{row['top1_std']:.1f}" if "top1_std" in row else "")
         base_lr = f"{row['base_lr']:g}" if "base_lr" in row else "-"
+        params = f"{row['num_parameters']:,}" if "num_parameters" in row else "-"  # the probe head's, trainable
         flag = "DEGENERATE (head did not train)" if row.get("degenerate") else ""
         lines.append(
             f"{row['method']:<26}{row['split']:<26}{row['k'] or '-':>5}{row['shots'] or '-':>7}{top1:>13}{row['top5']:>9.2f}"
-            f"{base_lr:>9}  {flag}".rstrip()
+            f"{base_lr:>9}{params:>10}  {flag}".rstrip()
         )
     return "\n".join(lines)
 

@@ -229,7 +229,8 @@ def extract_split_features(
     split: str | None = None,
     scales=None,
 ) -> torch.Tensor:
-    """Features `(N, D)` of every image of a split (named `split` in error messages), in dataset order.
+    """Features `(N, D)` of every image of a split (named `split` in error messages), in dataset order; with
+    `pooling="tokens"`, the tokens `(N, 1 + P, D)` (see `extract_features`).
 
     `scales=None`: `extract_features` at the transform's size. A sequence of factors: the retrieval features of
     `extract_multi_scale_features` (position embeddings interpolated, so images of any size; L2-normalised).
@@ -255,12 +256,12 @@ def extract_split_features(
     for pixel_values in tqdm(loader, desc=f"features [{rank}/{world}]", unit="batch", disable=not progress):
         pixel_values = pixel_values.to(device)
         if scales is None:
-            chunks.append(extract_features(model, pixel_values, pooling))  # (b, D)
+            chunks.append(extract_features(model, pixel_values, pooling))  # (b, D) or (b, 1 + P, D)
         else:
             chunks.append(extract_multi_scale_features(model, pixel_values, pooling, scales))  # (b, D)
-    features = torch.cat(chunks)  # (per_process, D)
+    features = torch.cat(chunks)  # (per_process, ...)
     if world > 1:
-        features = accelerator.gather(features.contiguous())  # (world * per_process, D), rank-major
+        features = accelerator.gather(features.contiguous())  # (world * per_process, ...), rank-major
     return features[:num_images].cpu()
 
 
@@ -283,7 +284,7 @@ def split_features(
     scales=None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """`(features (N, D), labels (N,), cache_hit)` of one split, through the feature cache (`scales`: see
-    `extract_split_features`)."""
+    `extract_split_features`; `(N, 1 + P, D)` tokens with `pooling="tokens"`, cached under their own key)."""
     check_split(dataset, split)
     split_dataset = dataset[split]
     check_label_column(split_dataset, split, image_column, label_column)
@@ -323,6 +324,13 @@ def cached_features_of_all_processes(cache_dir, key: dict, compute, overwrite: b
     return result
 
 
+def token_features_gb(info: EncoderInfo, num_images: int) -> float:
+    """Size in GB (1e9 bytes) of the float32 tokens `(num_images, 1 + P, D)` of `extract_features(..., "tokens")`
+    at the evaluation transform's size; known from the config alone, so it is checked before any image is encoded."""
+    num_tokens = 1 + (info.image_size // info.patch_size) ** 2
+    return num_images * num_tokens * info.hidden_size * 4 / 1e9
+
+
 def write_results(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -343,5 +351,6 @@ __all__ = [
     "extract_split_features",
     "split_features",
     "cached_features_of_all_processes",
+    "token_features_gb",
     "write_results",
 ]
