@@ -186,28 +186,41 @@ def _image_folders(root: Path):
     return root / "train", root / "val"
 
 
-def test_two_process_accelerate_launch_matches_single_process(checkpoint, tmp_path):
+# every evaluation CLI: the same rows and, file by file, the same cached features (tokens for the attentive probe)
+# from two processes as from one
+TWO_PROCESS_CASES = {
+    "knn": ("run_knn.py", ["--ks", "1", "3"], "knn_results.json"),
+    "retrieval": ("run_retrieval.py", [], "retrieval_results.json"),
+    "attentive_probe": ("run_linear_probe.py", ["--mode", "features", "--head", "attentive", "--epochs", "4",
+                                                "--warmup_epochs", "1", "--lr_grid", "1e-3", "1e-2"],
+                        "linear_probe_results.json"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TWO_PROCESS_CASES))
+def test_two_process_accelerate_launch_matches_single_process(case, checkpoint, tmp_path):
+    script, extra, results_file = TWO_PROCESS_CASES[case]
     train_dir, val_dir = _image_folders(tmp_path)
     common = ["--model_name_or_path", str(checkpoint), "--train_dir", str(train_dir), "--validation_dir", str(val_dir),
-              "--ks", "1", "3", "--batch_size", "4", "--progress", "false", "--update_model_card", "false",
+              *extra, "--batch_size", "4", "--progress", "false", "--update_model_card", "false",
               "--cache_dir", str(tmp_path / "hf")]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     two = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "run_knn.py", *common,
+         "--mixed_precision", "no", "--dynamo_backend", "no", script, *common,
          "--output_dir", str(tmp_path / "two"), "--feature_cache_dir", str(tmp_path / "cache_two")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run(
-        [sys.executable, "run_knn.py", *common, "--output_dir", str(tmp_path / "one"), "--feature_cache_dir", str(tmp_path / "cache_one")],
+        [sys.executable, script, *common, "--output_dir", str(tmp_path / "one"), "--feature_cache_dir", str(tmp_path / "cache_one")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )
     assert one.returncode == 0, one.stderr[-3000:]
-    two_json = json.loads((tmp_path / "two" / "knn_results.json").read_text())
-    one_json = json.loads((tmp_path / "one" / "knn_results.json").read_text())
+    two_json = json.loads((tmp_path / "two" / results_file).read_text())
+    one_json = json.loads((tmp_path / "one" / results_file).read_text())
     assert (two_json["num_processes"], one_json["num_processes"]) == (2, 1)
-    assert two_json["results"] == one_json["results"]
+    assert two_json["results"] and two_json["results"] == one_json["results"]
     # the gathered features equal the single-process ones row by row (order kept across the shards)
     from safetensors.torch import load_file
 
