@@ -224,3 +224,28 @@ def test_head_dependent_defaults_and_cli_flags():
     assert (parsed.head, parsed.lr_grid, parsed.attentive_num_queries, parsed.attentive_num_heads) == (
         "attentive", [1e-3, 1e-2], 4, 12)
     assert (parsed.base_lr, parsed.weight_decay_grid, parsed.max_token_cache_gb) == (1e-3, [0.05], 64.0)
+
+
+@pytest.mark.parametrize("queries, heads, dim", [(1, 8, 128), (3, 4, 32), (2, 1, 16)])
+def test_factorised_pooling_equals_multihead_attention(queries, heads, dim):
+    """`pool` folds the key projection into the learned queries and applies the value projection after the
+    weighted sum; it must be the function nn.MultiheadAttention computes, biases included, weights too."""
+    torch.manual_seed(0)
+    head = AttentiveProbeHead(dim, 7, queries, heads)
+    with torch.no_grad():  # non-zero biases, so that dropping the key bias or misplacing the value bias shows
+        head.attention.in_proj_bias.normal_()
+        head.attention.out_proj.bias.normal_()
+    tokens = 3 * torch.randn(5, 11, dim)
+    pooled, weights = head.pool(tokens, need_weights=True)
+    keys = head.token_norm(tokens)
+    expected, expected_weights = head.attention(head.queries.expand(5, -1, -1), keys, keys, need_weights=True)
+    torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-6)
+    # and the gradients the optimiser sees
+    pooled.square().sum().backward()
+    grads = [p.grad.clone() for p in head.parameters() if p.grad is not None]
+    head.zero_grad()
+    keys = head.token_norm(tokens)
+    head.attention(head.queries.expand(5, -1, -1), keys, keys)[0].square().sum().backward()
+    for got, want in zip(grads, [p.grad for p in head.parameters() if p.grad is not None]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -103,12 +103,32 @@ class AttentiveProbeHead(nn.Module):
         self.classifier = _mae_linear(num_features, num_classes)
 
     def pool(self, tokens: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`(pooled (B, Q, D), attention (B, Q, T) averaged over heads, or None)` for tokens `(B, T, D)`."""
+        """`(pooled (B, Q, D), attention (B, Q, T) averaged over heads, or None)` for tokens `(B, T, D)`.
+
+        The same function as `self.attention(queries, x, x)` (tested to 1e-5), computed in an order that never
+        projects the T tokens: the queries are learned, not per image, so each head's key projection can be folded
+        into its query (`u_h = W_k,h^T q_h`, logits = `x . u_h`; the key bias adds the same number to every
+        token's logit and cancels in the softmax), and the value projection commutes with the attention-weighted
+        sum (`sum_t a_t (W_v x_t + b_v) = W_v (sum_t a_t x_t) + b_v`, as the weights sum to 1). That is
+        O(B T D H) per step instead of the O(B T D^2) of projecting every token: about 20x fewer multiply-adds
+        for the demo model (T = 65, D = 128, H = 8) and more for ViT-B (T = 197, D = 768), which is what makes
+        the 90-epoch sweep affordable on cached tokens.
+        """
         if tokens.dim() != 3 or tokens.shape[-1] != self.queries.shape[1]:
             raise ValueError(f"the attentive probe needs tokens (B, T, {self.queries.shape[1]}), got {tuple(tokens.shape)}")
-        keys = self.token_norm(tokens)  # (B, T, D)
-        queries = self.queries.expand(tokens.shape[0], -1, -1)  # (B, Q, D)
-        return self.attention(queries, keys, keys, need_weights=need_weights)
+        x = self.token_norm(tokens)  # (B, T, D)
+        attention = self.attention
+        num_queries, dim = self.queries.shape
+        heads, width = attention.num_heads, dim // attention.num_heads
+        w_q, w_k, w_v = attention.in_proj_weight.chunk(3)  # (D, D) each; rows h*width:(h+1)*width are head h
+        b_q, _, b_v = attention.in_proj_bias.chunk(3)
+        q = (self.queries @ w_q.T + b_q).view(num_queries, heads, width) * width**-0.5  # (Q, H, w), scaled
+        u = torch.einsum("qhw,hwd->qhd", q, w_k.view(heads, width, dim))  # (Q, H, D): keys folded into queries
+        weights = torch.einsum("btd,qhd->bqht", x, u).softmax(dim=-1)  # (B, Q, H, T)
+        pooled_x = torch.einsum("bqht,btd->bqhd", weights, x)  # (B, Q, H, D): per head, attention-weighted tokens
+        values = torch.einsum("bqhd,hwd->bqhw", pooled_x, w_v.view(heads, width, dim)) + b_v.view(heads, width)
+        pooled = attention.out_proj(values.reshape(x.shape[0], num_queries, dim))  # (B, Q, D)
+        return pooled, (weights.mean(dim=2) if need_weights else None)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         pooled, _ = self.pool(tokens)  # (B, Q, D)
