@@ -102,8 +102,8 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], link_
     lines += ["", "Attentive probe minus the features-mode linear probe of the same checkpoint (CLS, lr from the "
               "held-out sweep, measured by the method study's script on these checkpoints), mean +- sd over seeds, "
               "and the wall-clock of each evaluation (one torch thread, other jobs on the machine):", "",
-              "| arm | split | linear top-1 | attentive top-1 | attentive - linear | head parameters | retrieval s | "
-              "attentive s |", "|---|---|---|---|---|---|---|---|"]
+              "| arm | split | linear top-1 | attentive top-1 | attentive - linear | head parameters | retrieval s (CLS "
+              "features from the study's cache) | attentive s (tokens extracted, sweep, retrain) |", "|---|---|---|---|---|---|---|---|"]
     for arm, runs in arms.items():
         for split in SPLITS:
             linear, attentive = values(runs, ("linear", "top1"), split), values(runs, ("attentive", "top1"), split)
