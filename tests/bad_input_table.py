@@ -11,7 +11,8 @@ from pathlib import Path
 
 SOURCES = {
     "tests.test_bad_inputs_pretrain": "Pre-training (`run_pretrain.py`)",
-    "tests.test_bad_inputs_data": "Data, maps and evaluation (`run_knn.py`, `run_linear_probe.py`, the maps CLI)",
+    "tests.test_bad_inputs_data": "Data, maps and evaluation (`run_knn.py`, `run_linear_probe.py`, `run_retrieval.py`, "
+                                   "the maps CLI)",
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "TROUBLESHOOTING.md"
 

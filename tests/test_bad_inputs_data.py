@@ -19,6 +19,8 @@ from PIL import Image
 from transformers import BertConfig, BertModel, ResNetConfig, ResNetModel
 
 import run_knn
+import run_linear_probe
+import run_retrieval
 from modeling_attg_mae.data import PretrainCollator, PretrainTransform
 from modeling_attg_mae.evaluation import runner
 from modeling_attg_mae.evaluation.arguments import KNNArguments
@@ -94,6 +96,36 @@ def _flat_map_without_batch(ctx):
     size = model.config.image_size
     grid = size // model.config.patch_size
     return model(pixel_values=torch.zeros(2, 3, size, size), attention_map=torch.rand(grid, grid))
+
+
+def _retrieval(ctx, *flags):
+    return run_retrieval.main(["--model_name_or_path", str(ctx.checkpoint), "--output_dir", str(ctx.tmp_path / "out"),
+                               "--feature_cache_dir", str(ctx.tmp_path / "cache"), *flags])
+
+
+class _Evil:
+    """A pickle payload: unpickling it would call os.system."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo pwned",)
+
+
+def _evil_gnd(ctx):
+    import pickle
+
+    path = ctx.tmp_path / "gnd_evil.pkl"
+    path.write_bytes(pickle.dumps({"imlist": ["a"], "qimlist": ["q"], "gnd": [_Evil()]}))
+    return _retrieval(ctx, "--gnd_file", str(path))
+
+
+def _attentive(ctx, *flags):
+    train_dir, val_dir = _image_folders(ctx.tmp_path)
+    return run_linear_probe.main(["--model_name_or_path", str(ctx.checkpoint), "--train_dir", str(train_dir),
+                                  "--validation_dir", str(val_dir), "--output_dir", str(ctx.tmp_path / "out"),
+                                  "--feature_cache_dir", str(ctx.tmp_path / "cache"), "--cache_dir",
+                                  str(ctx.tmp_path / "hf"), *flags])
 
 
 # ----------------------------------------------------------------------------------------------- the table
@@ -173,6 +205,23 @@ CASES = [
     dict(id="attention-map-without-batch-dimension", input="a (4, 4) attention map of one image given to the model "
          "with a batch of 2", message=r"attention_map has shape \(4, 4\): pass \(batch, h, w\) — add a batch "
          r"dimension with map\[None\]", before=None, run=_flat_map_without_batch),
+    dict(id="retrieval-gnd-file-missing", input="`run_retrieval.py --gnd_file data/gnd_roxford5k.pkl` (no such file)",
+         message=r"ground-truth file .*gnd_roxford5k\.pkl does not exist", before="features",
+         run=lambda ctx: _retrieval(ctx, "--gnd_file", str(ctx.tmp_path / "data" / "gnd_roxford5k.pkl"))),
+    dict(id="retrieval-gnd-pickle-runs-code", input="`run_retrieval.py --gnd_file` a pickle that would call os.system",
+         message=r"refusing to load .*gnd_evil\.pkl: it references the global (posix|os|nt)\.system", before="features",
+         run=_evil_gnd),
+    dict(id="retrieval-images-dir-without-gnd", input="`run_retrieval.py --images_dir jpg/` without `--gnd_file`",
+         message=r"--images_dir / --dataset_label describe the revisited layout and need --gnd_file", before="features",
+         run=lambda ctx: _retrieval(ctx, "--images_dir", str(ctx.tmp_path))),
+    dict(id="attentive-probe-in-protocol-mode", input="`run_linear_probe.py --head attentive` (protocol mode, the default)",
+         message=r"--head attentive .* pass --mode features", before="features",
+         run=lambda ctx: _attentive(ctx, "--head", "attentive")),
+    dict(id="attentive-heads-do-not-divide-width", input="`run_linear_probe.py --mode features --head attentive "
+         "--attentive_num_heads 5` on a 32-wide encoder",
+         message=r"--attentive_num_heads 5 does not divide the tokens' width 32 .*pass one of \[1, 2, 4, 8, 16, 32\]",
+         before="features", run=lambda ctx: _attentive(ctx, "--mode", "features", "--head", "attentive",
+                                                        "--attentive_num_heads", "5")),
 ]
 
 
