@@ -418,3 +418,17 @@ def test_bad_inputs_fail_before_any_feature_is_extracted(checkpoint, tmp_path): 
     _expect_error(tmp_path, checkpoint, "split 'validation' is empty: the query set", dataset=empty, eval_splits=["validation"])
     with pytest.raises(ValueError, match="need --gnd_file"):
         RetrievalArguments(images_dir=str(tmp_path))
+
+
+def test_a_negative_label_is_refused_not_scored_as_a_miss(checkpoint, tmp_path):  # noqa: F811
+    """datasets marks a missing label -1 (e.g. a test split): such a query has no class to retrieve. It used to be
+    scored AP 0 (its positives counted from the last class, `per_label[-1]`) and averaged in, silently."""
+    database, queries = torch.randn(6, 4), torch.randn(3, 4)
+    database_labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match=r"query labels hold -1"):
+        evaluate_by_label(database, database_labels, queries, torch.tensor([0, -1, 2]))
+    with pytest.raises(ValueError, match=r"database labels hold -1"):
+        evaluate_by_label(database, torch.tensor([0, -1, 1, 1, 2, 2]), queries, torch.tensor([0, 1, 2]))
+    unlabelled = _dataset()
+    unlabelled["validation"] = unlabelled["validation"].map(lambda row: {"label": -1})
+    _expect_error(tmp_path, checkpoint, r"split 'validation' has label -1", dataset=unlabelled, eval_splits=["validation"])

@@ -295,6 +295,10 @@ def evaluate_by_label(database: torch.Tensor, database_labels: torch.Tensor, que
     if database_labels.shape != (database.shape[0],) or query_labels.shape != (queries.shape[0],):
         raise ValueError(f"labels of shapes {tuple(database_labels.shape)} / {tuple(query_labels.shape)} do not match "
                          f"{database.shape[0]} database / {queries.shape[0]} query features")
+    for name, labels in (("database", database_labels), ("query", query_labels)):
+        if labels.numel() and int(labels.min()) < 0:  # per_label[-1] would silently count the last class
+            raise ValueError(f"{name} labels hold {int(labels.min())}: a negative label (datasets' -1 = no label) has no "
+                             "class to retrieve; evaluate labelled images only")
     size = int(max(database_labels.max(), query_labels.max())) + 1
     per_label = torch.bincount(database_labels, minlength=size)
     aps, prs = [], []
@@ -647,6 +651,10 @@ def _run_labelled(model_args, data_args, run_args, retrieval_args, dataset, acce
         if len(setup.dataset[split]) == 0:
             role = "database" if split == data_args.train_split else "query"
             raise ValueError(f"split {split!r} is empty: the {role} set of the retrieval has no image")
+        labels = setup.dataset[split][data_args.label_column_name]
+        if min(labels) < 0:  # datasets' -1 = no label: the query would have no positive, and mAP would be wrong
+            raise ValueError(f"split {split!r} has label {min(labels)} (no label): label-based retrieval needs every "
+                             f"image of the database and query splits labelled; choose labelled splits (--train_split / --eval_splits)")
     # single scale: the k-NN features (same cache entries); multi-scale: DINO's average, L2-normalised
     scales = MULTI_SCALES if retrieval_args.multi_scale else None
     database, database_labels = setup.features(data_args.train_split, scales)
