@@ -432,3 +432,17 @@ def test_a_negative_label_is_refused_not_scored_as_a_miss(checkpoint, tmp_path):
     unlabelled = _dataset()
     unlabelled["validation"] = unlabelled["validation"].map(lambda row: {"label": -1})
     _expect_error(tmp_path, checkpoint, r"split 'validation' has label -1", dataset=unlabelled, eval_splits=["validation"])
+
+
+def test_convert_gnd_writes_only_a_json_target(tmp_path):
+    """A target without `.json` used to be written, then fail to load (load_gnd reads .pkl / .json by suffix): a
+    file nothing reads, a traceback after the write; with --overwrite onto the pickle it replaced the original."""
+    source = tmp_path / "gnd_toy.pkl"
+    original = pickle.dumps(_gnd_dict(), protocol=2)
+    source.write_bytes(original)
+    with pytest.raises(ValueError, match=r"gnd_toy.txt: the JSON conversion is written to a \.json file"):
+        convert_gnd(source, tmp_path / "gnd_toy.txt")
+    assert not (tmp_path / "gnd_toy.txt").exists()
+    with pytest.raises(ValueError, match=r"\.json file"):
+        retrieval_main(["convert-gnd", str(source), str(source), "--overwrite"])
+    assert source.read_bytes() == original

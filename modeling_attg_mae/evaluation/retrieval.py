@@ -429,6 +429,9 @@ def convert_gnd(source, target, overwrite: bool = False) -> Path:
     """Write the ground truth of `source` (pickle or JSON) as JSON to `target`; an existing `target` is kept
     unless `overwrite`."""
     target = Path(target)
+    if target.suffix.lower() != ".json":  # load_gnd reads by suffix: anything else would be a file nothing reads
+        raise ValueError(f"{target}: the JSON conversion is written to a .json file (load_gnd and --gnd_file read "
+                         "ground truths by suffix); give a target ending in .json")
     if target.exists() and not overwrite:
         raise ValueError(f"{target} exists; pass --overwrite to replace it")
     gnd = load_gnd(source)
