@@ -446,3 +446,23 @@ def test_convert_gnd_writes_only_a_json_target(tmp_path):
     with pytest.raises(ValueError, match=r"\.json file"):
         retrieval_main(["convert-gnd", str(source), str(source), "--overwrite"])
     assert source.read_bytes() == original
+
+
+def test_whole_query_images_do_not_replace_the_cropped_protocol_on_the_card(checkpoint, tmp_path):  # noqa: F811
+    """`--crop_queries false` is not the revisited protocol (queries cropped to their box); its mAP used to take
+    the same card entry as the cropped run's and replace it, under the same name."""
+    import run_retrieval as cli
+
+    gnd_file = _revisited_layout(tmp_path / "toy6")
+    argv = ["--model_name_or_path", str(checkpoint), "--gnd_file", str(gnd_file), "--output_dir", str(tmp_path / "out"),
+            "--feature_cache_dir", str(tmp_path / "cache"), "--progress", "false"]
+    cropped = cli.main(argv)
+    whole = cli.main([*argv, "--crop_queries", "false"])
+    assert [r["crop_queries"] for r in cropped["results"]] == [True] * 3
+    assert [r["crop_queries"] for r in whole["results"]] == [False] * 3
+    card = ModelCard.load(checkpoint / "README.md")
+    entries = {r.metric_config: r for r in card.data.eval_results if r.dataset_name == "toy5"}  # gnd_toy5.pkl
+    rows = {r["protocol"]: r for r in cropped["results"]}
+    for protocol in ("easy", "medium", "hard"):
+        assert entries[f"retrieval-{protocol}-map-cls"].metric_value == round(rows[protocol]["map"], 2)
+        assert "whole query images" in entries[f"retrieval-{protocol}-map-cls-whole"].metric_name
