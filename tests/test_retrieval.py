@@ -466,3 +466,18 @@ def test_whole_query_images_do_not_replace_the_cropped_protocol_on_the_card(chec
     for protocol in ("easy", "medium", "hard"):
         assert entries[f"retrieval-{protocol}-map-cls"].metric_value == round(rows[protocol]["map"], 2)
         assert "whole query images" in entries[f"retrieval-{protocol}-map-cls-whole"].metric_name
+
+
+def test_thumbnail_output_size_is_pils():
+    """The patch check before extraction predicts the thumbnail's size; it used plain rounding where PIL picks the
+    floor or ceiling closer in aspect (518x896 -> PIL 129x224, predicted 130x224)."""
+    from modeling_attg_mae.evaluation.retrieval import ThumbnailTransform
+
+    transform = ThumbnailTransform(224, (0.5,) * 3, (0.5,) * 3)
+    sizes = [(518, 896), (648, 7), (604, 4), (1272, 8), (717, 8), (48, 40), (40, 56), (224, 100), (1000, 1000), (3, 999)]
+    rng = np.random.default_rng(0)
+    sizes += [tuple(int(v) for v in rng.integers(1, 1500, 2)) for _ in range(300)]
+    for width, height in sizes:
+        image = Image.new("L", (width, height))
+        image.thumbnail((224, 224), Image.Resampling.LANCZOS)
+        assert transform.output_size(width, height) == image.size, (width, height)

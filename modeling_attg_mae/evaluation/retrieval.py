@@ -462,12 +462,17 @@ class ThumbnailTransform:
         return to_normalized_tensor(image, self.mean, self.std)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """`(width, height)` after `thumbnail` (PIL's rounding: the longer side becomes `size`)."""
+        """`(width, height)` after `thumbnail`: the longer side becomes `size`, the other is PIL's choice of floor or
+        ceiling, whichever keeps the aspect ratio closer (Pillow's `preserve_aspect_ratio`), at least 1."""
         if max(width, height) <= self.size:
             return width, height
-        if width >= height:
-            return self.size, max(1, round(height * self.size / width))
-        return max(1, round(width * self.size / height)), self.size
+        x = y = self.size
+        aspect = width / height
+        if x / y >= aspect:
+            x = max(min(math.floor(y * aspect), math.ceil(y * aspect), key=lambda n: abs(aspect - n / y)), 1)
+        else:
+            y = max(min(math.floor(x / aspect), math.ceil(x / aspect), key=lambda n: 0 if n == 0 else abs(aspect - x / n)), 1)
+        return x, y
 
     def description(self) -> dict:
         return {"name": "thumbnail", "image_size": self.size, "interpolation": "lanczos", "mean": list(self.mean),
