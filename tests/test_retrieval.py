@@ -481,3 +481,17 @@ def test_thumbnail_output_size_is_pils():
         image = Image.new("L", (width, height))
         image.thumbnail((224, 224), Image.Resampling.LANCZOS)
         assert transform.output_size(width, height) == image.size, (width, height)
+
+
+def test_restricted_loader_refuses_bytes_of_a_size(tmp_path):
+    """`bytes(n)` / `bytearray(n)` are allowed for the buffers protocol 2 stores, but with an int they allocate n
+    zero bytes: a 40-byte file could ask for 100 GB. No pickled buffer is built that way; refuse it."""
+    for name in ("bytes", "bytearray"):
+        path = tmp_path / f"gnd_{name}.pkl"
+        # protocol 0 by hand: builtins.<name>(100000000000)
+        path.write_bytes(f"cbuiltins\n{name}\n(I100000000000\ntR.".encode())
+        with pytest.raises(ValueError, match=rf"{name}\(100000000000\)"):
+            load_gnd_pickle(path)
+    path = tmp_path / "gnd_ok.pkl"
+    path.write_bytes(pickle.dumps({**_gnd_dict(), "extra": [b"", b"ab", bytearray(b"cd")]}, protocol=2))
+    assert load_gnd_pickle(path)["extra"] == [b"", b"ab", bytearray(b"cd")]

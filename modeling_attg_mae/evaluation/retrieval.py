@@ -333,6 +333,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _SAFE_GLOBALS:
             raise _ForbiddenGlobal(f"{module}.{name}")
+        if name in ("bytes", "bytearray"):
+            return _sized_buffer_refused(name)
         if module.startswith("numpy.core.") and hasattr(np, "_core"):
             module = "numpy._core." + module[len("numpy.core."):]  # numpy 2's name, without its deprecation shim
         return super().find_class(module, name)
@@ -340,6 +342,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 class _ForbiddenGlobal(pickle.UnpicklingError):
     pass
+
+
+def _sized_buffer_refused(name: str):
+    """`bytes` / `bytearray` as pickles use them (no argument, or a string and its encoding), but not `bytes(n)`:
+    n zero bytes from a few bytes of file, an allocation as large as the file asks."""
+    kind = {"bytes": bytes, "bytearray": bytearray}[name]
+
+    def build(*args):
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError(f"{name}({args[0]}) would allocate {args[0]} bytes; a pickled buffer is "
+                                         "never built from a size")
+        return kind(*args)
+
+    return build
 
 
 def load_gnd_pickle(path) -> dict:
