@@ -45,6 +45,8 @@ def _metric_config(row: dict, metric: str, pooling: str) -> str:
         parts.append("ms")
     if row.get("crop_queries") is False:  # revisited rows only: whole query images are not the protocol's crops
         parts.append("whole")
+    if row.get("image_size_is_default") is False:  # revisited rows only: another --image_size, another protocol
+        parts.append(f"{row['image_size']}px")
     return "-".join(parts)
 
 
@@ -53,6 +55,8 @@ def _retrieval_result(row: dict, dataset: str, pooling: str) -> EvalResult:
     details = [row["protocol"].replace("_", " "), f"{pooling} pooling", "multi-scale" if row.get("multi_scale") else "single-scale"]
     if row.get("crop_queries") is False:
         details.append("whole query images")
+    if row.get("image_size_is_default") is False:
+        details.append(f"{row['image_size']}-px images")
     return EvalResult(
         task_type="image-feature-extraction",  # a Hub task id; retrieval is a use of the frozen features
         task_name="Image retrieval",

@@ -495,3 +495,22 @@ def test_restricted_loader_refuses_bytes_of_a_size(tmp_path):
     path = tmp_path / "gnd_ok.pkl"
     path.write_bytes(pickle.dumps({**_gnd_dict(), "extra": [b"", b"ab", bytearray(b"cd")]}, protocol=2))
     assert load_gnd_pickle(path)["extra"] == [b"", b"ab", bytearray(b"cd")]
+
+
+def test_another_image_size_does_not_replace_the_default_size_on_the_card(checkpoint, tmp_path):  # noqa: F811
+    """`--image_size` changes the protocol (revisitop's 1024 px vs DINO's 224); a run at another size used to take
+    the default-size run's card entry and replace its mAP under the same name."""
+    import run_retrieval as cli
+
+    gnd_file = _revisited_layout(tmp_path / "toy7")
+    argv = ["--model_name_or_path", str(checkpoint), "--gnd_file", str(gnd_file), "--output_dir", str(tmp_path / "out"),
+            "--feature_cache_dir", str(tmp_path / "cache"), "--progress", "false", "--dataset_label", "toy7"]
+    default = cli.main(argv)
+    smaller = cli.main([*argv, "--image_size", "16"])
+    assert {r["image_size"] for r in default["results"]} == {32} and {r["image_size"] for r in smaller["results"]} == {16}
+    card = ModelCard.load(checkpoint / "README.md")
+    entries = {r.metric_config: r for r in card.data.eval_results if r.dataset_name == "toy7"}
+    rows = {r["protocol"]: r for r in default["results"]}
+    for protocol in ("easy", "medium", "hard"):
+        assert entries[f"retrieval-{protocol}-map-cls"].metric_value == round(rows[protocol]["map"], 2)
+        assert "16-px images" in entries[f"retrieval-{protocol}-map-cls-16px"].metric_name

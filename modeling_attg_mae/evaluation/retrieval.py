@@ -37,7 +37,7 @@ Results JSON, `<output_dir>/retrieval_results.json`, schema version 1:
         {"method": "retrieval", "split": "query" | "<eval split>", "protocol": "easy" | "medium" | "hard" | "same_label",
          "map": 61.3, "mp_at_k": {"1": 85.7, "5": 80.0, "10": 74.1}, "num_queries": 70, "num_empty": 0,
          "num_database": 4993, "multi_scale": false, "k": null, "shots": null, "seed": null,
-         revisited only: "crop_queries": true}, ...
+         revisited only: "crop_queries": true, "image_size": 224, "image_size_is_default": true (the checkpoint's)}, ...
       ]
     }
 
@@ -662,7 +662,8 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
         return {**payload, "cache_hits": cache_hits}
     scores = evaluate_revisited(database.to(accelerator.device), queries.to(accelerator.device), gnd["gnd"], retrieval_args.kappas)
     payload["results"] = [{**_row("query", p, s, len(database_paths), retrieval_args.multi_scale),
-                           "crop_queries": retrieval_args.crop_queries} for p, s in scores.items()]
+                           "crop_queries": retrieval_args.crop_queries, "image_size": image_size,
+                           "image_size_is_default": image_size == info.image_size} for p, s in scores.items()]
     _warn_empty(payload["results"])
     payload = write_results_and_card(payload, RESULTS_FILE, model_args, run_args, dataset_label)
     payload["cache_hits"] = cache_hits
