@@ -43,12 +43,20 @@ def _metric_config(row: dict, metric: str, pooling: str) -> str:
     parts += [metric, pooling]
     if row.get("multi_scale"):  # retrieval rows only: a multi-scale result must not replace the single-scale one
         parts.append("ms")
+    if row.get("crop_queries") is False:  # revisited rows only: whole query images are not the protocol's crops
+        parts.append("whole")
+    if row.get("image_size_is_default") is False:  # revisited rows only: another --image_size, another protocol
+        parts.append(f"{row['image_size']}px")
     return "-".join(parts)
 
 
 def _retrieval_result(row: dict, dataset: str, pooling: str) -> EvalResult:
     """The mAP (in percent) of a retrieval row; its mP@k stay in the results JSON."""
     details = [row["protocol"].replace("_", " "), f"{pooling} pooling", "multi-scale" if row.get("multi_scale") else "single-scale"]
+    if row.get("crop_queries") is False:
+        details.append("whole query images")
+    if row.get("image_size_is_default") is False:
+        details.append(f"{row['image_size']}-px images")
     return EvalResult(
         task_type="image-feature-extraction",  # a Hub task id; retrieval is a use of the frozen features
         task_name="Image retrieval",

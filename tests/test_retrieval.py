@@ -418,3 +418,99 @@ def test_bad_inputs_fail_before_any_feature_is_extracted(checkpoint, tmp_path): 
     _expect_error(tmp_path, checkpoint, "split 'validation' is empty: the query set", dataset=empty, eval_splits=["validation"])
     with pytest.raises(ValueError, match="need --gnd_file"):
         RetrievalArguments(images_dir=str(tmp_path))
+
+
+def test_a_negative_label_is_refused_not_scored_as_a_miss(checkpoint, tmp_path):  # noqa: F811
+    """datasets marks a missing label -1 (e.g. a test split): such a query has no class to retrieve. It used to be
+    scored AP 0 (its positives counted from the last class, `per_label[-1]`) and averaged in, silently."""
+    database, queries = torch.randn(6, 4), torch.randn(3, 4)
+    database_labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match=r"query labels hold -1"):
+        evaluate_by_label(database, database_labels, queries, torch.tensor([0, -1, 2]))
+    with pytest.raises(ValueError, match=r"database labels hold -1"):
+        evaluate_by_label(database, torch.tensor([0, -1, 1, 1, 2, 2]), queries, torch.tensor([0, 1, 2]))
+    unlabelled = _dataset()
+    unlabelled["validation"] = unlabelled["validation"].map(lambda row: {"label": -1})
+    _expect_error(tmp_path, checkpoint, r"split 'validation' has label -1", dataset=unlabelled, eval_splits=["validation"])
+
+
+def test_convert_gnd_writes_only_a_json_target(tmp_path):
+    """A target without `.json` used to be written, then fail to load (load_gnd reads .pkl / .json by suffix): a
+    file nothing reads, a traceback after the write; with --overwrite onto the pickle it replaced the original."""
+    source = tmp_path / "gnd_toy.pkl"
+    original = pickle.dumps(_gnd_dict(), protocol=2)
+    source.write_bytes(original)
+    with pytest.raises(ValueError, match=r"gnd_toy.txt: the JSON conversion is written to a \.json file"):
+        convert_gnd(source, tmp_path / "gnd_toy.txt")
+    assert not (tmp_path / "gnd_toy.txt").exists()
+    with pytest.raises(ValueError, match=r"\.json file"):
+        retrieval_main(["convert-gnd", str(source), str(source), "--overwrite"])
+    assert source.read_bytes() == original
+
+
+def test_whole_query_images_do_not_replace_the_cropped_protocol_on_the_card(checkpoint, tmp_path):  # noqa: F811
+    """`--crop_queries false` is not the revisited protocol (queries cropped to their box); its mAP used to take
+    the same card entry as the cropped run's and replace it, under the same name."""
+    import run_retrieval as cli
+
+    gnd_file = _revisited_layout(tmp_path / "toy6")
+    argv = ["--model_name_or_path", str(checkpoint), "--gnd_file", str(gnd_file), "--output_dir", str(tmp_path / "out"),
+            "--feature_cache_dir", str(tmp_path / "cache"), "--progress", "false"]
+    cropped = cli.main(argv)
+    whole = cli.main([*argv, "--crop_queries", "false"])
+    assert [r["crop_queries"] for r in cropped["results"]] == [True] * 3
+    assert [r["crop_queries"] for r in whole["results"]] == [False] * 3
+    card = ModelCard.load(checkpoint / "README.md")
+    entries = {r.metric_config: r for r in card.data.eval_results if r.dataset_name == "toy5"}  # gnd_toy5.pkl
+    rows = {r["protocol"]: r for r in cropped["results"]}
+    for protocol in ("easy", "medium", "hard"):
+        assert entries[f"retrieval-{protocol}-map-cls"].metric_value == round(rows[protocol]["map"], 2)
+        assert "whole query images" in entries[f"retrieval-{protocol}-map-cls-whole"].metric_name
+
+
+def test_thumbnail_output_size_is_pils():
+    """The patch check before extraction predicts the thumbnail's size; it used plain rounding where PIL picks the
+    floor or ceiling closer in aspect (518x896 -> PIL 129x224, predicted 130x224)."""
+    from modeling_attg_mae.evaluation.retrieval import ThumbnailTransform
+
+    transform = ThumbnailTransform(224, (0.5,) * 3, (0.5,) * 3)
+    sizes = [(518, 896), (648, 7), (604, 4), (1272, 8), (717, 8), (48, 40), (40, 56), (224, 100), (1000, 1000), (3, 999)]
+    rng = np.random.default_rng(0)
+    sizes += [tuple(int(v) for v in rng.integers(1, 1500, 2)) for _ in range(300)]
+    for width, height in sizes:
+        image = Image.new("L", (width, height))
+        image.thumbnail((224, 224), Image.Resampling.LANCZOS)
+        assert transform.output_size(width, height) == image.size, (width, height)
+
+
+def test_restricted_loader_refuses_bytes_of_a_size(tmp_path):
+    """`bytes(n)` / `bytearray(n)` are allowed for the buffers protocol 2 stores, but with an int they allocate n
+    zero bytes: a 40-byte file could ask for 100 GB. No pickled buffer is built that way; refuse it."""
+    for name in ("bytes", "bytearray"):
+        path = tmp_path / f"gnd_{name}.pkl"
+        # protocol 0 by hand: builtins.<name>(100000000000)
+        path.write_bytes(f"cbuiltins\n{name}\n(I100000000000\ntR.".encode())
+        with pytest.raises(ValueError, match=rf"{name}\(100000000000\)"):
+            load_gnd_pickle(path)
+    path = tmp_path / "gnd_ok.pkl"
+    path.write_bytes(pickle.dumps({**_gnd_dict(), "extra": [b"", b"ab", bytearray(b"cd")]}, protocol=2))
+    assert load_gnd_pickle(path)["extra"] == [b"", b"ab", bytearray(b"cd")]
+
+
+def test_another_image_size_does_not_replace_the_default_size_on_the_card(checkpoint, tmp_path):  # noqa: F811
+    """`--image_size` changes the protocol (revisitop's 1024 px vs DINO's 224); a run at another size used to take
+    the default-size run's card entry and replace its mAP under the same name."""
+    import run_retrieval as cli
+
+    gnd_file = _revisited_layout(tmp_path / "toy7")
+    argv = ["--model_name_or_path", str(checkpoint), "--gnd_file", str(gnd_file), "--output_dir", str(tmp_path / "out"),
+            "--feature_cache_dir", str(tmp_path / "cache"), "--progress", "false", "--dataset_label", "toy7"]
+    default = cli.main(argv)
+    smaller = cli.main([*argv, "--image_size", "16"])
+    assert {r["image_size"] for r in default["results"]} == {32} and {r["image_size"] for r in smaller["results"]} == {16}
+    card = ModelCard.load(checkpoint / "README.md")
+    entries = {r.metric_config: r for r in card.data.eval_results if r.dataset_name == "toy7"}
+    rows = {r["protocol"]: r for r in default["results"]}
+    for protocol in ("easy", "medium", "hard"):
+        assert entries[f"retrieval-{protocol}-map-cls"].metric_value == round(rows[protocol]["map"], 2)
+        assert "16-px images" in entries[f"retrieval-{protocol}-map-cls-16px"].metric_name

@@ -36,7 +36,8 @@ Results JSON, `<output_dir>/retrieval_results.json`, schema version 1:
       "results": [
         {"method": "retrieval", "split": "query" | "<eval split>", "protocol": "easy" | "medium" | "hard" | "same_label",
          "map": 61.3, "mp_at_k": {"1": 85.7, "5": 80.0, "10": 74.1}, "num_queries": 70, "num_empty": 0,
-         "num_database": 4993, "multi_scale": false, "k": null, "shots": null, "seed": null}, ...
+         "num_database": 4993, "multi_scale": false, "k": null, "shots": null, "seed": null,
+         revisited only: "crop_queries": true, "image_size": 224, "image_size_is_default": true (the checkpoint's)}, ...
       ]
     }
 
@@ -295,6 +296,10 @@ def evaluate_by_label(database: torch.Tensor, database_labels: torch.Tensor, que
     if database_labels.shape != (database.shape[0],) or query_labels.shape != (queries.shape[0],):
         raise ValueError(f"labels of shapes {tuple(database_labels.shape)} / {tuple(query_labels.shape)} do not match "
                          f"{database.shape[0]} database / {queries.shape[0]} query features")
+    for name, labels in (("database", database_labels), ("query", query_labels)):
+        if labels.numel() and int(labels.min()) < 0:  # per_label[-1] would silently count the last class
+            raise ValueError(f"{name} labels hold {int(labels.min())}: a negative label (datasets' -1 = no label) has no "
+                             "class to retrieve; evaluate labelled images only")
     size = int(max(database_labels.max(), query_labels.max())) + 1
     per_label = torch.bincount(database_labels, minlength=size)
     aps, prs = [], []
@@ -328,6 +333,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _SAFE_GLOBALS:
             raise _ForbiddenGlobal(f"{module}.{name}")
+        if name in ("bytes", "bytearray"):
+            return _sized_buffer_refused(name)
         if module.startswith("numpy.core.") and hasattr(np, "_core"):
             module = "numpy._core." + module[len("numpy.core."):]  # numpy 2's name, without its deprecation shim
         return super().find_class(module, name)
@@ -335,6 +342,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 class _ForbiddenGlobal(pickle.UnpicklingError):
     pass
+
+
+def _sized_buffer_refused(name: str):
+    """`bytes` / `bytearray` as pickles use them (no argument, or a string and its encoding), but not `bytes(n)`:
+    n zero bytes from a few bytes of file, an allocation as large as the file asks."""
+    kind = {"bytes": bytes, "bytearray": bytearray}[name]
+
+    def build(*args):
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError(f"{name}({args[0]}) would allocate {args[0]} bytes; a pickled buffer is "
+                                         "never built from a size")
+        return kind(*args)
+
+    return build
 
 
 def load_gnd_pickle(path) -> dict:
@@ -425,6 +446,9 @@ def convert_gnd(source, target, overwrite: bool = False) -> Path:
     """Write the ground truth of `source` (pickle or JSON) as JSON to `target`; an existing `target` is kept
     unless `overwrite`."""
     target = Path(target)
+    if target.suffix.lower() != ".json":  # load_gnd reads by suffix: anything else would be a file nothing reads
+        raise ValueError(f"{target}: the JSON conversion is written to a .json file (load_gnd and --gnd_file read "
+                         "ground truths by suffix); give a target ending in .json")
     if target.exists() and not overwrite:
         raise ValueError(f"{target} exists; pass --overwrite to replace it")
     gnd = load_gnd(source)
@@ -454,12 +478,17 @@ class ThumbnailTransform:
         return to_normalized_tensor(image, self.mean, self.std)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """`(width, height)` after `thumbnail` (PIL's rounding: the longer side becomes `size`)."""
+        """`(width, height)` after `thumbnail`: the longer side becomes `size`, the other is PIL's choice of floor or
+        ceiling, whichever keeps the aspect ratio closer (Pillow's `preserve_aspect_ratio`), at least 1."""
         if max(width, height) <= self.size:
             return width, height
-        if width >= height:
-            return self.size, max(1, round(height * self.size / width))
-        return max(1, round(width * self.size / height)), self.size
+        x = y = self.size
+        aspect = width / height
+        if x / y >= aspect:
+            x = max(min(math.floor(y * aspect), math.ceil(y * aspect), key=lambda n: abs(aspect - n / y)), 1)
+        else:
+            y = max(min(math.floor(x / aspect), math.ceil(x / aspect), key=lambda n: 0 if n == 0 else abs(aspect - x / n)), 1)
+        return x, y
 
     def description(self) -> dict:
         return {"name": "thumbnail", "image_size": self.size, "interpolation": "lanczos", "mean": list(self.mean),
@@ -632,7 +661,9 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
     if not accelerator.is_main_process:
         return {**payload, "cache_hits": cache_hits}
     scores = evaluate_revisited(database.to(accelerator.device), queries.to(accelerator.device), gnd["gnd"], retrieval_args.kappas)
-    payload["results"] = [_row("query", p, s, len(database_paths), retrieval_args.multi_scale) for p, s in scores.items()]
+    payload["results"] = [{**_row("query", p, s, len(database_paths), retrieval_args.multi_scale),
+                           "crop_queries": retrieval_args.crop_queries, "image_size": image_size,
+                           "image_size_is_default": image_size == info.image_size} for p, s in scores.items()]
     _warn_empty(payload["results"])
     payload = write_results_and_card(payload, RESULTS_FILE, model_args, run_args, dataset_label)
     payload["cache_hits"] = cache_hits
@@ -647,6 +678,10 @@ def _run_labelled(model_args, data_args, run_args, retrieval_args, dataset, acce
         if len(setup.dataset[split]) == 0:
             role = "database" if split == data_args.train_split else "query"
             raise ValueError(f"split {split!r} is empty: the {role} set of the retrieval has no image")
+        labels = setup.dataset[split][data_args.label_column_name]
+        if min(labels) < 0:  # datasets' -1 = no label: the query would have no positive, and mAP would be wrong
+            raise ValueError(f"split {split!r} has label {min(labels)} (no label): label-based retrieval needs every "
+                             f"image of the database and query splits labelled; choose labelled splits (--train_split / --eval_splits)")
     # single scale: the k-NN features (same cache entries); multi-scale: DINO's average, L2-normalised
     scales = MULTI_SCALES if retrieval_args.multi_scale else None
     database, database_labels = setup.features(data_args.train_split, scales)
