@@ -19,6 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from eval_breadth import PICTURE_SEED  # noqa: E402  (whose pair the picture shows)
 from study_report import (  # noqa: E402  (one home for the record loading, pairing and formatting rules)
     ALPHA,
     BAR_SPLITS,
@@ -116,7 +117,7 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], link_
                          f"{mean_and_sd([r['seconds']['attentive'] for r in runs])[0]:.0f} |")
     picture = os.path.join(records_dir, f"{setting}_embedding_tsne.png")
     if os.path.isfile(picture):
-        lines += ["", f"t-SNE of the CLS features of each eval split, seed {seeds[0]}, MAE (top row) and AttG "
+        lines += ["", f"t-SNE of the CLS features of each eval split, seed {PICTURE_SEED}, MAE (top row) and AttG "
                   f"(bottom row), coloured by class:", "",
                   f"![t-SNE of {setting}]({os.path.relpath(picture, link_dir)})"]
     return "\n".join(lines)

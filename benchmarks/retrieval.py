@@ -52,7 +52,8 @@ def main():
     def ours():
         return evaluate_revisited(database, queries, gnd, kappas=(1, 5, 10))
 
-    # same order as the floor's up to ties (equal float32 similarities do occur; ours breaks them by database index)
+    # same order as the floor's up to ties (equal float32 similarities do occur; both leave them in the order
+    # torch's unstable sort gives, as DINO does), so compare the similarities in ranked order
     similarity = F.normalize(queries, dim=1) @ F.normalize(database, dim=1).t()
     assert torch.equal(similarity.gather(1, floor()), similarity.gather(1, rank_database(database, queries))), \
         "the ranking differs from the floor's"
