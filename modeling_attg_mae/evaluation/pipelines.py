@@ -619,11 +619,12 @@ def parse_cli(dataclass_types, argv=None) -> tuple:
     return parse(dataclass_types, argv)
 
 
-def print_summary(payload: dict) -> None:
-    """The results table and where things went; prints only on the main process (which has `results_file`)."""
+def print_summary(payload: dict, format_table=None) -> None:
+    """The results table (`format_table(payload)`, default `format_results_table`) and where things went; prints only
+    on the main process (which has `results_file`)."""
     if "results_file" not in payload:
         return
-    print(format_results_table(payload))
+    print((format_table or format_results_table)(payload))
     card = f"  model card: {payload['model_card']}" if "model_card" in payload else ""
     print(f"results: {payload['results_file']}{card}")
     print(f"feature cache hits: {json.dumps(payload['cache_hits'])}")

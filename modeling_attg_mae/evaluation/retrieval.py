@@ -737,12 +737,9 @@ def format_retrieval_table(payload: dict) -> str:
 
 def print_retrieval_summary(payload: dict) -> None:
     """The table and where things went; prints only on the main process (which has `results_file`)."""
-    if "results_file" not in payload:
-        return
-    print(format_retrieval_table(payload))
-    card = f"  model card: {payload['model_card']}" if "model_card" in payload else ""
-    print(f"results: {payload['results_file']}{card}")
-    print(f"feature cache hits: {json.dumps(payload['cache_hits'])}")
+    from .pipelines import print_summary
+
+    print_summary(payload, format_retrieval_table)
 
 
 def main(argv=None) -> None:
