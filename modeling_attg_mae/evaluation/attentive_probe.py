@@ -32,7 +32,7 @@ from .linear_probe import (
     _feature_batches,
     _fit,
     _mae_linear,
-    _per_head_loss,
+    grid_records,
     select_on_held_out,
 )
 
@@ -253,14 +253,7 @@ def sweep_attentive_probe_on_features(
     # in batches: the held-out tokens of a large split do not fit through G heads at once
     logits = torch.cat([heads(held_out_tokens[i : i + batch_size].to(device)).cpu()
                         for i in range(0, held_out_tokens.shape[0], batch_size)], dim=1)  # (G, H, C)
-    held_out_labels = held_out_labels.cpu()
-    top1 = (logits.argmax(-1) == held_out_labels).float().mean(1)  # (G,)
-    held_out_loss = _per_head_loss(logits, held_out_labels)
-    return [
-        {"base_lr": lr, "weight_decay": wd, "held_out_top1": 100.0 * top1[g].item(),
-         "held_out_loss": held_out_loss[g].item(), "train_loss": train_loss[g].item()}
-        for g, (lr, wd) in enumerate(grid)
-    ]
+    return grid_records(grid, logits, held_out_labels, train_loss)
 
 
 def select_attentive_probe_hparams(

@@ -299,6 +299,13 @@ def sweep_linear_probe_on_features(
     with torch.enable_grad():
         train_loss = _fit(head, groups, epoch_batches, steps_per_epoch, epochs, warmup_epochs, progress)
     logits = head(held_out_features.to(train_features.device))  # (G, H, C)
+    return grid_records(grid, logits, held_out_labels, train_loss)
+
+
+def grid_records(grid: Sequence[tuple[float, float]], logits: torch.Tensor, held_out_labels: torch.Tensor,
+                 train_loss: torch.Tensor) -> list[dict]:
+    """One record per grid point (`base_lr`, `weight_decay`, `held_out_top1` in %, `held_out_loss`, last-epoch
+    `train_loss`), from the G heads' held-out logits `(G, H, C)`: what `select_on_held_out` chooses from."""
     held_out_labels = held_out_labels.to(logits.device)
     top1 = (logits.argmax(-1) == held_out_labels).float().mean(1).cpu()  # (G,)
     held_out_loss = _per_head_loss(logits, held_out_labels).cpu()
