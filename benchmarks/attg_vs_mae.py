@@ -80,21 +80,35 @@ def _train(argv: list[str], log_path: Path) -> None:
         raise RuntimeError(f"run_pretrain.py failed (exit {result.returncode}); see {log_path}")
 
 
-def _evaluate(output_dir: Path, argv: list[str]) -> dict:
-    """k-NN with mean pooling and the features-mode linear probe of the exported checkpoint, on the run's data
-    (loaded by the same code that trained on it)."""
-    from modeling_attg_mae.evaluation.arguments import (
-        EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments, LinearProbeArguments,
-    )
-    from modeling_attg_mae.evaluation.pipelines import run_knn, run_linear_probe
+def evaluation_inputs(output_dir: Path, argv: list[str]):
+    """What every evaluation of a run's exported checkpoint needs: `(dataset, data arguments, run(name))`.
+
+    The dataset is the run's own, loaded by the code that trained on it (its `run_pretrain.py` arguments); `run(name)`
+    gives evaluation run arguments writing to `<output_dir>/<name>` with the checkpoint's shared feature cache and no
+    model-card update.
+    """
+    from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalRunArguments
     from modeling_attg_mae.pretraining import load_source_dataset
 
     model_args, data_args, _, _ = parse_arguments(argv)
     dataset = load_source_dataset(data_args, model_args)
     data = EvalDataArguments(train_split=data_args.train_split, image_column_name=data_args.image_column_name,
                              label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits)
-    run = lambda name: EvalRunArguments(output_dir=str(output_dir / name), progress=False,  # noqa: E731
-                                        feature_cache_dir=str(output_dir / "feature_cache"), update_model_card=False)
+
+    def run(name: str):
+        return EvalRunArguments(output_dir=str(output_dir / name), progress=False,
+                                feature_cache_dir=str(output_dir / "feature_cache"), update_model_card=False)
+
+    return dataset, data, run
+
+
+def _evaluate(output_dir: Path, argv: list[str]) -> dict:
+    """k-NN with mean pooling and the features-mode linear probe of the exported checkpoint, on the run's data
+    (loaded by the same code that trained on it)."""
+    from modeling_attg_mae.evaluation.arguments import EvalModelArguments, KNNArguments, LinearProbeArguments
+    from modeling_attg_mae.evaluation.pipelines import run_knn, run_linear_probe
+
+    dataset, data, run = evaluation_inputs(output_dir, argv)
     knn_mean = run_knn(EvalModelArguments(str(output_dir), pooling="mean"), data, run("eval-knn-mean"),
                        KNNArguments(ks=[KNN_K]), dataset=dataset)
     linear = run_linear_probe(EvalModelArguments(str(output_dir), pooling="cls"), data, run("eval-linear-cls"),

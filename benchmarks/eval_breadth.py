@@ -47,19 +47,13 @@ def record_differences(regenerated: dict, committed: dict) -> list[str]:
 
 
 def evaluate(checkpoint: Path, argv: list[str]) -> dict:
-    from modeling_attg_mae.evaluation.arguments import (
-        EvalDataArguments, EvalModelArguments, EvalRunArguments, LinearProbeArguments, RetrievalArguments,
-    )  # noqa: I001
+    from attg_vs_mae import evaluation_inputs  # the study's own: the same data and cache as its k-NN and probe
+
+    from modeling_attg_mae.evaluation.arguments import EvalModelArguments, LinearProbeArguments, RetrievalArguments
     from modeling_attg_mae.evaluation.pipelines import run_linear_probe
     from modeling_attg_mae.evaluation.retrieval import run_retrieval
-    from modeling_attg_mae.pretraining import load_source_dataset, parse_arguments
 
-    model_args, data_args, _, _ = parse_arguments(argv)
-    dataset = load_source_dataset(data_args, model_args)
-    data = EvalDataArguments(train_split=data_args.train_split, image_column_name=data_args.image_column_name,
-                             label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits)
-    run = lambda name: EvalRunArguments(output_dir=str(checkpoint / name), progress=False,  # noqa: E731
-                                        feature_cache_dir=str(checkpoint / "feature_cache"), update_model_card=False)
+    dataset, data, run = evaluation_inputs(checkpoint, argv)
     start = time.time()
     retrieval = run_retrieval(EvalModelArguments(str(checkpoint), pooling="cls"), data, run("eval-retrieval"),
                               RetrievalArguments(), dataset=dataset)
