@@ -172,10 +172,10 @@ def test_knn_monitor_equals_run_knn_on_the_exported_checkpoint(tmp_path):
 
 def test_paired_arms_see_identical_initial_weights_batches_maps_and_masking_noise(tmp_path, monkeypatch):
     """The study's pairing: a MAE arm and an AttG arm of one seed differ only in the loss."""
-    import modeling_attg_mae.pretraining as pretraining
+    import modeling_attg_mae.pretraining.wiring as wiring
 
     seen = {}
-    build_model, compute_loss = pretraining.build_model, pretraining.AttGTrainer.compute_loss
+    build_model, compute_loss = wiring.build_model, wiring.AttGTrainer.compute_loss
 
     def recording_build_model(*args, **kwargs):
         model = build_model(*args, **kwargs)
@@ -189,8 +189,8 @@ def test_paired_arms_see_identical_initial_weights_batches_maps_and_masking_nois
             seen[arm]["batches"].append((inputs["pixel_values"].clone(), inputs["attention_map"].clone(), noise))
         return compute_loss(self, model, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(pretraining, "build_model", recording_build_model)
-    monkeypatch.setattr(pretraining.AttGTrainer, "compute_loss", recording_compute_loss)
+    monkeypatch.setattr(wiring, "build_model", recording_build_model)
+    monkeypatch.setattr(wiring.AttGTrainer, "compute_loss", recording_compute_loss)
     for arm in ("none", "attg"):
         seen[arm] = {"batches": []}
         run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "3", "--eval_strategy", "no", "--num_pictures", "0",

@@ -21,24 +21,24 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
 
-from .checkpointing import (
+from ..checkpointing import (
     RESUME_LATEST,
     WEIGHTS_FILE,
     checkpoint_belongs_to,
     load_checkpoint_weights,
     resolve_resume_checkpoint,
 )
-from .configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig, validate_attg_config
-from .data.source import synthetic_kwargs_of, write_data_source
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from .modeling_attg_mae import (
+from ..configuration_attg_mae import GUIDANCE_MODES, AttGViTMAEConfig, validate_attg_config
+from ..data.source import synthetic_kwargs_of, write_data_source
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..modeling_attg_mae import (
     AttGViTMAEForPreTraining,
     normalize_attention_map,
     patch_grid,
     resample_attention_map,
     save_for_inference_and_pretraining,
 )
-from .temperature import AttGTemperatureCallback
+from ..temperature import AttGTemperatureCallback
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def build_config(model_args: ModelArguments, attg_args: AttGArguments) -> AttGVi
 def check_vit_mae_checkpoint(model_name_or_path: str, cache_dir: str | None = None) -> None:
     """Refuse a checkpoint that is not a ViTMAE (a BERT or a ResNet would otherwise start a random ViTMAE whose
     card names the wrong base model), or that cannot be found, before any data or model work."""
-    from .model_source import load_config
+    from ..model_source import load_config
 
     model_type = load_config(model_name_or_path, "--model_name_or_path", cache_dir=cache_dir).model_type
     if model_type != "vit_mae":
@@ -491,7 +491,7 @@ class ReconstructionPictureCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or model is None:
             return
-        from .visualize import save_guidance_grid
+        from ..visualize import save_guidance_grid
 
         path = Path(args.output_dir) / "pictures" / f"step-{state.global_step:07d}.png"
         images, reconstructions, maps, weights = reconstruct(model, self.examples, self.mean, self.std)
@@ -551,7 +551,7 @@ def load_source_dataset(data_args: DataArguments, model_args: ModelArguments):
 
     The synthetic data is saved under the datasets cache, so that the map step's results are cached on disk too.
     """
-    from .data.loading import load_image_dataset
+    from ..data.loading import load_image_dataset
 
     synthetic = data_args.dataset_name is None and data_args.train_dir is None
     cache_dir = model_args.cache_dir
@@ -571,9 +571,9 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
     """{split: Dataset} for the train (and validation) split, with an `attention_map` column when `with_maps`
     (computed by the object-discovery step and cached when the dataset has none). `run_knn`: check that the
     k-NN evaluation (after training or online) has labelled splits to work on, before any map is computed."""
-    from .data.images import undecoded_images
-    from .data.loading import check_columns
-    from .data.transforms import check_attention_map_column
+    from ..data.images import undecoded_images
+    from ..data.loading import check_columns
+    from ..data.transforms import check_attention_map_column
 
     if dataset is None:
         with main_process_first(desc="dataset loading"):
@@ -628,7 +628,7 @@ def check_knn_splits(dataset, data_args: DataArguments) -> None:
 
 def check_attention_arguments(data_args: DataArguments) -> None:
     """Fail before any data or model work when the object-discovery arguments cannot work."""
-    from .object_discovery.map_step import AttentionMapStep
+    from ..object_discovery.map_step import AttentionMapStep
 
     AttentionMapStep(data_args.attention_method, data_args.attention_model_name_or_path,
                      image_column=_attention_input_column(data_args), grid_size=data_args.attention_grid_size,
@@ -644,7 +644,7 @@ def _attention_input_column(data_args: DataArguments) -> str:
 
 
 def compute_attention_maps(part, data_args: DataArguments, main_process_first, split: str):
-    from .object_discovery.map_step import add_attention_maps
+    from ..object_discovery.map_step import add_attention_maps
 
     # the main process computes and caches the maps; the others then hit the cache
     with main_process_first(desc=f"attention maps ({split})"):
@@ -661,7 +661,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     """Pre-train, save a stock-loadable checkpoint with image processor and model card; return where things are."""
     from transformers import set_seed
 
-    from .data import EvalTransform, PretrainCollator, PretrainTransform
+    from ..data import EvalTransform, PretrainCollator, PretrainTransform
 
     config = check_run_arguments(model_args, data_args, attg_args, training_args)
     needs_maps = attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae
@@ -726,7 +726,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
             paths["knn_results"] = payload.get("results_file", "")
             paths["knn_table"] = payload["table"]
     if training_args.push_to_hub and trainer.is_world_process_zero():
-        from .hub import push_checkpoint_to_hub
+        from ..hub import push_checkpoint_to_hub
 
         push_checkpoint_to_hub(output_dir, training_args.hub_model_id or output_dir.name,
                                private=bool(training_args.hub_private_repo))
@@ -737,8 +737,8 @@ def build_knn_monitor(source, data_args: DataArguments, attg_args: AttGArguments
                       image_size: int, mean, std, num_train: int):
     """The online k-NN monitor on a fixed seeded bank from the train split and every other split (seeded subsets),
     with the evaluation transform; once per epoch unless `--knn_monitor_steps` says otherwise."""
-    from .evaluation.monitor import KNNMonitorCallback, monitor_subset
-    from .evaluation.runner import eval_pixels_transform, num_classes_of
+    from ..evaluation.monitor import KNNMonitorCallback, monitor_subset
+    from ..evaluation.runner import eval_pixels_transform, num_classes_of
 
     train = source[data_args.train_split]
     bank = monitor_subset(train, attg_args.knn_monitor_bank_size, training_args.seed)
@@ -764,7 +764,7 @@ def export_checkpoint(model, output_dir: Path, size: int, mean, std) -> None:
 
 
 def write_model_card(output_dir, model_args, data_args, attg_args, training_args, train_result) -> Path:
-    from .hub import render_model_card
+    from ..hub import render_model_card
 
     dataset = data_args.dataset_name or (data_args.train_dir and "imagefolder") or "attg-mae synthetic"
     render_model_card(
@@ -797,8 +797,8 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
                           training_args: TrainingArguments) -> dict | None:
     """k-NN (DINO's weighted vote, k = 10 20 100 200 capped by the bank) of the saved encoder on every split
     but the training one; the results go into the model card. Runs on every process (features are sharded)."""
-    from .evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments
-    from .evaluation.pipelines import format_results_table, run_knn
+    from ..evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments
+    from ..evaluation.pipelines import format_results_table, run_knn
 
     dataset = load_source_dataset(data_args, model_args)
     bank_size = len(dataset[data_args.train_split])
@@ -823,7 +823,7 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
 
 def _synthetic_eval_flags(data_args: DataArguments) -> dict:
     """The run's synthetic settings as the evaluation's flags (none for another data source)."""
-    from .data.source import SYNTHETIC_FLAGS
+    from ..data.source import SYNTHETIC_FLAGS
 
     if synthetic_kwargs_of(data_args) is None:
         return {}
