@@ -39,13 +39,13 @@ def build_config(model_args: ModelArguments, attg_args: AttGArguments) -> AttGVi
 
     A checkpoint's own knobs are replaced by the run's: they describe how *it* was trained, and its `mask_ratio`
     is 0 for stock feature extraction (`save_for_inference_and_pretraining`)."""
-    attg = {name: getattr(model_args if hasattr(model_args, name) else attg_args, name) for name in CONFIG_FIELDS}
+    knobs = {name: getattr(model_args if hasattr(model_args, name) else attg_args, name) for name in CONFIG_FIELDS}
     if model_args.model_name_or_path:
         check_vit_mae_checkpoint(model_args.model_name_or_path, model_args.cache_dir)
         config = AttGViTMAEConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-                                                  attg_pretraining_mask_ratio=None, **attg)
+                                                  attg_pretraining_mask_ratio=None, **knobs)
     else:
-        config = AttGViTMAEConfig(**MODEL_PRESETS[model_args.model_preset], **attg)
+        config = AttGViTMAEConfig(**MODEL_PRESETS[model_args.model_preset], **knobs)
     if model_args.config_overrides:
         try:
             config.update_from_string(model_args.config_overrides)
