@@ -1,5 +1,7 @@
 """Pictures of the guidance, like the paper's Figures 1 and 3: image | map | loss weights | reconstruction.
 
+`guidance_grid` draws the grid in memory (a PIL image), `save_guidance_grid` writes it as a PNG, `reconstruct` runs
+a model on a few examples to fill the last column, and `reconstruction_grid` does both for pre-training's pictures.
 No matplotlib: the colormap is a piecewise-linear approximation of "inferno" in numpy.
 """
 
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .modeling_attg_mae import normalize_attention_map
+from .modeling_attg_mae import normalize_attention_map, patch_grid
 
 # (position, RGB) anchors of the inferno colormap: dark = low, yellow = high
 _INFERNO = np.array([
@@ -63,29 +65,35 @@ def _map_tile(values: np.ndarray, size: int) -> Image.Image:
     return Image.fromarray(colormap(values)).resize((size, size), Image.NEAREST)
 
 
-def save_guidance_grid(
+def save_guidance_grid(images: Sequence, attention_maps, path: str | os.PathLike, **kwargs) -> str:
+    """Write `guidance_grid(images, attention_maps, **kwargs)` as a PNG at `path` (parent folders are created);
+    return the path written."""
+    grid = guidance_grid(images, attention_maps, **kwargs)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    grid.save(path)
+    return str(path)
+
+
+def guidance_grid(
     images: Sequence,
     attention_maps,
-    path: str | os.PathLike,
     temperature: float = 0.75,
     reconstructions: Sequence | None = None,
     max_rows: int = 8,
     tile_size: int = 128,
     weights=None,
-) -> str:
-    """Write a PNG with one row per image: image | map | loss weights exp(M_norm / tau) | reconstruction.
+) -> Image.Image:
+    """An RGB picture with one row per image: image | map | loss weights exp(M_norm / tau) | reconstruction.
 
     Args:
         images: PIL images, uint8 arrays `(H, W, 3)`, or float tensors `(3, H, W)` in [0, 1].
         attention_maps: `(B, h, w)` or `(B, h*w)` maps (any scale: min-max normalised per image here).
-        path: the PNG to write (parent folders are created).
         temperature: tau of Eq. 1; the weights are shown on the fixed scale [1, e^(1/tau)].
         reconstructions: optional, one per image, same formats as `images`.
         max_rows: at most this many rows.
         weights: optional `(B, gh * gw)` / `(B, gh, gw)` loss weights as the model used them (`patch_weights`,
             for any guidance mode), shown on the batch's [min, max] scale instead of `exp(M_norm / tau)`.
 
-    Returns the path written.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -118,6 +126,52 @@ def save_guidance_grid(
             tiles.append(_image_tile(reconstructions[row], tile_size))
         for column, tile in enumerate(tiles):
             canvas.paste(tile, (column * (tile_size + gap), row * (tile_size + gap)))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    canvas.save(path)
-    return str(path)
+    return canvas
+
+
+def reconstruction_grid(model, examples: dict, mean: torch.Tensor, std: torch.Tensor) -> Image.Image:
+    """`guidance_grid` of `examples` with the model's reconstructions and the loss weights the model used (any
+    guidance mode, not a re-derivation from the map): pre-training's picture at each evaluation."""
+    images, reconstructions, maps, weights = reconstruct(model, examples, mean, std)
+    return guidance_grid(images, maps, reconstructions=reconstructions, weights=weights)
+
+
+@torch.no_grad()
+def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor):
+    """Images and MAE-style reconstructions (visible patches pasted back) in [0, 1], maps and patch weights.
+
+    Args:
+        examples: `{"pixel_values": (K, 3, H, W)[, "attention_map": (K, h, w)]}`, normalised with `mean` / `std`.
+        mean, std: `(1, 3, 1, 1)` tensors of the normalisation, undone for the pictures.
+
+    Returns `(images, reconstructions, maps, patch_weights)`: `(K, 3, H, W)` in [0, 1] twice, the maps (zeros
+    `(K, 1, 1)` without any) and the `(K, N)` loss weights. The masks are drawn from a fixed seed, so pictures of
+    successive evaluations compare.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pixels = examples["pixel_values"].to(device)
+    attention = examples.get("attention_map")
+    generator = torch.Generator().manual_seed(0)  # the same masks at every evaluation: pictures compare
+    grid_h, grid_w = patch_grid(model.config, pixels)
+    noise = torch.rand(pixels.shape[0], grid_h * grid_w, generator=generator).to(device)
+    kwargs = {} if attention is None else {"attention_map": attention.to(device)}
+    if model.config.attg_guidance == "input_masking":
+        noise = None
+    out = model(pixels, noise=noise, **kwargs)
+    prediction = out.logits.float()
+    patches = model.patchify(pixels.float())  # (B, N, p*p*C)
+    if model.config.norm_pix_loss:  # undo the per-patch normalisation with the true patch statistics
+        prediction = prediction * (patches.var(-1, keepdim=True) + 1e-6) ** 0.5 + patches.mean(-1, keepdim=True)
+    mask = out.mask.unsqueeze(-1)
+    pasted = patches * (1 - mask) + prediction * mask
+    reconstruction = model.unpatchify(pasted, pixels.shape[2:]).cpu()
+    mean, std = mean.to(reconstruction), std.to(reconstruction)
+    images = (pixels.cpu() * std + mean).clamp(0, 1)
+    reconstruction = (reconstruction * std + mean).clamp(0, 1)
+    if was_training:
+        model.train()
+    maps = attention.float() if attention is not None else torch.zeros(pixels.shape[0], 1, 1)
+    return images, reconstruction, maps, out.patch_weights.detach().float().cpu()
+

@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-import modeling_attg_mae.pretraining as pretraining
+import modeling_attg_mae.pretraining.dataset as dataset
+import modeling_attg_mae.pretraining.wiring as wiring
 from modeling_attg_mae.pretraining import parse_arguments, run
 from tests.test_pretrain import tiny_args
 
@@ -120,10 +121,11 @@ def test_bad_input_is_refused_with_a_message_that_names_it(tmp_path, monkeypatch
         position = extra.index("--output_dir")
         args[args.index("--output_dir") + 1] = extra.pop(position + 1)
         extra.pop(position)
+    # each stage's work, patched where run() and load_pretraining_data look it up
     if case["stage"] == "arguments":
-        monkeypatch.setattr(pretraining, "load_source_dataset", _fail("loading the dataset"))
-    monkeypatch.setattr(pretraining, "compute_attention_maps", _fail("the map computation"))
-    monkeypatch.setattr(pretraining, "AttGViTMAEForPreTraining", _fail("building the model"))
+        monkeypatch.setattr(wiring, "load_source_dataset", _fail("loading the dataset"))
+    monkeypatch.setattr(dataset, "compute_attention_maps", _fail("the map computation"))
+    monkeypatch.setattr(wiring, "AttGViTMAEForPreTraining", _fail("building the model"))
     with pytest.raises(ValueError, match=case["message"]):
         run(*parse_arguments(args + extra))
     assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -14,9 +14,10 @@ from transformers import Trainer, ViTMAEModel
 from modeling_attg_mae.pretraining import parse_arguments, run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ("image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,"
-        "decoder_hidden_size=32,decoder_num_hidden_layers=1,decoder_num_attention_heads=2,"
-        "decoder_intermediate_size=64")
+TINY_CONFIG = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                   decoder_num_attention_heads=2, decoder_intermediate_size=64)
+TINY = ",".join(f"{key}={value}" for key, value in TINY_CONFIG.items())  # as --config_overrides
 
 
 def tiny_args(tmp_path, *extra, name="out"):
@@ -60,6 +61,82 @@ def test_no_argument_means_the_demo():
     assert training.output_dir.endswith("attg-mae-demo")
 
 
+def test_explicit_flags_are_found_in_every_spelling_argparse_accepts(tmp_path):
+    from modeling_attg_mae.pretraining import explicit_flags
+
+    argv = ["--output_dir", str(tmp_path), "--learning-rate", "0.01", "--adam_beta2=0.999", "--run_knn",
+            "--no_remove_unused_columns", "--eval_splits", "validation", "validation_only_fg", "--seed=4",
+            "--warmup_step", "3"]  # hyphens, '=', a bare boolean, a no_ flag, a list, an abbreviation
+    assert explicit_flags(argv) == {"output_dir", "learning_rate", "adam_beta2", "run_knn", "remove_unused_columns",
+                                    "eval_splits", "seed", "warmup_steps"}
+    assert explicit_flags(["--output_dir", str(tmp_path)]) == {"output_dir"}
+    # the values a user gave win over MAE's recipe, even when they equal the library's defaults (0.999 is
+    # TrainingArguments' adam_beta2, True its remove_unused_columns): a scan for '--name' missed the hyphen form
+    # and the abbreviation, and MAE's values silently replaced them
+    *_, training = parse_arguments(argv + ["--remove_unused_columns"])
+    assert training.learning_rate == 0.01 and training.adam_beta2 == 0.999 and training.warmup_steps == 3
+    assert training.remove_unused_columns is True  # the later of --no_remove_unused_columns / --remove_unused_columns
+    *_, training = parse_arguments(["--output_dir", str(tmp_path), "--dataloader-pin-memory"])
+    assert training.dataloader_pin_memory is True and training.adam_beta2 == 0.95
+
+
+def test_attg_knobs_default_to_the_config_class_and_reach_the_config(tmp_path):
+    from modeling_attg_mae import AttGViTMAEConfig
+    from modeling_attg_mae.pretraining import CONFIG_FIELDS, build_config
+
+    model_args, _, attg_args, _ = parse_arguments(["--output_dir", str(tmp_path)])
+    for name in CONFIG_FIELDS:  # one home for each default: the config class
+        given = getattr(model_args if hasattr(model_args, name) else attg_args, name)
+        assert given == getattr(AttGViTMAEConfig, name), name
+    assert model_args.norm_pix_loss is True  # MAE's recipe; stock ViTMAEConfig's default is False
+    config = build_config(model_args, attg_args)
+    assert [getattr(config, name) for name in CONFIG_FIELDS] == [0.75, True, "attg", 0.75, 1.0, "cosine", 0.1]
+    model_args, _, attg_args, _ = parse_arguments([
+        "--output_dir", str(tmp_path), "--mask_ratio", "0.6", "--no_norm_pix_loss", "--attg_guidance", "inverted",
+        "--attg_temperature", "0.5", "--attg_temperature_end", "2", "--attg_temperature_schedule", "constant",
+        "--attg_quantile", "0.3"])
+    config = build_config(model_args, attg_args)
+    assert [getattr(config, name) for name in CONFIG_FIELDS] == [0.6, False, "inverted", 0.5, 2.0, "constant", 0.3]
+    # continuing from a checkpoint: the run's values replace what the checkpoint stored (an export stores
+    # mask_ratio 0 for stock feature extraction, and the knobs of the run that trained it)
+    AttGViTMAEConfig(**TINY_CONFIG, mask_ratio=0.0, attg_pretraining_mask_ratio=0.75, attg_temperature=0.4,
+                     norm_pix_loss=False, attg_guidance="none").save_pretrained(tmp_path / "checkpoint")
+    model_args, _, attg_args, _ = parse_arguments(["--output_dir", str(tmp_path), "--model_name_or_path",
+                                                    str(tmp_path / "checkpoint")])
+    config = build_config(model_args, attg_args)
+    assert [getattr(config, name) for name in CONFIG_FIELDS] == [0.75, True, "attg", 0.75, 1.0, "cosine", 0.1]
+    assert config.attg_pretraining_mask_ratio is None and config.hidden_size == 32
+
+
+def test_data_loader_workers_follow_the_machine_when_the_defaults_are_applied(tmp_path, monkeypatch):
+    import modeling_attg_mae.pretraining.arguments as arguments
+
+    for cores, workers in ((32, 8), (6, 3), (2, 1), (None, 1)):
+        monkeypatch.setattr(arguments.os, "cpu_count", lambda: cores)
+        *_, training = parse_arguments(["--output_dir", str(tmp_path)])
+        assert training.dataloader_num_workers == workers, cores
+    *_, training = parse_arguments(["--output_dir", str(tmp_path), "--dataloader_num_workers", "0"])
+    assert training.dataloader_num_workers == 0
+
+
+def test_the_trainer_and_callbacks_are_exported_lazily_by_the_package():
+    code = ("import sys, modeling_attg_mae as m; assert 'datasets' not in sys.modules, 'eager datasets'; "
+            "assert 'modeling_attg_mae.pretraining' not in sys.modules; "
+            "from modeling_attg_mae import AttGTrainer, AugmentationEpochCallback, KNNMonitorCallback, "
+            "ReconstructionPictureCallback; from modeling_attg_mae.pretraining import trainer; "
+            "from modeling_attg_mae.evaluation.monitor import KNNMonitorCallback as K; "
+            "assert AttGTrainer is trainer.AttGTrainer and KNNMonitorCallback is K; "
+            "assert {'AttGTrainer', 'KNNMonitorCallback'} <= set(m.__all__) <= set(dir(m)); "
+            "from modeling_attg_mae import *")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    import modeling_attg_mae
+
+    with pytest.raises(AttributeError, match="has no attribute 'AttGTrainr'"):
+        modeling_attg_mae.AttGTrainr
+
+
 def test_weight_decay_spares_biases_and_norms(tmp_path):
     from modeling_attg_mae.pretraining import build_model
 
@@ -100,6 +177,21 @@ def test_three_step_run_writes_a_stock_loadable_checkpoint_card_logs_and_picture
     tags = scalars(Path(paths["logs"]))
     assert {"train/loss", "train/attg_temperature", "train/object_loss_share", "eval/loss"} <= tags["scalars"]
     assert "reconstructions" in tags["images"]
+    # TensorBoard receives the picture itself (sent from memory), pixel for pixel the PNG written next to the run
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_dir,) = [p for p in Path(paths["logs"]).iterdir() if p.is_dir()]
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    (image,) = events.Images("reconstructions")
+    assert image.step == 3
+    sent = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
+    written = np.asarray(Image.open(out / "pictures" / "step-0000003.png"))
+    assert sent.shape == written.shape == (2 * 128 + 4, 4 * 128 + 12, 3) and np.array_equal(sent, written)
 
 
 def test_feature_pipeline_returns_every_patch_token(tmp_path):
@@ -172,10 +264,10 @@ def test_knn_monitor_equals_run_knn_on_the_exported_checkpoint(tmp_path):
 
 def test_paired_arms_see_identical_initial_weights_batches_maps_and_masking_noise(tmp_path, monkeypatch):
     """The study's pairing: a MAE arm and an AttG arm of one seed differ only in the loss."""
-    import modeling_attg_mae.pretraining as pretraining
+    import modeling_attg_mae.pretraining.wiring as wiring
 
     seen = {}
-    build_model, compute_loss = pretraining.build_model, pretraining.AttGTrainer.compute_loss
+    build_model, compute_loss = wiring.build_model, wiring.AttGTrainer.compute_loss
 
     def recording_build_model(*args, **kwargs):
         model = build_model(*args, **kwargs)
@@ -189,8 +281,8 @@ def test_paired_arms_see_identical_initial_weights_batches_maps_and_masking_nois
             seen[arm]["batches"].append((inputs["pixel_values"].clone(), inputs["attention_map"].clone(), noise))
         return compute_loss(self, model, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(pretraining, "build_model", recording_build_model)
-    monkeypatch.setattr(pretraining.AttGTrainer, "compute_loss", recording_compute_loss)
+    monkeypatch.setattr(wiring, "build_model", recording_build_model)
+    monkeypatch.setattr(wiring.AttGTrainer, "compute_loss", recording_compute_loss)
     for arm in ("none", "attg"):
         seen[arm] = {"batches": []}
         run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "3", "--eval_strategy", "no", "--num_pictures", "0",

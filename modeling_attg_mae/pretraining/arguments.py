@@ -1,0 +1,301 @@
+"""The arguments of `run_pretrain.py`: the four dataclass groups, the model presets, the demo, MAE's recipe.
+
+A module of its own because everything here is read before any data or weight exists, and by more than the run:
+the study and the benchmarks build their argument lists from `DEMO_ARGUMENTS` and `parse_arguments`.
+
+One home for each default: the AttG knobs and the masking ratio / target normalisation take their defaults from
+`AttGViTMAEConfig` (read from the class, listed once in `CONFIG_FIELDS`), not from a second copy here. They are
+real values rather than `None` = "the config's": HfArgumentParser gives an `Optional[bool]` no bare `--flag` and
+no `--no_flag` form, and the model card can print the arguments as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..configuration_attg_mae import GUIDANCE_MODES, TEMPERATURE_SCHEDULES, AttGViTMAEConfig
+
+# Encoder sizes of the official checkpoints (facebook/vit-mae-{base,large,huge}); all share MAE's 8x512 decoder.
+_DECODER = dict(decoder_hidden_size=512, decoder_num_hidden_layers=8, decoder_num_attention_heads=16,
+                decoder_intermediate_size=2048)
+MODEL_PRESETS = {
+    # small enough to pre-train on two CPU cores in minutes, on the 32 px synthetic data (the study's model)
+    "demo": dict(image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                 intermediate_size=512, decoder_hidden_size=64, decoder_num_hidden_layers=2,
+                 decoder_num_attention_heads=4, decoder_intermediate_size=256),
+    "small": dict(image_size=224, patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                  intermediate_size=1536, **_DECODER),
+    "base": dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072, **_DECODER),
+    "large": dict(image_size=224, patch_size=16, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096, **_DECODER),
+    "huge": dict(image_size=224, patch_size=14, hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
+                 intermediate_size=5120, **_DECODER),
+}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "Continue pre-training from a checkpoint (ours or a stock ViTMAE such as facebook/vit-mae-base). "
+                "Leave empty to start from scratch with --model_preset."})
+    model_preset: Literal["demo", "small", "base", "large", "huge"] = field(default="demo", metadata={
+        "help": "Encoder size when starting from scratch: demo (32 px images, 4 px patches: two CPU cores, "
+                "minutes), small (ViT-S/16), base, large, huge (the facebook/vit-mae-* encoders, 224 px); all but "
+                "demo use MAE's 8x512 decoder."})
+    config_overrides: str | None = field(default=None, metadata={
+        "help": "Comma-separated config overrides applied last (PretrainedConfig.update_from_string), e.g. "
+                "'hidden_size=256,num_hidden_layers=4'; a key the config lacks is an error."})
+    mask_ratio: float = field(default=AttGViTMAEConfig.mask_ratio, metadata={
+        "help": "Share of patches removed from the encoder input (the config's default)."})
+    norm_pix_loss: bool = field(default=AttGViTMAEConfig.norm_pix_loss, metadata={
+        "help": "Per-patch normalised reconstruction target: on in MAE's pre-training recipe and the paper, so "
+                "AttGViTMAEConfig defaults to it (stock ViTMAEConfig defaults to off); --no_norm_pix_loss turns "
+                "it off."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Cache for models and datasets from the Hub."})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "Hub dataset name. Default (with no --train_dir either): the embedded synthetic dataset."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    train_dir: str | None = field(default=None, metadata={"help": "Local image folder for training."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Local image folder for validation."})
+    image_column_name: str = field(default="image", metadata={"help": "Column holding the images."})
+    train_split: str = field(default="train", metadata={"help": "Split to pre-train on."})
+    validation_split: str | None = field(default="validation", metadata={
+        "help": "Split for the evaluation loss and the pictures (empty: none)."})
+    label_column_name: str = field(default="label", metadata={
+        "help": "Column of integer class ids, for --run_knn and --knn_monitor (pre-training itself uses no label)."})
+    eval_splits: list[str] | None = field(default=None, metadata={
+        "help": "Splits --run_knn and --knn_monitor report, each separately; default: every split but the "
+                "training one."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    max_eval_samples: int | None = field(default=512, metadata={"help": "Truncate the validation set."})
+    attention_column: str = field(default="attention_map", metadata={
+        "help": "Column with precomputed maps; computed with --attention_method when the dataset lacks it."})
+    attention_method: str = field(default="spectral_residual", metadata={
+        "help": "Object discovery when maps must be computed: dino | tokencut | gradcam | spectral_residual | "
+                "column. The paper's best is tokencut on facebook/dino-vits16; spectral_residual needs no weights."})
+    attention_model_name_or_path: str | None = field(default=None, metadata={
+        "help": "Detector checkpoint for dino / tokencut / gradcam (e.g. facebook/dino-vits16, microsoft/resnet-50)."})
+    attention_source_column: str | None = field(default=None, metadata={
+        "help": "For --attention_method column: the mask column to use (the synthetic data has object_mask)."})
+    attention_batch_size: int = field(default=64, metadata={"help": "Batch size of the map computation."})
+    attention_num_proc: int | None = field(default=None, metadata={
+        "help": "Processes for the map computation (one per GPU)."})
+    attention_grid_size: int = field(default=28, metadata={
+        "help": "Side of the stored map grid, covering the whole image; crops are cut from it during training."})
+    synthetic_num_train: int = field(default=4000, metadata={"help": "Synthetic data: training images."})
+    synthetic_num_validation: int = field(default=1000, metadata={"help": "Synthetic data: images per val split."})
+    synthetic_image_size: int = field(default=64, metadata={"help": "Synthetic data: image side in pixels."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic data: generator seed."})
+    synthetic_object_color: Literal["per_class", "random"] = field(default="per_class", metadata={
+        "help": "Synthetic data: per_class (the hue also tells the class) or random (the class is in the shape "
+                "alone)."})
+
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples", "attention_num_proc"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 (or left unset), got {value}")
+        for name in ("attention_batch_size", "attention_grid_size", "synthetic_num_train",
+                     "synthetic_num_validation", "synthetic_image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class AttGArguments:
+    # defaults: AttGViTMAEConfig's (its docstring says why each); the help shows the value
+    attg_guidance: str = field(default=AttGViTMAEConfig.attg_guidance, metadata={
+        "help": f"How the attention map is used: one of {GUIDANCE_MODES} (paper Table 10; none = vanilla MAE)."})
+    attg_temperature: float = field(default=AttGViTMAEConfig.attg_temperature, metadata={
+        "help": "tau at the start (Eq. 1): object patches weigh up to e^(1/tau)."})
+    attg_temperature_end: float = field(default=AttGViTMAEConfig.attg_temperature_end, metadata={
+        "help": "tau at the end of the cosine schedule (the paper does not give it; the config's default)."})
+    attg_temperature_schedule: Literal[TEMPERATURE_SCHEDULES] = field(
+        default=AttGViTMAEConfig.attg_temperature_schedule, metadata={
+            "help": "Half-cycle cosine from --attg_temperature to --attg_temperature_end, or constant."})
+    attg_quantile: float = field(default=AttGViTMAEConfig.attg_quantile, metadata={
+        "help": "Per-image quantile under which foreground_only / background_only zero the loss."})
+    base_learning_rate: float = field(default=1.5e-4, metadata={
+        "help": "lr = base_learning_rate * effective batch / 256, used when --learning_rate is not given."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Allow writing into a non-empty output_dir (otherwise refused, to protect earlier runs)."})
+    num_pictures: int = field(default=8, metadata={
+        "help": "Validation images drawn as image | map | weights | reconstruction at each evaluation."})
+    run_knn: bool = field(default=False, metadata={
+        "help": "After training, run the k-NN evaluation of the exported encoder on --eval_splits and add it to "
+                "the model card."})
+    maps_for_vanilla_mae: bool = field(default=False, metadata={
+        "help": "With --attg_guidance none, still load (or compute) the attention maps: the loss ignores them, but "
+                "object_loss_share is logged (the share of MAE's unweighted loss on object patches), so a MAE run "
+                "can be compared with an AttG run patch for patch."})
+    knn_monitor: bool = field(default=False, metadata={
+        "help": "Online k-NN during training (DINO's weighted vote, CLS): logged as eval/knn_top1_<split> to "
+                "TensorBoard and trainer_state.json. Needs the --label_column_name column."})
+    knn_monitor_steps: int | None = field(default=None, metadata={
+        "help": "Measure every N optimizer steps (default: once per epoch); the last step is always measured."})
+    knn_monitor_bank_size: int | None = field(default=1000, metadata={
+        "help": "Train images in the monitor's bank (a fixed seeded subset; empty: all)."})
+    knn_monitor_queries: int | None = field(default=500, metadata={
+        "help": "Images per evaluation split the monitor classifies (a fixed seeded subset; empty: all)."})
+    knn_monitor_k: int = field(default=20, metadata={"help": "k of the monitor's k-NN."})
+
+    def __post_init__(self):
+        for name in ("knn_monitor_steps", "knn_monitor_bank_size", "knn_monitor_queries"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 (or left unset), got {value}")
+        if self.knn_monitor_k < 1:
+            raise ValueError(f"--knn_monitor_k must be >= 1, got {self.knn_monitor_k}")
+        if self.attg_guidance not in GUIDANCE_MODES:
+            raise ValueError(f"--attg_guidance must be one of {GUIDANCE_MODES}, got {self.attg_guidance!r}")
+
+
+# The demo: what `python run_pretrain.py` with no argument runs (CPU, minutes, no network).
+DEMO_ARGUMENTS = {
+    "output_dir": "outputs/attg-mae-demo",
+    "model_preset": "demo",
+    "synthetic_num_train": 4000,
+    "synthetic_num_validation": 1000,
+    "synthetic_image_size": 32,
+    # the synthetic data's object masks stand in for the detector (an oracle, the upper bound of Table 9); on
+    # real images use tokencut / dino with a pretrained DINO, see the README
+    "attention_method": "column",
+    "attention_source_column": "object_mask",
+    "attention_grid_size": 16,
+    "num_train_epochs": 10,
+    "per_device_train_batch_size": 128,
+    "learning_rate": 1.5e-3,  # 10x MAE's scaled rule: a 300-step schedule needs larger steps (see docs/RESULTS.md)
+    "warmup_steps": 0.15,
+    "max_eval_samples": 256,
+    "per_device_eval_batch_size": 256,
+    "logging_steps": 10,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "report_to": ["tensorboard"],
+    "run_knn": True,
+    # the online k-NN curve at epochs 5 and 10, on a 500-image bank and 200 images per split: on two CPU cores
+    # an inference pass costs about as much per image as a training step, so this is what stays within ~5% of
+    # the training time (benchmarks/knn_monitor_overhead.py); once per epoch is the default elsewhere
+    "knn_monitor": True,
+    "knn_monitor_steps": 160,
+    "knn_monitor_bank_size": 500,
+    "knn_monitor_queries": 200,
+    "seed": 0,
+}
+
+# The fields of ModelArguments / AttGArguments that are AttGViTMAEConfig fields of the same name: their defaults
+# are the config class's, and build_config hands them to the config in one loop.
+CONFIG_FIELDS = ("mask_ratio", "norm_pix_loss", "attg_guidance", "attg_temperature", "attg_temperature_end",
+                 "attg_temperature_schedule", "attg_quantile")
+
+# MAE's recipe, applied where the user did not set the TrainingArguments field explicitly (with the data loader's
+# workers, which depend on the machine: `dataloader_workers`).
+MAE_TRAINING_DEFAULTS = {
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.95,
+    "weight_decay": 0.05,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,  # a float < 1 is a share of the steps: MAE warms up 40 of 800 epochs
+    "remove_unused_columns": False,  # the transform needs the raw image column
+    "prediction_loss_only": True,  # evaluation reports the loss; gathering reconstructions would cost memory
+    "logging_strategy": "steps",
+    "report_to": ["tensorboard"],
+}
+
+
+def dataloader_workers() -> int:
+    """Half the machine's cores (1 to 8), read when the defaults are applied, not when this module is imported.
+
+    Decoding, cropping and resampling run in worker processes (one torch thread each), overlapped with the training
+    step; in the main process, many tiny tensor ops on a busy 2-thread pool cost ~30x more.
+    """
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, AttGArguments, TrainingArguments))
+
+
+def parse_arguments(argv: list[str] | None = None):
+    """Parse CLI flags or a single JSON file into the four dataclasses, with MAE's recipe where not given.
+
+    With no argument at all, the demo arguments are used.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argument_parser()
+    if not argv:
+        values = dict(DEMO_ARGUMENTS)
+    elif len(argv) == 1 and argv[0].endswith(".json"):
+        path = Path(argv[0])
+        if not path.is_file():
+            raise ValueError(f"arguments file {path} does not exist")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"arguments file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
+                             f"column {error.colno}") from None
+    else:
+        values = None
+    if values is not None:
+        explicit = set(values)
+        unknown = explicit - _field_names(parser)
+        if unknown:
+            raise ValueError(f"unknown argument(s) {sorted(unknown)}")
+        model_args, data_args, attg_args, training_args = parser.parse_dict(values)
+    else:
+        model_args, data_args, attg_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        explicit = explicit_flags(argv)
+    apply_mae_defaults(training_args, attg_args, explicit)
+    return model_args, data_args, attg_args, training_args
+
+
+def _field_names(parser: HfArgumentParser) -> set[str]:
+    return {f.name for dataclass_type in parser.dataclass_types for f in fields(dataclass_type)}
+
+
+def explicit_flags(argv: list[str]) -> set[str]:
+    """The fields the command line sets, whatever the spelling: `--flag value`, `--flag=value`, a bare boolean
+    `--flag`, `--no_flag`, `--flag-with-hyphens`, or an abbreviation argparse accepts.
+
+    argparse itself decides: a second parser whose every default is SUPPRESS leaves out of its namespace exactly
+    the fields the command line did not mention (a value equal to the default still counts as given). (Per action:
+    HfArgumentParser gives each argument its own default, which `argument_default` would not override, and
+    `set_defaults` would type-convert the SUPPRESS marker.)
+    """
+    parser = argument_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    given, _ = parser.parse_known_args(argv)
+    return set(vars(given))
+
+
+def effective_batch_size(training_args: TrainingArguments) -> int:
+    return (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+            * max(training_args.world_size, 1))
+
+
+def apply_mae_defaults(training_args: TrainingArguments, attg_args: AttGArguments, explicit: set[str]) -> None:
+    """MAE's optimiser recipe where the user did not choose, and lr = base_lr * effective batch / 256."""
+    machine = {"dataloader_num_workers": dataloader_workers(),
+               # pinning needs an accelerator; without one it only warns once per epoch
+               "dataloader_pin_memory": torch.cuda.is_available()}
+    for key, value in {**MAE_TRAINING_DEFAULTS, **machine}.items():
+        if key not in explicit:
+            setattr(training_args, key, value)
+    if "learning_rate" not in explicit:
+        training_args.learning_rate = attg_args.base_learning_rate * effective_batch_size(training_args) / 256

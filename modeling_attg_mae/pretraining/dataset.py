@@ -1,0 +1,125 @@
+"""The run's data: the source dataset the arguments name, its splits checked, truncated and given attention maps.
+
+Apart from the run (wiring.py) because data loading changes on its own schedule (one loader for every CLI is being
+unified in `modeling_attg_mae.data`), and because each check here must fail once the dataset is open but before
+any map is computed or any weight is built. `run_knn_on_checkpoint` and the study load the same source through
+`load_source_dataset`, so they evaluate on the data the run trained on.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..data.source import synthetic_kwargs_of
+from .arguments import DataArguments, ModelArguments
+
+
+def load_source_dataset(data_args: DataArguments, model_args: ModelArguments):
+    """The DatasetDict named by the arguments: a Hub dataset, an image folder, or the embedded synthetic data.
+
+    The synthetic data is saved under the datasets cache, so that the map step's results are cached on disk too.
+    """
+    from ..data.loading import load_image_dataset
+
+    synthetic = data_args.dataset_name is None and data_args.train_dir is None
+    cache_dir = model_args.cache_dir
+    if synthetic and cache_dir is None:
+        import datasets
+
+        cache_dir = os.path.join(datasets.config.HF_DATASETS_CACHE, "attg_mae_synthetic")
+    return load_image_dataset(
+        dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
+        train_dir=data_args.train_dir, validation_dir=data_args.validation_dir, cache_dir=cache_dir,
+        synthetic_kwargs=synthetic_kwargs_of(data_args) if synthetic else None,
+    )
+
+
+def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, main_process_first,
+                          with_maps: bool = True, run_knn: bool = False, dataset=None) -> dict:
+    """{split: Dataset} for the train (and validation) split, with an `attention_map` column when `with_maps`
+    (computed by the object-discovery step and cached when the dataset has none). `run_knn`: check that the
+    k-NN evaluation (after training or online) has labelled splits to work on, before any map is computed."""
+    from ..data.images import undecoded_images
+    from ..data.loading import check_columns
+    from ..data.transforms import check_attention_map_column
+
+    if dataset is None:
+        with main_process_first(desc="dataset loading"):
+            dataset = load_source_dataset(data_args, model_args)
+    wanted = [data_args.train_split] + ([data_args.validation_split] if data_args.validation_split else [])
+    for split in wanted:
+        if split not in dataset:
+            raise ValueError(f"split {split!r} not in the dataset; its splits are {list(dataset)}")
+        check_columns(dataset[split], data_args.image_column_name)
+    if run_knn:
+        check_knn_splits(dataset, data_args)
+    splits = {}
+    for split in wanted:
+        part = dataset[split]
+        limit = data_args.max_train_samples if split == data_args.train_split else data_args.max_eval_samples
+        if limit is not None and limit < len(part):
+            part = part.select(range(limit))
+        if with_maps:
+            if data_args.attention_column not in part.column_names:
+                part = compute_attention_maps(part, data_args, main_process_first, split)
+            elif data_args.attention_column != "attention_map":
+                part = part.rename_column(data_args.attention_column, "attention_map")
+            check_attention_map_column(part, "attention_map", split)
+        # decoded by our collator, which names the split, row and file of an image that cannot be read
+        splits[split] = undecoded_images(part, data_args.image_column_name)
+    return splits
+
+
+def knn_eval_splits(dataset, data_args: DataArguments) -> list[str]:
+    """The splits `--run_knn` and `--knn_monitor` report: `--eval_splits`, or every split but the training one."""
+    return data_args.eval_splits or [split for split in dataset if split != data_args.train_split]
+
+
+def check_knn_splits(dataset, data_args: DataArguments) -> None:
+    """`--run_knn` / `--knn_monitor` need labelled splits besides the training one: say so before maps and
+    training, not after."""
+    splits = knn_eval_splits(dataset, data_args)
+    if not splits:
+        raise ValueError(f"--run_knn / --knn_monitor evaluate on the splits besides {data_args.train_split!r}, but "
+                         f"the dataset has only {list(dataset)}; use a dataset with a validation split, or drop them")
+    for split in [data_args.train_split, *splits]:
+        if split not in dataset:
+            raise ValueError(f"--eval_splits: split {split!r} not in the dataset; its splits are {list(dataset)}")
+        if split == data_args.train_split and split in (data_args.eval_splits or []):
+            raise ValueError(f"--eval_splits includes the training split {split!r}: the k-NN bank would contain "
+                             "every query (100%); choose other splits")
+        if data_args.label_column_name not in dataset[split].column_names:
+            raise ValueError(f"--run_knn / --knn_monitor need a --label_column_name {data_args.label_column_name!r} "
+                             f"column of class ids; split {split!r} has {dataset[split].column_names}. Pass "
+                             "--label_column_name, or drop --run_knn / --knn_monitor")
+
+
+def check_attention_arguments(data_args: DataArguments) -> None:
+    """Fail before any data or model work when the object-discovery arguments cannot work."""
+    from ..object_discovery.map_step import AttentionMapStep
+
+    AttentionMapStep(data_args.attention_method, data_args.attention_model_name_or_path,
+                     image_column=_attention_input_column(data_args), grid_size=data_args.attention_grid_size,
+                     model_flag="--attention_model_name_or_path")
+
+
+def _attention_input_column(data_args: DataArguments) -> str:
+    if data_args.attention_method == "column":
+        if not data_args.attention_source_column:
+            raise ValueError("--attention_method column needs --attention_source_column (e.g. object_mask)")
+        return data_args.attention_source_column
+    return data_args.image_column_name
+
+
+def compute_attention_maps(part, data_args: DataArguments, main_process_first, split: str):
+    from ..object_discovery.map_step import add_attention_maps
+
+    # the main process computes and caches the maps; the others then hit the cache
+    with main_process_first(desc=f"attention maps ({split})"):
+        return add_attention_maps(
+            part, method=data_args.attention_method, model_name_or_path=data_args.attention_model_name_or_path,
+            image_column=_attention_input_column(data_args), grid_size=data_args.attention_grid_size,
+            batch_size=data_args.attention_batch_size, num_proc=data_args.attention_num_proc,
+            desc=f"attention maps ({data_args.attention_method}, {split})",
+        )
+

@@ -1,0 +1,170 @@
+"""What AttG-MAE adds to the HF Trainer: `AttGTrainer` and the callbacks of a pre-training run.
+
+The Trainer owns distribution (Accelerate), mixed precision, gradient accumulation, checkpoints, resume and
+logging. `AttGTrainer` adds MAE's masking noise from a seeded stream (exact resumes, paired study arms), the logged
+tau and object-loss share, evaluation with a non-augmenting collator, and checkpoint loading that keeps every layer
+weight (see checkpointing.py). The callbacks tell the collator the epoch and draw reconstruction pictures; the
+temperature schedule's callback lives next to its formula (temperature.py), the online k-NN's with the evaluation
+(evaluation/monitor.py). This module itself imports no data or evaluation code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from ..checkpointing import WEIGHTS_FILE, load_checkpoint_weights
+from ..modeling_attg_mae import normalize_attention_map, patch_grid, resample_attention_map
+
+logger = logging.getLogger(__name__)
+
+
+class AttGTrainer(Trainer):
+    """Trainer that also logs tau and the share of the (weighted) loss that falls on object patches, and
+    evaluates with its own (non-augmenting) collator."""
+
+    def __init__(self, *args, eval_data_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._object_share = []
+        self._warned_constant_maps = False
+        self.eval_data_collator = eval_data_collator  # evaluation sees center crops, not training augmentation
+        self.can_return_loss = True  # the reconstruction loss needs no `labels`: report eval_loss anyway
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # the stock method loads the raw file without key conversion and drops every layer weight (see
+        # checkpointing.py); FSDP / DeepSpeed / sharded checkpoints keep their own loaders
+        target = self.model if model is None else model
+        if self._loads_plain_checkpoint(resume_from_checkpoint, target):
+            load_checkpoint_weights(target, resume_from_checkpoint)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        best = self.state.best_model_checkpoint
+        if self._loads_plain_checkpoint(best, self.model):
+            logger.info("loading the best model from %s (score: %s)", best, self.state.best_metric)
+            load_checkpoint_weights(self.model, best)
+        else:
+            super()._load_best_model()
+
+    def _loads_plain_checkpoint(self, checkpoint, model) -> bool:
+        from transformers import PreTrainedModel
+
+        return (checkpoint is not None and isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled
+                and not self.is_deepspeed_enabled and (Path(checkpoint) / WEIGHTS_FILE).is_file())
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if self.eval_data_collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        guidance = getattr(self.model.config, "attg_guidance", "none")  # a stock ViTMAE trains here too
+        if model.training and "noise" not in inputs and guidance != "input_masking":
+            inputs = {**inputs, "noise": self._masking_noise(inputs["pixel_values"])}
+        if model.training and inputs.get("attention_map") is not None and guidance != "none":
+            self._warn_constant_maps(inputs["attention_map"])
+        outputs = model(**inputs)
+        loss = outputs.loss
+        if model.training and inputs.get("attention_map") is not None and hasattr(outputs, "patch_weights"):
+            self._object_share.append(object_loss_share(outputs, inputs["attention_map"]))
+        return (loss, outputs) if return_outputs else loss
+
+    def _warn_constant_maps(self, attention_map: torch.Tensor) -> None:
+        """A constant map gives every patch weight 1: that image trains as a plain MAE. Say so once per run, since
+        it usually means a broken map source (a blank mask column, a detector that saw nothing)."""
+        flat = attention_map.detach().flatten(1)
+        constant = int((flat.amax(1) == flat.amin(1)).sum())
+        if constant and not self._warned_constant_maps:
+            self._warned_constant_maps = True
+            logger.warning(
+                "%d of %d attention maps in a training batch (step %d) are constant: those images get weight 1 on "
+                "every patch and train as a plain MAE. Check the map source (--attention_method / the attention "
+                "column); maps that are constant for every image make this run a vanilla MAE",
+                constant, flat.shape[0], self.state.global_step)
+
+    def _masking_noise(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """MAE's random masking noise from a (seed, step, micro-batch, process) stream, for exact resumes."""
+        step = self.state.global_step
+        micro = self._micro_batch + 1 if getattr(self, "_noise_step", None) == step else 0
+        self._noise_step, self._micro_batch = step, micro
+        mixed = (self.args.seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D
+                 + self.args.process_index * 0x27D4EB2F)
+        generator = torch.Generator().manual_seed(mixed % (2**63))
+        grid_h, grid_w = patch_grid(self.model.config, pixel_values)
+        return torch.rand(pixel_values.shape[0], grid_h * grid_w, generator=generator).to(pixel_values.device)
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:  # a training log: add what AttG adds, before history and TensorBoard see the dict
+            if hasattr(self.model, "attg_temperature"):
+                logs["attg_temperature"] = round(float(self.model.attg_temperature), 6)
+            if self._object_share:
+                logs["object_loss_share"] = round(float(torch.stack(self._object_share).mean()), 4)
+                self._object_share.clear()
+        super().log(logs, *args, **kwargs)
+
+
+@torch.no_grad()
+def object_loss_share(outputs, attention_map: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Share of the weighted masked loss on patches whose normalised attention is >= threshold (the object)."""
+    grid = outputs.mask.shape[1]
+    side = int(math.isqrt(grid))
+    attention = normalize_attention_map(resample_attention_map(attention_map.detach(), (side, side)))
+    contribution = outputs.patch_loss.detach() * outputs.mask * outputs.patch_weights  # (B, N)
+    total = contribution.sum()
+    return (contribution * (attention >= threshold)).sum() / total.clamp_min(1e-12)
+
+
+class AugmentationEpochCallback(TrainerCallback):
+    """Tells the seeded collator which epoch starts, so that each epoch draws new crops."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is k at the start of epoch k and a fraction when resuming inside an epoch
+        self.collator.epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
+
+
+class ReconstructionPictureCallback(TrainerCallback):
+    """At each evaluation: a grid image | map | weights | reconstruction (`visualize.reconstruction_grid`), saved as
+    `<output_dir>/pictures/step-<N>.png` and sent to TensorBoard as `reconstructions`."""
+
+    def __init__(self, examples: dict, image_mean, image_std):
+        self.examples = examples  # {"pixel_values": (K, 3, H, W), "attention_map": (K, h, w)}
+        self.mean = torch.tensor(image_mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(image_std).view(1, 3, 1, 1)
+        self.trainer = None  # set by run(): callbacks are not handed the trainer, whose TensorBoard writer we use
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero or model is None:
+            return
+        import numpy as np
+
+        from ..visualize import reconstruction_grid
+
+        picture = reconstruction_grid(model, self.examples, self.mean, self.std)
+        path = Path(args.output_dir) / "pictures" / f"step-{state.global_step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+        writer = _tensorboard_writer(self.trainer) if self.trainer is not None else None
+        if writer is not None:
+            writer.add_image("reconstructions", np.asarray(picture), state.global_step, dataformats="HWC")
+            writer.flush()
+
+
+def _tensorboard_writer(trainer):
+    for callback in trainer.callback_handler.callbacks:
+        writer = getattr(callback, "tb_writer", None)
+        if writer is not None:
+            return writer
+    return None
+

@@ -1,0 +1,229 @@
+"""The run behind `run_pretrain.py`: config and model from the arguments, every check that needs no data, then
+`run()`, which wires data, collators, callbacks and `AttGTrainer` together, trains, and hands over to the export.
+
+The pieces live next door: arguments.py (what the user can ask), dataset.py (the data and its maps), trainer.py
+(the Trainer and its callbacks), card.py (export, k-NN, model card); this module is only their order, so that bad
+input is refused before any data is opened or weight built. (Not `run.py`: the package re-exports the function
+`run`, which would hide a submodule of that name.)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
+
+from ..checkpointing import RESUME_LATEST, checkpoint_belongs_to, resolve_resume_checkpoint
+from ..configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+from ..data.source import write_data_source
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..modeling_attg_mae import AttGViTMAEForPreTraining
+from ..temperature import AttGTemperatureCallback
+from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments
+from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
+from .dataset import check_attention_arguments, knn_eval_splits, load_pretraining_data, load_source_dataset
+from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictureCallback
+
+logger = logging.getLogger(__name__)
+
+
+def build_config(model_args: ModelArguments, attg_args: AttGArguments) -> AttGViTMAEConfig:
+    """The run's config, before any weight is loaded: a preset or a checkpoint's config (which must be a ViTMAE),
+    the run's AttG knobs and masking (`CONFIG_FIELDS`, whose defaults are the config class's), then
+    `--config_overrides` (a key the config does not have is an error, not a silent extra).
+
+    A checkpoint's own knobs are replaced by the run's: they describe how *it* was trained, and its `mask_ratio`
+    is 0 for stock feature extraction (`save_for_inference_and_pretraining`)."""
+    knobs = {name: getattr(model_args if hasattr(model_args, name) else attg_args, name) for name in CONFIG_FIELDS}
+    if model_args.model_name_or_path:
+        check_vit_mae_checkpoint(model_args.model_name_or_path, model_args.cache_dir)
+        config = AttGViTMAEConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+                                                  attg_pretraining_mask_ratio=None, **knobs)
+    else:
+        config = AttGViTMAEConfig(**MODEL_PRESETS[model_args.model_preset], **knobs)
+    if model_args.config_overrides:
+        try:
+            config.update_from_string(model_args.config_overrides)
+        except ValueError as error:
+            known = ", ".join(sorted(k for k in config.to_dict() if not k.startswith("_")))
+            raise ValueError(f"--config_overrides {model_args.config_overrides!r}: {error}; the config's keys are: "
+                             f"{known}") from None
+        validate_attg_config(config)  # an override may have set an AttG field after construction
+    return config
+
+
+def check_vit_mae_checkpoint(model_name_or_path: str, cache_dir: str | None = None) -> None:
+    """Refuse a checkpoint that is not a ViTMAE (a BERT or a ResNet would otherwise start a random ViTMAE whose
+    card names the wrong base model), or that cannot be found, before any data or model work."""
+    from ..model_source import load_config
+
+    model_type = load_config(model_name_or_path, "--model_name_or_path", cache_dir=cache_dir).model_type
+    if model_type != "vit_mae":
+        raise ValueError(f"--model_name_or_path {model_name_or_path!r} is a {model_type!r} checkpoint; pre-training "
+                         "continues only from a ViTMAE (vit_mae) checkpoint, e.g. facebook/vit-mae-base or one of "
+                         "ours. Leave it empty to start from scratch with --model_preset")
+
+
+def build_model(model_args: ModelArguments, attg_args: AttGArguments,
+                config: AttGViTMAEConfig | None = None) -> AttGViTMAEForPreTraining:
+    """From scratch (a preset + overrides) or from a checkpoint (ours or stock ViTMAE), with our AttG knobs."""
+    config = build_config(model_args, attg_args) if config is None else config
+    if model_args.model_name_or_path:
+        return AttGViTMAEForPreTraining.from_pretrained(model_args.model_name_or_path, config=config,
+                                                        cache_dir=model_args.cache_dir)
+    return AttGViTMAEForPreTraining(config)
+
+
+_WRITE_PROBE = ".attg-mae-write-check-"
+
+
+def check_output_dir(training_args: TrainingArguments, attg_args: AttGArguments) -> None:
+    """Refuse to write into a non-empty output_dir unless asked to, or unless resuming a checkpoint of the run
+    it holds; fail now, not after data and maps, when it cannot be written."""
+    path = Path(training_args.output_dir)
+    resume = training_args.resume_from_checkpoint
+    # another process of this run may be probing the folder right now: its probe file is not an earlier run
+    used = path.is_dir() and any(not p.name.startswith(_WRITE_PROBE) for p in path.iterdir())
+    if used and not attg_args.overwrite_output_dir:
+        if not resume:
+            raise ValueError(
+                f"output_dir {path} exists and is not empty: pass --overwrite_output_dir to write into it, "
+                "--resume_from_checkpoint to continue a run, or choose another --output_dir"
+            )
+        if str(resume).lower() not in RESUME_LATEST and not checkpoint_belongs_to(resume, path):
+            raise ValueError(
+                f"--resume_from_checkpoint {resume} is not a checkpoint of the run in output_dir {path}, which is "
+                "not empty: continuing there would overwrite that run's model, card and state. Choose an empty "
+                "--output_dir (or the checkpoint's own run folder), or pass --overwrite_output_dir to replace it"
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=_WRITE_PROBE):
+            pass
+    except OSError as error:
+        raise ValueError(f"output_dir {path} cannot be written ({error})") from None
+
+
+def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArguments,
+                        training_args: TrainingArguments) -> AttGViTMAEConfig:
+    """Every check that needs no data and no weights, in one place, before any data or model work; returns the
+    run's config. (Data-dependent checks follow as soon as the dataset is opened, before the maps.)"""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")
+    check_output_dir(training_args, attg_args)
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
+                                                                     training_args.output_dir)
+    if attg_args.run_knn and data_args.train_dir and not data_args.validation_dir:
+        raise ValueError("--run_knn evaluates on the splits besides the training one, but --train_dir was given "
+                         "without --validation_dir; add one, or drop --run_knn and run run_knn.py later")
+    config = build_config(model_args, attg_args)
+    if attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae:
+        check_attention_arguments(data_args)
+    return config
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArguments,
+        training_args: TrainingArguments) -> dict:
+    """Pre-train, save a stock-loadable checkpoint with image processor and model card; return where things are."""
+    from transformers import set_seed
+
+    from ..data import EvalTransform, PretrainCollator, PretrainTransform
+
+    config = check_run_arguments(model_args, data_args, attg_args, training_args)
+    needs_maps = attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae
+    patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if model_args.model_name_or_path:
+        try:
+            processor = ViTImageProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+            mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+        except OSError:
+            logger.warning("no image processor in %s: using ImageNet mean/std", model_args.model_name_or_path)
+
+    with training_args.main_process_first(desc="dataset loading"):
+        source = load_source_dataset(data_args, model_args)
+    splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
+                                   run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
+    set_seed(training_args.seed)
+    model = build_model(model_args, attg_args, config)
+    train = splits[data_args.train_split]
+    validation = splits.get(data_args.validation_split) if data_args.validation_split else None
+    # augmentation and masking draw from (seed, epoch/step, row) streams, not from the global RNG: a resumed run
+    # repeats the uninterrupted one exactly (the Trainer restores RNG states only after prefetching a batch)
+    # (add_column concatenates an in-memory column: the image data is not rewritten, unlike a map)
+    train = train.add_column("__index__", list(range(len(train))))
+    collator = PretrainCollator(PretrainTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
+                                require_attention_map=needs_maps, seed=training_args.seed)
+    eval_collator = PretrainCollator(EvalTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
+                                     require_attention_map=needs_maps)
+    callbacks = [AttGTemperatureCallback(), AugmentationEpochCallback(collator)]
+    pictures = None
+    if validation is None:
+        training_args.eval_strategy = "no"
+    elif attg_args.num_pictures > 0:
+        examples = eval_collator([validation[i] for i in range(min(attg_args.num_pictures, len(validation)))])
+        pictures = ReconstructionPictureCallback(examples, mean, std)
+        callbacks.append(pictures)
+    monitor = None
+    if attg_args.knn_monitor:
+        monitor = build_knn_monitor(source, data_args, attg_args, training_args, size, mean, std, len(train))
+        callbacks.append(monitor)
+    trainer = AttGTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
+                          data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks)
+    for callback in (pictures, monitor):
+        if callback is not None:
+            callback.trainer = trainer
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_state()
+    output_dir = Path(training_args.output_dir)
+    paths = {"checkpoint": str(output_dir), "logs": str(output_dir / "runs"),
+             "pictures": str(output_dir / "pictures")}
+    if trainer.is_world_process_zero():
+        export_checkpoint(model, output_dir, size, mean, std)
+        write_data_source(output_dir, data_args)  # run_knn.py without data flags evaluates on this data
+        card = write_model_card(output_dir, model_args, data_args, attg_args, training_args, result)
+        paths["model_card"] = str(card)
+    if attg_args.run_knn:
+        # every process loads the exported checkpoint: not before the main process has finished writing it
+        trainer.accelerator.wait_for_everyone()
+        payload = run_knn_on_checkpoint(output_dir, data_args, model_args, training_args)
+        if payload is not None:
+            paths["knn_results"] = payload.get("results_file", "")
+            paths["knn_table"] = payload["table"]
+    if training_args.push_to_hub and trainer.is_world_process_zero():
+        from ..hub import push_checkpoint_to_hub
+
+        push_checkpoint_to_hub(output_dir, training_args.hub_model_id or output_dir.name,
+                               private=bool(training_args.hub_private_repo))
+    return paths
+
+
+def build_knn_monitor(source, data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
+                      image_size: int, mean, std, num_train: int):
+    """The online k-NN monitor on a fixed seeded bank from the train split and every other split (seeded subsets),
+    with the evaluation transform; once per epoch unless `--knn_monitor_steps` says otherwise."""
+    from ..evaluation.monitor import KNNMonitorCallback, monitor_subset
+    from ..evaluation.runner import eval_pixels_transform, num_classes_of
+
+    train = source[data_args.train_split]
+    bank = monitor_subset(train, attg_args.knn_monitor_bank_size, training_args.seed)
+    queries = {split: monitor_subset(source[split], attg_args.knn_monitor_queries, training_args.seed)
+               for split in knn_eval_splits(source, data_args)}
+    batches = math.ceil(num_train / (training_args.per_device_train_batch_size * max(training_args.world_size, 1)))
+    steps_per_epoch = max(batches // training_args.gradient_accumulation_steps, 1)
+    label_column = data_args.label_column_name
+    labels = torch.as_tensor(bank[label_column])
+    return KNNMonitorCallback(
+        bank, queries, eval_pixels_transform(image_size, mean, std), data_args.image_column_name, label_column,
+        every_steps=attg_args.knn_monitor_steps or steps_per_epoch, k=min(attg_args.knn_monitor_k, len(bank)),
+        batch_size=training_args.per_device_eval_batch_size,
+        num_classes=num_classes_of(train, label_column, labels), image_size=image_size)
+
+
