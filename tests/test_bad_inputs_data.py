@@ -241,7 +241,7 @@ def test_bad_input(case, checkpoint, checkpoints, tmp_path, monkeypatch):  # noq
     if case["before"] == "features":
         monkeypatch.setattr(runner, "extract_split_features", must_not_run)
     if case["before"] == "data":
-        monkeypatch.setattr(maps_cli, "load_source", must_not_run)
+        monkeypatch.setattr(maps_cli, "load_data_source", must_not_run)
         monkeypatch.setattr(datasets.Dataset, "map", must_not_run)
     monkeypatch.chdir(tmp_path)  # relative paths in the cases resolve inside the test's folder
     ctx = SimpleNamespace(checkpoint=checkpoint, detectors=checkpoints, tmp_path=tmp_path)
