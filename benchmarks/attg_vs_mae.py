@@ -87,11 +87,11 @@ def evaluation_inputs(output_dir: Path, argv: list[str]):
     gives evaluation run arguments writing to `<output_dir>/<name>` with the checkpoint's shared feature cache and no
     model-card update.
     """
+    from modeling_attg_mae.data import load_data_source
     from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalRunArguments
-    from modeling_attg_mae.pretraining import load_source_dataset
 
     model_args, data_args, _, _ = parse_arguments(argv)
-    dataset = load_source_dataset(data_args, model_args)
+    dataset = load_data_source(data_args, model_args.cache_dir)
     data = EvalDataArguments(train_split=data_args.train_split, image_column_name=data_args.image_column_name,
                              label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits)
 
