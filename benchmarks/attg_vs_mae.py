@@ -66,9 +66,12 @@ def run_arguments(seed: int, arm: str, output_dir: Path, user_argv: list[str]) -
     synthetic = not any(flag in user_argv for flag in DATA_SOURCE_FLAGS)
     fixed = {"output_dir": str(output_dir), "seed": seed, "attg_guidance": arm, "knn_monitor": True,
              "maps_for_vanilla_mae": True, "run_knn": True, "overwrite_output_dir": True}
+    defaults = STUDY_DEFAULTS
     if synthetic:
         fixed["synthetic_seed"] = seed  # each seed draws its own data: the spread includes the data
-    return _argv(STUDY_DEFAULTS) + list(user_argv) + _argv(fixed)
+    else:  # the synthetic flags are refused next to another source
+        defaults = {key: value for key, value in STUDY_DEFAULTS.items() if not key.startswith("synthetic_")}
+    return _argv(defaults) + list(user_argv) + _argv(fixed)
 
 
 def _train(argv: list[str], log_path: Path) -> None:
