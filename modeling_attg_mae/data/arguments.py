@@ -55,8 +55,8 @@ _DEFAULTS = synthetic_defaults()
 
 
 def _synthetic_help(what: str, name: str) -> dict:
-    return {"help": f"Synthetic data (the source when no --dataset_name / --train_dir is given): {what} "
-                    f"(default {_DEFAULTS[name]})."}
+    # HfArgumentParser adds "(default: None)": None is "not given", which means the generator's default
+    return {"help": f"Synthetic data (the default source): {what}; unset means {_DEFAULTS[name]}."}
 
 
 @dataclass
