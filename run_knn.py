@@ -21,9 +21,12 @@ from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalModelA
 from modeling_attg_mae.evaluation.pipelines import parse_cli, print_summary, run_knn
 
 
+# the argument groups, in parsing order (the data flags: the shared `modeling_attg_mae.data.arguments` ones)
+ARGUMENTS = (EvalModelArguments, EvalDataArguments, EvalRunArguments, KNNArguments)
+
+
 def main(argv=None):
-    model_args, data_args, run_args, knn_args = parse_cli(
-        (EvalModelArguments, EvalDataArguments, EvalRunArguments, KNNArguments), argv)
+    model_args, data_args, run_args, knn_args = parse_cli(ARGUMENTS, argv)
     payload = run_knn(model_args, data_args, run_args, knn_args)
     print_summary(payload)
     return payload

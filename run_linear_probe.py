@@ -35,9 +35,12 @@ from modeling_attg_mae.evaluation.arguments import (
 from modeling_attg_mae.evaluation.pipelines import parse_cli, print_summary, run_linear_probe
 
 
+# the argument groups, in parsing order (the data flags: the shared `modeling_attg_mae.data.arguments` ones)
+ARGUMENTS = (EvalModelArguments, EvalDataArguments, EvalRunArguments, LinearProbeArguments)
+
+
 def main(argv=None):
-    model_args, data_args, run_args, probe_args = parse_cli(
-        (EvalModelArguments, EvalDataArguments, EvalRunArguments, LinearProbeArguments), argv)
+    model_args, data_args, run_args, probe_args = parse_cli(ARGUMENTS, argv)
     payload = run_linear_probe(model_args, data_args, run_args, probe_args)
     print_summary(payload)
     return payload

@@ -26,9 +26,12 @@ from modeling_attg_mae.evaluation.pipelines import parse_cli
 from modeling_attg_mae.evaluation.retrieval import print_retrieval_summary, run_retrieval
 
 
+# the argument groups, in parsing order (the data flags: the shared `modeling_attg_mae.data.arguments` ones)
+ARGUMENTS = (EvalModelArguments, EvalDataArguments, EvalRunArguments, RetrievalArguments)
+
+
 def main(argv=None):
-    model_args, data_args, run_args, retrieval_args = parse_cli(
-        (EvalModelArguments, EvalDataArguments, EvalRunArguments, RetrievalArguments), argv)
+    model_args, data_args, run_args, retrieval_args = parse_cli(ARGUMENTS, argv)
     payload = run_retrieval(model_args, data_args, run_args, retrieval_args)
     print_retrieval_summary(payload)
     return payload

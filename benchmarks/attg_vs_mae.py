@@ -66,9 +66,12 @@ def run_arguments(seed: int, arm: str, output_dir: Path, user_argv: list[str]) -
     synthetic = not any(flag in user_argv for flag in DATA_SOURCE_FLAGS)
     fixed = {"output_dir": str(output_dir), "seed": seed, "attg_guidance": arm, "knn_monitor": True,
              "maps_for_vanilla_mae": True, "run_knn": True, "overwrite_output_dir": True}
+    defaults = STUDY_DEFAULTS
     if synthetic:
         fixed["synthetic_seed"] = seed  # each seed draws its own data: the spread includes the data
-    return _argv(STUDY_DEFAULTS) + list(user_argv) + _argv(fixed)
+    else:  # the synthetic flags are refused next to another source
+        defaults = {key: value for key, value in STUDY_DEFAULTS.items() if not key.startswith("synthetic_")}
+    return _argv(defaults) + list(user_argv) + _argv(fixed)
 
 
 def _train(argv: list[str], log_path: Path) -> None:
@@ -87,11 +90,11 @@ def evaluation_inputs(output_dir: Path, argv: list[str]):
     gives evaluation run arguments writing to `<output_dir>/<name>` with the checkpoint's shared feature cache and no
     model-card update.
     """
+    from modeling_attg_mae.data import load_data_source
     from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalRunArguments
-    from modeling_attg_mae.pretraining import load_source_dataset
 
     model_args, data_args, _, _ = parse_arguments(argv)
-    dataset = load_source_dataset(data_args, model_args)
+    dataset = load_data_source(data_args, model_args.cache_dir)
     data = EvalDataArguments(train_split=data_args.train_split, image_column_name=data_args.image_column_name,
                              label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits)
 

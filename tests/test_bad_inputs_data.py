@@ -22,6 +22,7 @@ import run_knn
 import run_linear_probe
 import run_retrieval
 from modeling_attg_mae.data import PretrainCollator, PretrainTransform
+from modeling_attg_mae.data import loading as data_loading
 from modeling_attg_mae.evaluation import runner
 from modeling_attg_mae.evaluation.arguments import KNNArguments
 from modeling_attg_mae.evaluation.pipelines import run_knn as knn_pipeline
@@ -131,6 +132,21 @@ def _attentive(ctx, *flags):
 # ----------------------------------------------------------------------------------------------- the table
 
 CASES = [
+    dict(id="dataset-name-and-train-dir", input="`run_knn.py --dataset_name user/data --train_dir photos/` (two sources)",
+         message=r"give either --dataset_name \('user/data'\) or --train_dir/--validation_dir \('photos/'/None\), not both",
+         before="data", run=lambda ctx: run_knn.main(["--model_name_or_path", str(ctx.checkpoint), "--dataset_name",
+                                                      "user/data", "--train_dir", "photos/"])),
+    dict(id="synthetic-flag-with-a-dataset", input="`--synthetic_image_size 32` with `--dataset_name` (maps CLI; "
+         "every CLI alike)",
+         message=r"--synthetic_image_size only apply to the synthetic dataset, but --dataset_name or --train_dir was "
+                 r"given as well", before="data",
+         run=lambda ctx: _maps(ctx, "--dataset_name", "user/data", "--synthetic_image_size", "32")),
+    dict(id="validation-dir-without-train-dir", input="`run_linear_probe.py --validation_dir val/` without `--train_dir`",
+         message=r"--validation_dir 'val/' was given without --train_dir", before="data",
+         run=lambda ctx: run_linear_probe.main(["--model_name_or_path", str(ctx.checkpoint), "--validation_dir", "val/"])),
+    dict(id="synthetic-image-size-too-small", input="`--synthetic_image_size 8` (any CLI)",
+         message=r"--synthetic_image_size must be an int >= 16 \(smaller objects lose their shape\), got 8",
+         before="data", run=lambda ctx: _maps(ctx, "--synthetic_image_size", "8")),
     dict(id="eval-split-is-train-split", input="`run_knn.py --eval_splits train`",
          message=r"--eval_splits train includes the train split 'train'.*every query would find itself",
          before="features", run=lambda ctx: _knn(ctx, eval_splits=["train"])),
@@ -241,7 +257,8 @@ def test_bad_input(case, checkpoint, checkpoints, tmp_path, monkeypatch):  # noq
     if case["before"] == "features":
         monkeypatch.setattr(runner, "extract_split_features", must_not_run)
     if case["before"] == "data":
-        monkeypatch.setattr(maps_cli, "load_source", must_not_run)
+        monkeypatch.setattr(maps_cli, "load_data_source", must_not_run)
+        monkeypatch.setattr(data_loading, "load_data_source", must_not_run)  # the evaluations import it when run
         monkeypatch.setattr(datasets.Dataset, "map", must_not_run)
     monkeypatch.chdir(tmp_path)  # relative paths in the cases resolve inside the test's folder
     ctx = SimpleNamespace(checkpoint=checkpoint, detectors=checkpoints, tmp_path=tmp_path)

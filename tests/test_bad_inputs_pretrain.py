@@ -116,7 +116,8 @@ def _fail(what):
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
 def test_bad_input_is_refused_with_a_message_that_names_it(tmp_path, monkeypatch, case):
     extra = list(case.get("args", [])) + (case["setup"](tmp_path) if "setup" in case else [])
-    args = tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no")
+    args = tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no",
+                     synthetic=not {"--dataset_name", "--train_dir"} & set(extra))
     if "--output_dir" in extra:  # the case's own output_dir replaces the default one
         position = extra.index("--output_dir")
         args[args.index("--output_dir") + 1] = extra.pop(position + 1)

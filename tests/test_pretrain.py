@@ -20,10 +20,12 @@ TINY_CONFIG = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layer
 TINY = ",".join(f"{key}={value}" for key, value in TINY_CONFIG.items())  # as --config_overrides
 
 
-def tiny_args(tmp_path, *extra, name="out"):
+def tiny_args(tmp_path, *extra, name="out", synthetic=True):
+    # synthetic=False for a run on another source: the synthetic flags are refused next to --dataset_name / --train_dir
+    data = ["--synthetic_num_train", "48", "--synthetic_num_validation", "16", "--synthetic_image_size", "32"]
     return ["--output_dir", str(tmp_path / name), "--cache_dir", str(tmp_path / "cache"),
-            "--config_overrides", TINY, "--synthetic_num_train", "48", "--synthetic_num_validation", "16",
-            "--synthetic_image_size", "32", "--attention_grid_size", "8", "--per_device_train_batch_size", "8",
+            "--config_overrides", TINY, *(data if synthetic else []), "--attention_grid_size", "8",
+            "--per_device_train_batch_size", "8",
             "--per_device_eval_batch_size", "16", "--logging_steps", "1", "--report_to", "tensorboard",
             "--dataloader_pin_memory", "false", "--num_pictures", "2", "--seed", "3", *extra]
 
@@ -329,7 +331,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
 def test_an_image_folder_without_images_is_refused(tmp_path):
     (tmp_path / "images" / "cat").mkdir(parents=True)
     (tmp_path / "images" / "cat" / "notes.txt").write_text("no image here")
-    args = [a for a in tiny_args(tmp_path, "--max_steps", "1") if a]
+    args = [a for a in tiny_args(tmp_path, "--max_steps", "1", synthetic=False) if a]
     with pytest.raises(ValueError, match=str(tmp_path / "images")):
         run(*parse_arguments(args + ["--train_dir", str(tmp_path / "images")]))
 

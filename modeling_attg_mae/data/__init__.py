@@ -1,8 +1,9 @@
 """Data for attg-mae: the embedded synthetic benchmark, dataset loading, joint image + map transforms, batching."""
 
+from .arguments import DataSourceArguments, LabelledDataArguments, convert_data_arguments
 from .collator import PretrainCollator, stack_pretrain_batch, transform_example, with_pretrain_transform
 from .images import decode_image, undecoded_images
-from .loading import check_columns, check_image_folder, load_image_dataset
+from .loading import check_columns, check_image_folder, load_data_source, load_image_dataset
 from .synthetic import SHAPES, TEXTURE_FAMILIES, generate_synthetic_dataset, load_synthetic_dataset
 from .transforms import (
     IMAGENET_MEAN,
@@ -18,6 +19,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "DataSourceArguments", "LabelledDataArguments", "convert_data_arguments", "load_data_source",
     "SHAPES", "TEXTURE_FAMILIES", "generate_synthetic_dataset", "load_synthetic_dataset",
     "load_image_dataset", "check_columns", "check_image_folder", "decode_image", "undecoded_images",
     "IMAGENET_MEAN", "IMAGENET_STD", "CropParameters", "JointRandomResizedCrop", "PretrainTransform",

@@ -1,13 +1,19 @@
-"""Where pre-training images come from: a Hub dataset, a local image folder, or the embedded synthetic benchmark."""
+"""Where images come from: a Hub dataset, a `save_to_disk` folder, a local image folder, or the embedded synthetic
+benchmark; `load_data_source` loads what the shared data flags (`data/arguments.py`) name."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import datasets
 
+from .arguments import synthetic_kwargs_of
 from .synthetic import load_synthetic_dataset
+
+if TYPE_CHECKING:
+    from .arguments import DataSourceArguments
 
 
 def _image_extensions() -> tuple[str, ...]:
@@ -54,6 +60,49 @@ def _load_saved_dataset(path: str) -> datasets.DatasetDict:
     return datasets.DatasetDict({str(loaded.split) if loaded.split else "train": loaded})
 
 
+def check_source_choice(
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+    train_dir: str | os.PathLike | None,
+    validation_dir: str | os.PathLike | None,
+    synthetic: list[str] = (),
+) -> None:
+    """Raise ValueError unless the arguments name exactly one source (`synthetic`: the synthetic settings that were
+    given, by name). Cheap (no folder is listed, no data read): `DataSourceArguments` runs it when flags are parsed."""
+    if dataset_name is not None and (train_dir is not None or validation_dir is not None):
+        raise ValueError(f"give either --dataset_name ({dataset_name!r}) or --train_dir/--validation_dir "
+                         f"({train_dir!r}/{validation_dir!r}), not both")
+    if validation_dir is not None and train_dir is None:
+        raise ValueError(f"--validation_dir {validation_dir!r} was given without --train_dir (the validation folder "
+                         "is the second split of an image-folder source)")
+    if synthetic and (dataset_name is not None or train_dir is not None):
+        raise ValueError(f"{' '.join(synthetic)} only apply to the synthetic dataset, but --dataset_name or "
+                         "--train_dir was given as well")
+    if dataset_config_name is not None and dataset_name is None:
+        raise ValueError(f"--dataset_config_name {dataset_config_name!r} needs --dataset_name")
+    if dataset_config_name is not None and saved_dataset_kind(dataset_name) is not None:
+        raise ValueError(f"--dataset_name {dataset_name!r} is a save_to_disk folder, which has no configurations; "
+                         f"drop --dataset_config_name {dataset_config_name!r}")
+
+
+def load_data_source(data_args: DataSourceArguments, cache_dir: str | os.PathLike | None = None
+                     ) -> datasets.DatasetDict:
+    """The `DatasetDict` named by the data flags (`DataSourceArguments` or a subclass): the one loader of every
+    command line (pre-training, the evaluations, the maps CLI).
+
+    `cache_dir`: the `datasets` cache for Hub and image-folder data. The synthetic data is saved there too, or, when
+    none is given, under `<datasets cache>/attg_mae_synthetic`: a dataset on disk lets `datasets.map` cache the
+    attention maps computed on it, so a second run with the same data and maps hits that cache.
+    """
+    synthetic = synthetic_kwargs_of(data_args)
+    if synthetic is not None and cache_dir is None:
+        cache_dir = os.path.join(datasets.config.HF_DATASETS_CACHE, "attg_mae_synthetic")
+    return load_image_dataset(
+        dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
+        train_dir=data_args.train_dir, validation_dir=data_args.validation_dir, cache_dir=cache_dir,
+        synthetic_kwargs=synthetic)
+
+
 def load_image_dataset(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -62,7 +111,7 @@ def load_image_dataset(
     cache_dir: str | os.PathLike | None = None,
     synthetic_kwargs: dict | None = None,
 ) -> datasets.DatasetDict:
-    """Load the images to pre-train on, from exactly one source.
+    """Load images from exactly one source: the keyword form of `load_data_source` (which the command lines use).
 
     Args:
         dataset_name: a Hub dataset (`datasets.load_dataset(dataset_name, dataset_config_name)`), or a folder
@@ -79,21 +128,10 @@ def load_image_dataset(
     Returns:
         `datasets.DatasetDict` (the synthetic data: train, validation, validation_mixed_rand, validation_only_fg).
     """
-    if dataset_name is not None and (train_dir is not None or validation_dir is not None):
-        raise ValueError(f"give either dataset_name ({dataset_name!r}) or train_dir/validation_dir "
-                         f"({train_dir!r}/{validation_dir!r}), not both")
-    if validation_dir is not None and train_dir is None:
-        raise ValueError(f"validation_dir={validation_dir!r} was given without train_dir")
-    if synthetic_kwargs and (dataset_name is not None or train_dir is not None):
-        raise ValueError("synthetic_kwargs only apply to the embedded synthetic dataset, but a dataset_name or "
-                         "train_dir was given as well")
-    if dataset_config_name is not None and dataset_name is None:
-        raise ValueError(f"dataset_config_name={dataset_config_name!r} needs a dataset_name")
+    check_source_choice(dataset_name, dataset_config_name, train_dir, validation_dir,
+                        ["synthetic_kwargs"] if synthetic_kwargs else [])
     cache_dir = None if cache_dir is None else os.fspath(cache_dir)
     if dataset_name is not None and saved_dataset_kind(dataset_name) is not None:
-        if dataset_config_name is not None:
-            raise ValueError(f"dataset_name={dataset_name!r} is a save_to_disk folder, which has no configurations; "
-                             f"drop dataset_config_name={dataset_config_name!r}")
         return _load_saved_dataset(os.fspath(dataset_name))
     if dataset_name is not None:
         dataset = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)

@@ -1,7 +1,7 @@
 """Which data a checkpoint was pre-trained on, and one label that names a dataset precisely.
 
 `write_data_source(output_dir, data_args)` records the data source of a run in `<output_dir>/attg_mae_data.json`.
-The evaluation CLIs read it back (`read_data_source`) when they are given no data flag at all, so that
+The evaluation CLIs read it back (`use_recorded_source`) when they are given no data flag at all, so that
 `run_knn.py --model_name_or_path outputs/attg-mae-demo` evaluates on the demo's 32 px data, not on the 64 px
 synthetic default. `dataset_label` turns a source into the name used in the results JSON and the model card:
 results on different data get different labels, so one never replaces the other's entries in the card.
@@ -9,70 +9,50 @@ results on different data get different labels, so one never replaces the other'
 
 from __future__ import annotations
 
-import inspect
 import json
+import logging
 import os
 from pathlib import Path
 
+from .arguments import (  # synthetic_kwargs_of / SYNTHETIC_FLAGS: pretraining.py still imports them from here
+    SOURCE_FLAGS,
+    SYNTHETIC_FLAGS,
+    DataSourceArguments,
+    has_data_flags,
+    synthetic_defaults,
+    synthetic_kwargs_of,
+)
+
+logger = logging.getLogger(__name__)
 DATA_SOURCE_FILE = "attg_mae_data.json"
 DATA_SOURCE_VERSION = 1
-# the flags that choose the data (shared by pre-training's DataArguments and the evaluations' EvalDataArguments)
-SOURCE_FLAGS = ("dataset_name", "dataset_config_name", "train_dir", "validation_dir")
-SYNTHETIC_FLAGS = {"synthetic_num_train": "num_train", "synthetic_num_validation": "num_validation",
-                   "synthetic_image_size": "image_size", "synthetic_seed": "seed",
-                   "synthetic_object_color": "object_color"}
-
-
-def synthetic_defaults() -> dict:
-    """The synthetic generator's own defaults for the synthetic flags (read from its signature: one home)."""
-    from .synthetic import load_synthetic_dataset
-
-    parameters = inspect.signature(load_synthetic_dataset).parameters
-    return {name: parameters[name].default for name in SYNTHETIC_FLAGS.values()}
 
 
 def _absolute(path) -> str | None:
     return None if path is None else os.path.abspath(os.fspath(path))
 
 
-def has_data_flags(data_args) -> bool:
-    """Whether any flag choosing the data (source or synthetic parameter) was set (is not None)."""
-    return any(getattr(data_args, name, None) is not None for name in (*SOURCE_FLAGS, *SYNTHETIC_FLAGS))
-
-
-def synthetic_kwargs_of(data_args) -> dict | None:
-    """`load_synthetic_dataset` kwargs (unset flags take the generator's defaults), or None for a non-synthetic source."""
-    if getattr(data_args, "dataset_name", None) is not None or getattr(data_args, "train_dir", None) is not None:
-        return None
-    kwargs = synthetic_defaults()
-    for flag, name in SYNTHETIC_FLAGS.items():
-        value = getattr(data_args, flag, None)
-        if value is not None:
-            kwargs[name] = value
-    return kwargs
-
-
-def data_source(data_args) -> dict:
-    """The data source named by an arguments object (pre-training's `DataArguments` or `EvalDataArguments`).
+def data_source(data_args: DataSourceArguments) -> dict:
+    """The data source named by the data flags (a `DataSourceArguments`; its train split when it has one).
 
     Local folders are made absolute, so the record stays valid from any working directory.
     """
-    name = getattr(data_args, "dataset_name", None)
-    if name is not None and os.path.isdir(name):  # a save_to_disk folder passed as dataset_name
+    name = data_args.dataset_name
+    if name is not None and os.path.isdir(name):  # a save_to_disk (or Hub-layout) folder passed as dataset_name
         name = _absolute(name)
     return {
         "version": DATA_SOURCE_VERSION,
         "dataset_name": name,
-        "dataset_config_name": getattr(data_args, "dataset_config_name", None),
-        "train_dir": _absolute(getattr(data_args, "train_dir", None)),
-        "validation_dir": _absolute(getattr(data_args, "validation_dir", None)),
+        "dataset_config_name": data_args.dataset_config_name,
+        "train_dir": _absolute(data_args.train_dir),
+        "validation_dir": _absolute(data_args.validation_dir),
         "synthetic": synthetic_kwargs_of(data_args),
-        "image_column_name": getattr(data_args, "image_column_name", "image"),
-        "train_split": getattr(data_args, "train_split", "train"),
+        "image_column_name": data_args.image_column_name,
+        "train_split": getattr(data_args, "train_split", "train"),  # the maps CLI's arguments have no split roles
     }
 
 
-def write_data_source(output_dir, data_args) -> Path:
+def write_data_source(output_dir, data_args: DataSourceArguments) -> Path:
     """Write `<output_dir>/attg_mae_data.json`, the data source of `data_args` (see `data_source`). Returns its path."""
     path = Path(output_dir) / DATA_SOURCE_FILE
     path.write_text(json.dumps(data_source(data_args), indent=2, sort_keys=True) + "\n")
@@ -96,6 +76,30 @@ def read_data_source(checkpoint) -> dict | None:
     return record
 
 
+def use_recorded_source(data_args: DataSourceArguments, checkpoint) -> dict | None:
+    """With no data flag at all, point `data_args` (in place) at the data `checkpoint` was pre-trained on, from its
+    `attg_mae_data.json`; the image column and train split too when they are at their defaults, so that every later
+    step and the results' label agree on the data. Returns the record used, or None (a data flag was given, or
+    the checkpoint has no record: the synthetic defaults then apply, with a warning)."""
+    if has_data_flags(data_args):
+        return None
+    record = read_data_source(checkpoint)
+    if record is None:
+        logger.warning("no data flag and no %s in %s: evaluating on the synthetic defaults", DATA_SOURCE_FILE,
+                       checkpoint)
+        return None
+    for name in SOURCE_FLAGS:
+        setattr(data_args, name, record.get(name))
+    for flag, name in SYNTHETIC_FLAGS.items():
+        setattr(data_args, flag, (record.get("synthetic") or {}).get(name))
+    for name, default in (("image_column_name", "image"), ("train_split", "train")):
+        if hasattr(data_args, name) and getattr(data_args, name) == default and record.get(name):
+            setattr(data_args, name, record[name])
+    logger.warning("no data flag: evaluating on the checkpoint's pre-training data %s (from %s)",
+                   dataset_label(record), Path(os.fspath(checkpoint)) / DATA_SOURCE_FILE)
+    return record
+
+
 def dataset_label(source: dict) -> str:
     """A name for the data of `source` that differs whenever the data does.
 
@@ -114,5 +118,5 @@ def dataset_label(source: dict) -> str:
             f"val{synthetic['num_validation']}-seed{synthetic['seed']}{colour}")
 
 
-__all__ = ["DATA_SOURCE_FILE", "data_source", "dataset_label", "has_data_flags", "read_data_source",
-           "synthetic_kwargs_of", "write_data_source"]
+__all__ = ["DATA_SOURCE_FILE", "data_source", "dataset_label", "read_data_source", "use_recorded_source",
+           "write_data_source"]

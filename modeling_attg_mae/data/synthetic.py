@@ -441,6 +441,14 @@ def synthetic_parameters(**kwargs) -> dict:
     return parameters
 
 
+def check_synthetic_parameters(**kwargs) -> None:
+    """Raise ValueError for arguments `generate_synthetic_dataset` would refuse (unset ones take its defaults),
+    without rendering anything: the command lines check their synthetic flags with it when they are parsed."""
+    parameters = synthetic_parameters(**kwargs)
+    _validate(**{name: tuple(value) if isinstance(value, list) else value for name, value in parameters.items()
+                 if name not in ("seed", "generator_version")})
+
+
 def load_synthetic_dataset(
     num_train: int = 4000,
     num_validation: int = 1000,

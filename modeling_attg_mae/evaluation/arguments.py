@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..data.arguments import LabelledDataArguments
 from .attentive_probe import (
     DEFAULT_ATTENTIVE_BASE_LR,
     DEFAULT_ATTENTIVE_LR_GRID,
@@ -40,35 +41,9 @@ class EvalModelArguments:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
 
 
-@dataclass
-class EvalDataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset; default: the embedded synthetic dataset."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the Hub dataset."})
-    train_dir: str | None = field(default=None, metadata={"help": "Image folder (one sub-folder per class) for the train split."})
-    validation_dir: str | None = field(default=None, metadata={"help": "Image folder for the validation split."})
-    train_split: str = field(default="train", metadata={"help": "Split that forms the k-NN bank / trains the probe."})
-    eval_splits: list[str] | None = field(
-        default=None, metadata={"help": "Splits to report, each separately; default: every split except train_split."}
-    )
-    image_column_name: str = field(default="image", metadata={"help": "Column holding the images."})
-    label_column_name: str = field(default="label", metadata={"help": "Column holding the integer class ids."})
-    # None = not given: with no data flag at all, the checkpoint's attg_mae_data.json (its pre-training data)
-    # decides, else the synthetic generator's defaults (4000 / 1000 / 64 px / seed 0) apply
-    synthetic_num_train: int | None = field(default=None, metadata={"help": "Synthetic data: training images (default 4000)."})
-    synthetic_num_validation: int | None = field(
-        default=None, metadata={"help": "Synthetic data: images per validation split (default 1000)."})
-    synthetic_image_size: int | None = field(default=None, metadata={"help": "Synthetic data: image side in pixels (default 64)."})
-    synthetic_seed: int | None = field(default=None, metadata={"help": "Synthetic data: generator seed (default 0)."})
-    synthetic_object_color: Literal["per_class", "random"] | None = field(
-        default=None, metadata={"help": "Synthetic data: per_class (default) or random (the class is in the shape alone)."})
-
-    def __post_init__(self):
-        from ..data.source import SYNTHETIC_FLAGS
-
-        synthetic = [f"--{name}" for name in SYNTHETIC_FLAGS if getattr(self, name) is not None]
-        if synthetic and (self.dataset_name is not None or self.train_dir is not None):
-            raise ValueError(f"{' '.join(synthetic)} only apply to the synthetic dataset, but --dataset_name or "
-                             "--train_dir was given as well")
+# The evaluations' data flags are the shared ones (source, image / label columns, split roles, synthetic settings);
+# with no data flag at all, a checkpoint's attg_mae_data.json decides (`data.source.use_recorded_source`).
+EvalDataArguments = LabelledDataArguments
 
 
 @dataclass

@@ -80,45 +80,6 @@ logger = logging.getLogger(__name__)
 HELD_OUT_CHECK_MARGIN = 5.0
 
 
-def _load_dataset(model_args, data_args):
-    from ..data import load_image_dataset
-    from ..data.source import synthetic_kwargs_of
-
-    return load_image_dataset(
-        dataset_name=data_args.dataset_name,
-        dataset_config_name=data_args.dataset_config_name,
-        train_dir=data_args.train_dir,
-        validation_dir=data_args.validation_dir,
-        cache_dir=model_args.cache_dir,
-        synthetic_kwargs=synthetic_kwargs_of(data_args),
-    )
-
-
-def _use_checkpoint_data_source(model_args, data_args) -> None:
-    """With no data flag at all, evaluate on the checkpoint's pre-training data (its attg_mae_data.json), else on
-    the synthetic defaults; fills `data_args` in place (its image column / train split too, when left at the
-    defaults), so that every later step and the results' label agree on the data."""
-    from ..data.source import DATA_SOURCE_FILE, SYNTHETIC_FLAGS, dataset_label, has_data_flags, read_data_source
-
-    if has_data_flags(data_args):
-        return
-    record = read_data_source(model_args.model_name_or_path)
-    if record is None:
-        logger.warning("no data flag and no %s in %s: evaluating on the synthetic defaults",
-                       DATA_SOURCE_FILE, model_args.model_name_or_path)
-        return
-    for name in ("dataset_name", "dataset_config_name", "train_dir", "validation_dir"):
-        setattr(data_args, name, record.get(name))
-    for flag, name in SYNTHETIC_FLAGS.items():
-        setattr(data_args, flag, (record.get("synthetic") or {}).get(name))
-    defaults = {"image_column_name": "image", "train_split": "train"}
-    for name, default in defaults.items():
-        if getattr(data_args, name) == default and record.get(name):
-            setattr(data_args, name, record[name])
-    logger.warning("no data flag: evaluating on the checkpoint's pre-training data %s (from %s)",
-                   dataset_label(record), Path(model_args.model_name_or_path) / DATA_SOURCE_FILE)
-
-
 def _dataset_description(data_args) -> dict:
     from ..data.source import data_source, dataset_label
 
@@ -139,8 +100,11 @@ class _Setup:
 
         self.accelerator = accelerator or Accelerator()
         self.model_args, self.data_args, self.run_args = model_args, data_args, run_args
-        _use_checkpoint_data_source(model_args, data_args)
-        self.dataset = dataset if dataset is not None else _load_dataset(model_args, data_args)
+        from ..data.loading import load_data_source
+        from ..data.source import use_recorded_source
+
+        use_recorded_source(data_args, model_args.model_name_or_path)
+        self.dataset = dataset if dataset is not None else load_data_source(data_args, model_args.cache_dir)
         # Bad splits and columns fail here, before a model is loaded or a feature extracted.
         check_split(self.dataset, data_args.train_split)
         self.eval_splits = data_args.eval_splits or [s for s in self.dataset if s != data_args.train_split]
@@ -359,13 +323,14 @@ def plot_embeddings(plot_args, data_args, dataset=None, accelerator=None) -> dic
     """
     import copy
 
+    from ..data.source import use_recorded_source
     from .arguments import EvalModelArguments, EvalRunArguments
 
     # every checkpoint's data source first (a json read each): a mismatch fails before any model is loaded
     per_checkpoint = []
     for checkpoint in plot_args.checkpoints:
         own = copy.deepcopy(data_args)
-        _use_checkpoint_data_source(EvalModelArguments(model_name_or_path=checkpoint, cache_dir=plot_args.cache_dir), own)
+        use_recorded_source(own, checkpoint)
         per_checkpoint.append(own)
     labels = {checkpoint: _dataset_label(own) for checkpoint, own in zip(plot_args.checkpoints, per_checkpoint)}
     if len(set(labels.values())) > 1:

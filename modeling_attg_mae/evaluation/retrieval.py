@@ -607,7 +607,7 @@ def _scales(retrieval_args) -> tuple[float, ...]:
 
 
 def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator) -> dict:
-    from ..data.source import has_data_flags
+    from ..data.arguments import has_data_flags
     from .feature_cache import cache_key, checkpoint_fingerprint
     from .pipelines import write_results_and_card
     from .runner import cached_features_of_all_processes, extract_split_features, load_encoder

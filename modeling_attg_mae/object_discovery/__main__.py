@@ -5,6 +5,11 @@
     python -m modeling_attg_mae.object_discovery --method spectral_residual --output_dir maps/   # synthetic data
     python -m modeling_attg_mae.object_discovery --method column --image_column object_mask --output_dir maps/
 
+The data flags are the ones every command line shares (`modeling_attg_mae/data/arguments.py`): `--dataset_name` (a
+Hub id, a Hub-layout folder or a save_to_disk folder), `--train_dir` [`--validation_dir`], or the synthetic data
+(`--synthetic_*`, the default). The output folder is itself a save_to_disk folder: `run_pretrain.py --dataset_name
+<output_dir>` pre-trains on it with its `attention_map` column, computing no map.
+
 Several GPUs: `--num_proc <n_gpus>` (worker i runs on cuda:i). Method parameters: `--method_kwargs '{"head": "max"}'`.
 All arguments can also come from a JSON file given as the only argument.
 """
@@ -15,9 +20,9 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-import datasets
-
 from ..cli import parse_cli, parse_json
+from ..data.arguments import DataSourceArguments
+from ..data.loading import load_data_source
 from .map_step import AttentionMapStep, add_attention_maps
 from .registry import METHODS
 
@@ -30,7 +35,8 @@ class ObjectDiscoveryArguments:
                                         "(facebook/dino-vits16 for dino/tokencut, microsoft/resnet-50 for gradcam)"})
     method_kwargs: str = field(default="{}", metadata={"help": "JSON object of method parameters"})
     grid_size: int = field(default=14, metadata={"help": "side G of the stored (G, G) map grid"})
-    image_column: str = field(default="image", metadata={"help": "column the method reads (mask column for 'column')"})
+    image_column: str | None = field(default=None, metadata={
+        "help": "column the method reads (the mask column for 'column'); default: --image_column_name"})
     batch_size: int = field(default=32, metadata={"help": "images per detector batch"})
     num_proc: int | None = field(default=None, metadata={"help": "worker processes (one per GPU)"})
 
@@ -43,12 +49,9 @@ class ObjectDiscoveryArguments:
 
 
 @dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset name"})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration"})
-    train_dir: str | None = field(default=None, metadata={"help": "local image folder (imagefolder layout)"})
-    synthetic_num_train: int = field(default=4000, metadata={"help": "synthetic data (the default dataset): train size"})
-    synthetic_num_validation: int = field(default=1000, metadata={"help": "synthetic data: validation size"})
+class MapsOutputArguments:
+    """Where the dataset with maps goes, and its pictures (the data source: the shared `DataSourceArguments`)."""
+
     output_dir: str = field(default="attention_maps", metadata={"help": "save_to_disk folder"})
     push_to_hub: bool = field(default=False, metadata={"help": "also push the dataset to the Hub"})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id for --push_to_hub"})
@@ -57,19 +60,12 @@ class DataArguments:
     temperature: float = field(default=0.75, metadata={"help": "tau for the weights in the pictures"})
 
     def __post_init__(self):
-        if self.dataset_name and self.train_dir:
-            raise ValueError("give --dataset_name or --train_dir, not both")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id")
 
 
-def load_source(data: DataArguments) -> datasets.DatasetDict:
-    from ..data.loading import load_image_dataset
-
-    synthetic = None if (data.dataset_name or data.train_dir) else dict(
-        num_train=data.synthetic_num_train, num_validation=data.synthetic_num_validation)
-    return load_image_dataset(dataset_name=data.dataset_name, dataset_config_name=data.dataset_config_name,
-                              train_dir=data.train_dir, synthetic_kwargs=synthetic)
+# the command line's argument groups, in parsing order
+ARGUMENTS = (ObjectDiscoveryArguments, DataSourceArguments, MapsOutputArguments)
 
 
 def replace_folder(output_dir: str, write) -> None:
@@ -98,44 +94,47 @@ def replace_folder(output_dir: str, write) -> None:
 
 
 def main(argv=None):
-    args, data = parse_cli((ObjectDiscoveryArguments, DataArguments), argv)
+    args, data, output = parse_cli(ARGUMENTS, argv)
     if args.method not in METHODS:
         raise ValueError(f"unknown --method {args.method!r}; choose one of {sorted(METHODS)}")
     params = parse_json(args.method_kwargs, f"--method_kwargs {args.method_kwargs!r}")
     if not isinstance(params, dict):
         raise ValueError(f"--method_kwargs must be a JSON object, got {args.method_kwargs!r}")
     model = args.model_name_or_path or METHODS[args.method].default_model
-    if os.path.isdir(data.output_dir) and os.listdir(data.output_dir) and not data.overwrite_output_dir:
-        raise ValueError(f"output_dir {data.output_dir} exists and is not empty: pass --overwrite_output_dir to "
+    if os.path.isdir(output.output_dir) and os.listdir(output.output_dir) and not output.overwrite_output_dir:
+        raise ValueError(f"output_dir {output.output_dir} exists and is not empty: pass --overwrite_output_dir to "
                          "replace it, or choose another --output_dir")
+    input_column = args.image_column or data.image_column_name
     # method, parameters and detector checkpoint are checked before any data is loaded
-    AttentionMapStep(args.method, model, image_column=args.image_column, grid_size=args.grid_size, **params)
-    source = load_source(data)
+    AttentionMapStep(args.method, model, image_column=input_column, grid_size=args.grid_size, **params)
+    source = load_data_source(data)
     result = add_attention_maps(
-        source, args.method, model, image_column=args.image_column, grid_size=args.grid_size,
+        source, args.method, model, image_column=input_column, grid_size=args.grid_size,
         batch_size=args.batch_size, num_proc=args.num_proc, **params,
     )
 
     def write(folder):
         result.save_to_disk(folder)
-        if data.save_pictures > 0:
+        if output.save_pictures > 0:
             from ..visualize import save_guidance_grid
 
             first = next(iter(result.values()))
-            split = first.select(range(min(data.save_pictures, len(first))))
-            picture_column = "image" if "image" in split.column_names else args.image_column
+            split = first.select(range(min(output.save_pictures, len(first))))
+            # the images; a dataset without that column (e.g. masks only) shows what the method read
+            picture_column = data.image_column_name if data.image_column_name in split.column_names else input_column
             save_guidance_grid(
                 split[picture_column], split.with_format("numpy")["attention_map"],
-                os.path.join(folder, "attention_maps.png"), temperature=data.temperature,
-                max_rows=data.save_pictures,
+                os.path.join(folder, "attention_maps.png"), temperature=output.temperature,
+                max_rows=output.save_pictures,
             )
 
-    replace_folder(data.output_dir, write)
-    print(f"saved {', '.join(f'{k}: {len(v)}' for k, v in result.items())} rows with attention maps to {data.output_dir}")
-    if data.save_pictures > 0:
-        print(f"wrote {os.path.join(data.output_dir, 'attention_maps.png')}")
-    if data.push_to_hub:
-        result.push_to_hub(data.hub_model_id)
+    replace_folder(output.output_dir, write)
+    print(f"saved {', '.join(f'{k}: {len(v)}' for k, v in result.items())} rows with attention maps to "
+          f"{output.output_dir}")
+    if output.save_pictures > 0:
+        print(f"wrote {os.path.join(output.output_dir, 'attention_maps.png')}")
+    if output.push_to_hub:
+        result.push_to_hub(output.hub_model_id)
     return result
 
 
