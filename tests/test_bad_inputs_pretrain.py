@@ -124,7 +124,7 @@ def test_bad_input_is_refused_with_a_message_that_names_it(tmp_path, monkeypatch
         extra.pop(position)
     # each stage's work, patched where run() and load_pretraining_data look it up
     if case["stage"] == "arguments":
-        monkeypatch.setattr(wiring, "load_source_dataset", _fail("loading the dataset"))
+        monkeypatch.setattr(wiring, "load_data_source", _fail("loading the dataset"))
     monkeypatch.setattr(dataset, "compute_attention_maps", _fail("the map computation"))
     monkeypatch.setattr(wiring, "AttGViTMAEForPreTraining", _fail("building the model"))
     with pytest.raises(ValueError, match=case["message"]):

@@ -96,13 +96,7 @@ BAD_SOURCES = [
     (["--synthetic_image_size", "8"], r"--synthetic_image_size must be an int >= 16"),
     (["--synthetic_num_validation", "0"], r"--synthetic_num_validation must be a positive int, got 0"),
 ]
-# pre-training's DataArguments (pretraining.py, being split into a package) subclasses LabelledDataArguments at
-# integration; until then it does not run the shared checks. strict: this marker must go once it does.
-_NOT_YET_SHARED = pytest.mark.xfail(strict=True, reason="pretraining.DataArguments is not yet a LabelledDataArguments")
-
-
-@pytest.mark.parametrize("cli", [pytest.param(c, marks=_NOT_YET_SHARED) if c == "run_pretrain.py" else c
-                                 for c in CLIS])
+@pytest.mark.parametrize("cli", list(CLIS))
 @pytest.mark.parametrize("argv, message", BAD_SOURCES, ids=[" ".join(argv) for argv, _ in BAD_SOURCES])
 def test_bad_source_flags_are_refused_when_parsed(cli, argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

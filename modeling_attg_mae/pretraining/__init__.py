@@ -24,14 +24,14 @@ from .arguments import (
     parse_arguments,
 )
 from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
-from .dataset import load_pretraining_data, load_source_dataset
+from .dataset import load_pretraining_data
 from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictureCallback, object_loss_share
 from .wiring import _WRITE_PROBE, build_config, build_model, check_run_arguments, run  # noqa: F401 (_WRITE_PROBE: tests)
 
 __all__ = [
     "CONFIG_FIELDS", "DEMO_ARGUMENTS", "MAE_TRAINING_DEFAULTS", "MODEL_PRESETS", "AttGArguments", "DataArguments",
     "ModelArguments", "apply_mae_defaults", "effective_batch_size", "explicit_flags", "parse_arguments",
-    "export_checkpoint", "run_knn_on_checkpoint", "write_model_card", "load_pretraining_data", "load_source_dataset",
+    "export_checkpoint", "run_knn_on_checkpoint", "write_model_card", "load_pretraining_data",
     "AttGTrainer", "AugmentationEpochCallback", "ReconstructionPictureCallback", "object_loss_share",
     "build_config", "build_model", "check_run_arguments", "run",
 ]

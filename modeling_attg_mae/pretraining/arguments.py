@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..data.arguments import LabelledDataArguments
 from ..configuration_attg_mae import GUIDANCE_MODES, TEMPERATURE_SCHEDULES, AttGViTMAEConfig
 
 # Encoder sizes of the official checkpoints (facebook/vit-mae-{base,large,huge}); all share MAE's 8x512 decoder.
@@ -65,21 +66,12 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={
-        "help": "Hub dataset name. Default (with no --train_dir either): the embedded synthetic dataset."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
-    train_dir: str | None = field(default=None, metadata={"help": "Local image folder for training."})
-    validation_dir: str | None = field(default=None, metadata={"help": "Local image folder for validation."})
-    image_column_name: str = field(default="image", metadata={"help": "Column holding the images."})
-    train_split: str = field(default="train", metadata={"help": "Split to pre-train on."})
+class DataArguments(LabelledDataArguments):
+    """The shared data flags (`modeling_attg_mae.data.arguments`: source, image / label columns, splits, synthetic
+    settings) plus pre-training's own: the validation split of the loss and pictures, truncation, the maps."""
+
     validation_split: str | None = field(default="validation", metadata={
         "help": "Split for the evaluation loss and the pictures (empty: none)."})
-    label_column_name: str = field(default="label", metadata={
-        "help": "Column of integer class ids, for --run_knn and --knn_monitor (pre-training itself uses no label)."})
-    eval_splits: list[str] | None = field(default=None, metadata={
-        "help": "Splits --run_knn and --knn_monitor report, each separately; default: every split but the "
-                "training one."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: int | None = field(default=512, metadata={"help": "Truncate the validation set."})
     attention_column: str = field(default="attention_map", metadata={
@@ -96,21 +88,14 @@ class DataArguments:
         "help": "Processes for the map computation (one per GPU)."})
     attention_grid_size: int = field(default=28, metadata={
         "help": "Side of the stored map grid, covering the whole image; crops are cut from it during training."})
-    synthetic_num_train: int = field(default=4000, metadata={"help": "Synthetic data: training images."})
-    synthetic_num_validation: int = field(default=1000, metadata={"help": "Synthetic data: images per val split."})
-    synthetic_image_size: int = field(default=64, metadata={"help": "Synthetic data: image side in pixels."})
-    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic data: generator seed."})
-    synthetic_object_color: Literal["per_class", "random"] = field(default="per_class", metadata={
-        "help": "Synthetic data: per_class (the hue also tells the class) or random (the class is in the shape "
-                "alone)."})
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("max_train_samples", "max_eval_samples", "attention_num_proc"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1 (or left unset), got {value}")
-        for name in ("attention_batch_size", "attention_grid_size", "synthetic_num_train",
-                     "synthetic_num_validation", "synthetic_image_size"):
+        for name in ("attention_batch_size", "attention_grid_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
 

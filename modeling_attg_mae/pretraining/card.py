@@ -12,10 +12,10 @@ from pathlib import Path
 from transformers import TrainingArguments
 from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
 
-from ..data.source import synthetic_kwargs_of
+from ..data.arguments import convert_data_arguments
+from ..data.loading import load_data_source
 from ..modeling_attg_mae import save_for_inference_and_pretraining
 from .arguments import DataArguments, ModelArguments, effective_batch_size
-from .dataset import load_source_dataset
 
 
 def export_checkpoint(model, output_dir: Path, size: int, mean, std) -> None:
@@ -63,16 +63,12 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
     from ..evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments
     from ..evaluation.pipelines import format_results_table, run_knn
 
-    dataset = load_source_dataset(data_args, model_args)
+    dataset = load_data_source(data_args, model_args.cache_dir)
     bank_size = len(dataset[data_args.train_split])
     ks = [k for k in (10, 20, 100, 200) if k <= bank_size] or [bank_size]
     payload = run_knn(
         EvalModelArguments(model_name_or_path=str(output_dir), pooling="cls"),
-        EvalDataArguments(dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
-                          train_dir=data_args.train_dir, validation_dir=data_args.validation_dir,
-                          train_split=data_args.train_split, image_column_name=data_args.image_column_name,
-                          label_column_name=data_args.label_column_name, eval_splits=data_args.eval_splits,
-                          **_synthetic_eval_flags(data_args)),
+        convert_data_arguments(data_args, EvalDataArguments),
         EvalRunArguments(output_dir=str(output_dir), feature_cache_dir=str(output_dir / "feature_cache"),
                          batch_size=training_args.per_device_eval_batch_size),
         KNNArguments(ks=ks),
@@ -82,13 +78,3 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
         return None
     payload["table"] = "\n" + format_results_table(payload)
     return payload
-
-
-def _synthetic_eval_flags(data_args: DataArguments) -> dict:
-    """The run's synthetic settings as the evaluation's flags (none for another data source)."""
-    from ..data.source import SYNTHETIC_FLAGS
-
-    if synthetic_kwargs_of(data_args) is None:
-        return {}
-    return {flag: getattr(data_args, flag) for flag in SYNTHETIC_FLAGS}
-

@@ -2,36 +2,14 @@
 
 Apart from the run (wiring.py) because data loading changes on its own schedule (one loader for every CLI is being
 unified in `modeling_attg_mae.data`), and because each check here must fail once the dataset is open but before
-any map is computed or any weight is built. `run_knn_on_checkpoint` and the study load the same source through
-`load_source_dataset`, so they evaluate on the data the run trained on.
+any map is computed or any weight is built. The source itself is loaded by the one loader of
+every CLI, `modeling_attg_mae.data.load_data_source`.
 """
 
 from __future__ import annotations
 
-import os
-
-from ..data.source import synthetic_kwargs_of
+from ..data.loading import load_data_source
 from .arguments import DataArguments, ModelArguments
-
-
-def load_source_dataset(data_args: DataArguments, model_args: ModelArguments):
-    """The DatasetDict named by the arguments: a Hub dataset, an image folder, or the embedded synthetic data.
-
-    The synthetic data is saved under the datasets cache, so that the map step's results are cached on disk too.
-    """
-    from ..data.loading import load_image_dataset
-
-    synthetic = data_args.dataset_name is None and data_args.train_dir is None
-    cache_dir = model_args.cache_dir
-    if synthetic and cache_dir is None:
-        import datasets
-
-        cache_dir = os.path.join(datasets.config.HF_DATASETS_CACHE, "attg_mae_synthetic")
-    return load_image_dataset(
-        dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
-        train_dir=data_args.train_dir, validation_dir=data_args.validation_dir, cache_dir=cache_dir,
-        synthetic_kwargs=synthetic_kwargs_of(data_args) if synthetic else None,
-    )
 
 
 def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, main_process_first,
@@ -45,7 +23,7 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
 
     if dataset is None:
         with main_process_first(desc="dataset loading"):
-            dataset = load_source_dataset(data_args, model_args)
+            dataset = load_data_source(data_args, model_args.cache_dir)
     wanted = [data_args.train_split] + ([data_args.validation_split] if data_args.validation_split else [])
     for split in wanted:
         if split not in dataset:

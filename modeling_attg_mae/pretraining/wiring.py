@@ -20,13 +20,14 @@ from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same s
 
 from ..checkpointing import RESUME_LATEST, checkpoint_belongs_to, resolve_resume_checkpoint
 from ..configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+from ..data.loading import load_data_source
 from ..data.source import write_data_source
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..modeling_attg_mae import AttGViTMAEForPreTraining
 from ..temperature import AttGTemperatureCallback
 from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments
 from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
-from .dataset import check_attention_arguments, knn_eval_splits, load_pretraining_data, load_source_dataset
+from .dataset import check_attention_arguments, knn_eval_splits, load_pretraining_data
 from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictureCallback
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
             logger.warning("no image processor in %s: using ImageNet mean/std", model_args.model_name_or_path)
 
     with training_args.main_process_first(desc="dataset loading"):
-        source = load_source_dataset(data_args, model_args)
+        source = load_data_source(data_args, model_args.cache_dir)
     splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
                                    run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
     set_seed(training_args.seed)
