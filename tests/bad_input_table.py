@@ -13,6 +13,7 @@ SOURCES = {
     "tests.test_bad_inputs_pretrain": "Pre-training (`run_pretrain.py`)",
     "tests.test_bad_inputs_data": "Data, maps and evaluation (`run_knn.py`, `run_linear_probe.py`, `run_retrieval.py`, "
                                    "the maps CLI)",
+    "tests.test_export": "Encoder export (`python -m modeling_attg_mae.export`)",
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "TROUBLESHOOTING.md"
 
