@@ -178,7 +178,8 @@ def render_model_card(
         object_discovery=object_discovery,
         temperature=temperature,
         training_hparams=training_hparams,
-        mask_ratio=config.get("mask_ratio", 0.75),
+        # the training ratio: an exported checkpoint stores 0 for stock loaders and the ratio beside it
+        mask_ratio=config.get("mask_ratio", 0.75) or config.get("attg_pretraining_mask_ratio"),
         image_size=config.get("image_size", 224),
         results_table=results_table(eval_results),
     )

@@ -302,3 +302,12 @@ def test_bad_input_is_refused_with_a_message_that_names_it(tmp_path, monkeypatch
     with pytest.raises(ValueError, match=case["message"]):
         main(argv)
     assert not list(tmp_path.rglob("encoder/model.safetensors"))
+
+
+def test_the_checkpoint_card_states_the_training_ratio_and_points_to_the_encoder(ours):
+    from modeling_attg_mae.hub import render_model_card
+
+    _, checkpoint = ours  # config.json: mask_ratio 0.0, attg_pretraining_mask_ratio 0.75
+    text = render_model_card(checkpoint, object_discovery={}, temperature={}, training_hparams={}).text
+    assert "random, ratio 0.75" in text and "ratio 0.0" not in text
+    assert "`encoder/` folder" in text and "`mask_ratio=0.75` to `from_pretrained`" in text
