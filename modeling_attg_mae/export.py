@@ -8,7 +8,7 @@ right and the patch tokens in a different order on every call. A `ViTModel` has 
     python -m modeling_attg_mae.export --checkpoint outputs/attg-mae-demo            # -> outputs/attg-mae-demo/encoder
     python -m modeling_attg_mae.export --checkpoint outputs/attg-mae-demo --format timm --output_dir out/timm
     python -m modeling_attg_mae.export --checkpoint facebook/vit-mae-base --output_dir out/vit-mae-base-encoder
-    python -m modeling_attg_mae.export --checkpoint outputs/run --push_to_hub --hub_model_id you/run  # -> you/run-encoder
+    python -m modeling_attg_mae.export --checkpoint outputs/run --push_to_hub --hub_model_id you/run  # you/run-encoder
 
 Formats:
 - "hf": a `ViTModel` folder (config with model_type "vit", safetensors, `ViTImageProcessor`, model card). The final
@@ -89,7 +89,8 @@ def check_output_dir(output_dir, checkpoint, overwrite: bool) -> Path:
     """
     output_dir = Path(os.path.expanduser(os.fspath(output_dir)))
     source = Path(os.path.expanduser(os.fspath(checkpoint)))
-    if source.exists() and (output_dir.resolve() == source.resolve() or output_dir.resolve() in source.resolve().parents):
+    target = output_dir.resolve()
+    if source.exists() and (target == source.resolve() or target in source.resolve().parents):
         raise ValueError(f"--output_dir {output_dir} is the checkpoint {source} or a folder above it: the export would "
                          f"replace its source; the default is {source / ENCODER_SUBFOLDER['hf']}")
     if output_dir.exists() and not output_dir.is_dir():
@@ -295,9 +296,9 @@ def export_encoder(checkpoint, output_dir=None, format: Literal["hf", "timm"] = 
                    image_processor=None) -> Path:
     """Write the encoder of the vit_mae `checkpoint` to `output_dir` (default `<checkpoint>/encoder`) in `format`.
 
-    Everything is checked before any weight is loaded (format, output folder, source type, image processor); the folder is written next to its destination and moved in
-    place only once complete (and, for "hf", verified), so a failure leaves any previous export as it was.
-    Returns the output folder.
+    Everything is checked before any weight is loaded (format, output folder, source type, image processor); the
+    folder is written next to its destination and moved in place only once complete (and, for "hf", verified), so a
+    failure leaves any previous export as it was. Returns the output folder.
     """
     _check_format(format)
     output_dir = default_output_dir(checkpoint, format) if output_dir is None else output_dir
