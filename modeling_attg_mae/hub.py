@@ -15,9 +15,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 _PACKAGE = Path(__file__).resolve().parent
 # the repository's model_cards/ in a checkout; the copy shipped as modeling_attg_mae/model_cards in an installed wheel
-TEMPLATE_PATH = next((p for p in (_PACKAGE.parent / "model_cards" / "attg_mae.md",
-                                  _PACKAGE / "model_cards" / "attg_mae.md") if p.is_file()),
-                     _PACKAGE.parent / "model_cards" / "attg_mae.md")
+def _template(name: str) -> Path:
+    return next((p for p in (_PACKAGE.parent / "model_cards" / name, _PACKAGE / "model_cards" / name) if p.is_file()),
+                _PACKAGE.parent / "model_cards" / name)
+
+
+TEMPLATE_PATH = _template("attg_mae.md")
+ENCODER_TEMPLATE_PATH = _template("attg_mae_encoder.md")  # the ViTModel export (modeling_attg_mae.export)
 DEFAULT_TAGS = ("attg-mae", "mae", "vit", "self-supervised")
 RESULTS_START, RESULTS_END = "<!-- attg-mae:results:start -->", "<!-- attg-mae:results:end -->"
 _METHOD_NAMES = {
@@ -174,7 +178,8 @@ def render_model_card(
         object_discovery=object_discovery,
         temperature=temperature,
         training_hparams=training_hparams,
-        mask_ratio=config.get("mask_ratio", 0.75),
+        # the training ratio: an exported checkpoint stores 0 for stock loaders and the ratio beside it
+        mask_ratio=config.get("mask_ratio", 0.75) or config.get("attg_pretraining_mask_ratio"),
         image_size=config.get("image_size", 224),
         results_table=results_table(eval_results),
     )
@@ -218,17 +223,88 @@ def push_model_card(checkpoint_dir, repo_id: str) -> None:
     ModelCard.load(Path(checkpoint_dir) / "README.md").push_to_hub(repo_id, commit_message="Update evaluation results")
 
 
-def push_checkpoint_to_hub(output_dir, repo_id: str, private: bool = False, commit_message: str = "Upload AttG-MAE checkpoint") -> str:
-    """Create `repo_id` if needed and upload the checkpoint folder (weights, config, card). Returns the commit URL."""
+def render_encoder_card(encoder_dir, *, source: str, model_name: str | None = None, repo_id: str | None = None,
+                        source_repo_id: str | None = None) -> ModelCard:
+    """Write `<encoder_dir>/README.md` for a ViTModel export of `source` (modeling_attg_mae.export).
+
+    `repo_id` / `source_repo_id`: the Hub repos of the encoder and of its vit_mae source, once pushed (the card then
+    shows them instead of local paths and records the source as `base_model`).
+    """
+    encoder_dir = Path(encoder_dir)
+    if not ENCODER_TEMPLATE_PATH.is_file():
+        raise ValueError(f"model card template not found at {ENCODER_TEMPLATE_PATH}")
+    config = _read_config(encoder_dir)
+    if config.get("model_type") != "vit":
+        raise ValueError(f"{encoder_dir} is not a ViTModel export (config.json model_type {config.get('model_type')!r})")
+    size, patch = config["image_size"], config["patch_size"]
+    size, patch = (size if isinstance(size, int) else size[0]), (patch if isinstance(patch, int) else patch[0])
+    source_name = source_repo_id or source
+    card_data = ModelCardData(
+        pipeline_tag="image-feature-extraction",
+        library_name="transformers",
+        tags=list(dict.fromkeys([*DEFAULT_TAGS, "feature-extraction"])),
+        base_model=source_repo_id,
+        model_name=model_name or repo_id or encoder_dir.resolve().name,
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(ENCODER_TEMPLATE_PATH),
+        model_name=model_name or repo_id or encoder_dir.resolve().name,
+        repo_id=repo_id or str(encoder_dir),
+        source=source_name,
+        source_link=f"https://huggingface.co/{source_repo_id}" if source_repo_id else source_name,
+        image_size=size,
+        patch_size=patch,
+        num_patches=(size // patch) ** 2,
+        hidden_size=config["hidden_size"],
+        num_layers=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"],
+    )
+    card.save(encoder_dir / "README.md")
+    return card
+
+
+def _upload(folder: Path, repo_id: str, private: bool, commit_message: str, ignore_patterns=None) -> str:
     from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message,
+                               ignore_patterns=ignore_patterns)
+    return str(getattr(commit, "commit_url", commit))
+
+
+def push_encoder_to_hub(encoder_dir, repo_id: str, source_repo_id: str | None = None, private: bool = False) -> str:
+    """Upload an export of modeling_attg_mae.export to its own repo (`<source repo>-encoder` by convention: the
+    widget and `pipeline(repo)` need the model at a repo root). A ViTModel export's card is rendered again first,
+    with the repo ids in place of local paths. Returns the commit URL."""
+    encoder_dir = Path(encoder_dir)
+    config = _read_config(encoder_dir)
+    if not config:
+        raise ValueError(f"{encoder_dir} is not an encoder export (no config.json)")
+    if config.get("model_type") == "vit":
+        render_encoder_card(encoder_dir, source=source_repo_id or str(encoder_dir.parent), repo_id=repo_id,
+                            source_repo_id=source_repo_id, model_name=repo_id.split("/")[-1])
+    return _upload(encoder_dir, repo_id, private, "Upload encoder export (modeling_attg_mae.export)")
+
+
+def push_checkpoint_to_hub(output_dir, repo_id: str, private: bool = False, commit_message: str = "Upload AttG-MAE checkpoint") -> str:
+    """Create `repo_id` if needed and upload the checkpoint folder (weights, config, card). Returns the commit URL.
+
+    An encoder export inside it (`<output_dir>/encoder`, modeling_attg_mae.export) goes to its own repo,
+    `<repo_id>-encoder`, instead of a second copy of the weights in this one.
+    """
+    from .export import ENCODER_SUBFOLDER, hub_repo_id
 
     output_dir = Path(output_dir)
     if not (output_dir / "config.json").is_file():
         raise ValueError(f"{output_dir} is not a checkpoint folder (no config.json)")
-    api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, commit_message=commit_message)
-    return str(getattr(commit, "commit_url", commit))
+    exports = [name for name in ENCODER_SUBFOLDER.values() if (output_dir / name / "config.json").is_file()]
+    url = _upload(output_dir, repo_id, private, commit_message, ignore_patterns=[f"{name}/*" for name in exports])
+    for format, name in ENCODER_SUBFOLDER.items():
+        if name in exports:
+            push_encoder_to_hub(output_dir / name, hub_repo_id(repo_id, format), source_repo_id=repo_id, private=private)
+    return url
 
 
 __all__ = [
@@ -237,5 +313,7 @@ __all__ = [
     "eval_results_from_rows",
     "push_model_card",
     "push_checkpoint_to_hub",
+    "push_encoder_to_hub",
+    "render_encoder_card",
     "DEFAULT_TAGS",
 ]

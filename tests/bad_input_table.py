@@ -13,6 +13,7 @@ SOURCES = {
     "tests.test_bad_inputs_pretrain": "Pre-training (`run_pretrain.py`)",
     "tests.test_bad_inputs_data": "Data, maps and evaluation (`run_knn.py`, `run_linear_probe.py`, `run_retrieval.py`, "
                                    "the maps CLI)",
+    "tests.test_export": "Encoder export (`python -m modeling_attg_mae.export`)",
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "TROUBLESHOOTING.md"
 
@@ -28,7 +29,8 @@ def render() -> str:
              "Generated from the tests' tables by `python -m tests.bad_input_table`; every row is a test that feeds",
              "that input and checks the message (and, where the stage says so, that no data or model work ran",
              "before it). *arguments*: refused before any data is opened or weight built; *data*: refused once the",
-             "dataset is opened, before maps and training.", ""]
+             "dataset is opened, before maps and training; *weights*: refused while the weights load, before anything is",
+             "written.", ""]
     for module_name, title in SOURCES.items():
         try:
             cases = importlib.import_module(module_name).CASES

@@ -24,6 +24,8 @@ def export_checkpoint(model, output_dir: Path, size: int, mean, std) -> None:
     save_for_inference_and_pretraining(model, output_dir)
     ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std),
                       resample=3).save_pretrained(output_dir)  # 3 = bicubic
+    from ..export import export_encoder  # + <output_dir>/encoder: a ViTModel with every token in order (the run's own)
+    export_encoder(output_dir, overwrite=True)
 
 
 def write_model_card(output_dir, model_args, data_args, attg_args, training_args, train_result) -> Path:
