@@ -54,6 +54,33 @@ def load_checkpoint_weights(model: torch.nn.Module, checkpoint_dir: str | os.Pat
     del loaded, result
 
 
+class FullWeightsResumeMixin:
+    """`Trainer` mixin: resume and best-model loading through `load_checkpoint_weights` (key names converted),
+    instead of the stock raw `load_state_dict` that drops every layer weight; FSDP / DeepSpeed / sharded
+    checkpoints keep the Trainer's own loaders. Put it before `Trainer` in the bases."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        target = self.model if model is None else model
+        if self._loads_plain_checkpoint(resume_from_checkpoint, target):
+            load_checkpoint_weights(target, resume_from_checkpoint)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        best = self.state.best_model_checkpoint
+        if self._loads_plain_checkpoint(best, self.model):
+            logger.info("loading the best model from %s (score: %s)", best, self.state.best_metric)
+            load_checkpoint_weights(self.model, best)
+        else:
+            super()._load_best_model()
+
+    def _loads_plain_checkpoint(self, checkpoint, model) -> bool:
+        from transformers import PreTrainedModel
+
+        return (checkpoint is not None and isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled
+                and not self.is_deepspeed_enabled and (Path(checkpoint) / WEIGHTS_FILE).is_file())
+
+
 def is_complete_checkpoint(path: str | os.PathLike) -> bool:
     """True when the Trainer finished writing the checkpoint folder (its state file, written last, parses)."""
     path = Path(path)
@@ -100,5 +127,5 @@ def checkpoint_belongs_to(checkpoint: str | os.PathLike, output_dir: str | os.Pa
     return output_dir in checkpoint.parents
 
 
-__all__ = ["load_checkpoint_weights", "is_complete_checkpoint", "resolve_resume_checkpoint", "checkpoint_belongs_to",
+__all__ = ["load_checkpoint_weights", "FullWeightsResumeMixin", "is_complete_checkpoint", "resolve_resume_checkpoint", "checkpoint_belongs_to",
            "RESUME_LATEST"]
