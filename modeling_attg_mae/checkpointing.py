@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import torch
@@ -52,6 +53,33 @@ def load_checkpoint_weights(model: torch.nn.Module, checkpoint_dir: str | os.Pat
         raise ValueError(f"the weights in {weights} do not match the model: {problems}")
     result = model.load_state_dict(loaded.state_dict(), strict=True)
     del loaded, result
+
+
+class FullWeightsResumeMixin:
+    """`Trainer` mixin: resume and best-model loading through `load_checkpoint_weights` (key names converted),
+    instead of the stock raw `load_state_dict` that drops every layer weight; FSDP / DeepSpeed / sharded
+    checkpoints keep the Trainer's own loaders. Put it before `Trainer` in the bases."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        target = self.model if model is None else model
+        if self._loads_plain_checkpoint(resume_from_checkpoint, target):
+            load_checkpoint_weights(target, resume_from_checkpoint)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        best = self.state.best_model_checkpoint
+        if self._loads_plain_checkpoint(best, self.model):
+            logger.info("loading the best model from %s (score: %s)", best, self.state.best_metric)
+            load_checkpoint_weights(self.model, best)
+        else:
+            super()._load_best_model()
+
+    def _loads_plain_checkpoint(self, checkpoint, model) -> bool:
+        from transformers import PreTrainedModel
+
+        return (checkpoint is not None and isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled
+                and not self.is_deepspeed_enabled and (Path(checkpoint) / WEIGHTS_FILE).is_file())
 
 
 def is_complete_checkpoint(path: str | os.PathLike) -> bool:
@@ -100,5 +128,36 @@ def checkpoint_belongs_to(checkpoint: str | os.PathLike, output_dir: str | os.Pa
     return output_dir in checkpoint.parents
 
 
-__all__ = ["load_checkpoint_weights", "is_complete_checkpoint", "resolve_resume_checkpoint", "checkpoint_belongs_to",
+__all__ = ["load_checkpoint_weights", "FullWeightsResumeMixin", "is_complete_checkpoint", "resolve_resume_checkpoint", "checkpoint_belongs_to",
            "RESUME_LATEST"]
+
+
+_WRITE_PROBE = ".attg-mae-write-check-"
+
+
+def check_output_dir(training_args, run_args) -> None:
+    """Refuse to write into a non-empty `training_args.output_dir` unless asked to (`run_args.overwrite_output_dir`),
+    or unless resuming a checkpoint of the run it holds; fail now, not after data and maps, when it cannot be
+    written. Shared by pre-training and fine-tuning (both resume through the Trainer)."""
+    path = Path(training_args.output_dir)
+    resume = training_args.resume_from_checkpoint
+    # another process of this run may be probing the folder right now: its probe file is not an earlier run
+    used = path.is_dir() and any(not p.name.startswith(_WRITE_PROBE) for p in path.iterdir())
+    if used and not run_args.overwrite_output_dir:
+        if not resume:
+            raise ValueError(
+                f"output_dir {path} exists and is not empty: pass --overwrite_output_dir to write into it, "
+                "--resume_from_checkpoint to continue a run, or choose another --output_dir"
+            )
+        if str(resume).lower() not in RESUME_LATEST and not checkpoint_belongs_to(resume, path):
+            raise ValueError(
+                f"--resume_from_checkpoint {resume} is not a checkpoint of the run in output_dir {path}, which is "
+                "not empty: continuing there would overwrite that run's model, card and state. Choose an empty "
+                "--output_dir (or the checkpoint's own run folder), or pass --overwrite_output_dir to replace it"
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=_WRITE_PROBE):
+            pass
+    except OSError as error:
+        raise ValueError(f"output_dir {path} cannot be written ({error})") from None

@@ -33,6 +33,7 @@ _METHOD_NAMES = {
     "linear_few_shot_features": "few-shot linear probe (cached features)",
     "attentive_probe": "attentive probe (cached tokens)",
     "attentive_few_shot": "few-shot attentive probe (cached tokens)",
+    "fine_tune": "fine-tuning",
 }
 
 
@@ -44,6 +45,8 @@ def _metric_config(row: dict, metric: str, pooling: str) -> str:
         parts.append(f"k{row['k']}")
     if row.get("shots") is not None:
         parts.append(f"{row['shots']}shot")
+    if row.get("train_fraction") is not None and row["train_fraction"] < 1:  # fine-tuning rows: low-shot subsets
+        parts.append(f"{100 * row['train_fraction']:g}pct")
     parts += [metric, pooling]
     if row.get("multi_scale"):  # retrieval rows only: a multi-scale result must not replace the single-scale one
         parts.append("ms")
@@ -76,6 +79,8 @@ def _retrieval_result(row: dict, dataset: str, pooling: str) -> EvalResult:
 
 def _metric_name(row: dict, metric: str, pooling: str) -> str:
     details = [f"k={row['k']}" if row.get("k") is not None else None, f"{row['shots']}-shot" if row.get("shots") else None]
+    if row.get("train_fraction") is not None and row["train_fraction"] < 1:
+        details.append(f"{100 * row['train_fraction']:g}% of the labels")
     if row.get("num_seeds"):
         details.append(f"mean of {row['num_seeds']} seeds")
     # the attentive probe pools for itself over every token: "tokens pooling" would misname it
@@ -93,8 +98,8 @@ def eval_results_from_rows(rows: Iterable[dict], dataset: str, pooling: str) -> 
             if row.get("map") is not None:
                 results.append(_retrieval_result(row, dataset, pooling))
             continue
-        if row.get("shots") is not None and row.get("seed") is not None:
-            continue
+        if (row.get("shots") is not None or row.get("train_fraction") is not None) and row.get("seed") is not None:
+            continue  # one seed of several: the summary row (seed None, num_seeds) is reported
         for metric in ("top1", "top5"):
             results.append(
                 EvalResult(

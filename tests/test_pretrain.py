@@ -350,7 +350,7 @@ def test_an_existing_output_dir_is_not_overwritten_unless_asked(tmp_path):
 def test_another_process_probing_the_output_dir_is_not_an_earlier_run(tmp_path):
     # the processes of one run check the folder at the same time; one's write probe must not stop the other
     # (seen as a rank-0 crash of the two-process test)
-    from modeling_attg_mae.pretraining import _WRITE_PROBE
+    from modeling_attg_mae.checkpointing import _WRITE_PROBE
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / f"{_WRITE_PROBE}x1y2").write_text("")

@@ -26,7 +26,7 @@ from .arguments import (
 from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
 from .dataset import load_pretraining_data
 from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictureCallback, object_loss_share
-from .wiring import _WRITE_PROBE, build_config, build_model, check_run_arguments, run  # noqa: F401 (_WRITE_PROBE: tests)
+from .wiring import build_config, build_model, check_run_arguments, run
 
 __all__ = [
     "CONFIG_FIELDS", "DEMO_ARGUMENTS", "MAE_TRAINING_DEFAULTS", "MODEL_PRESETS", "AttGArguments", "DataArguments",

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
 from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
 
-from ..checkpointing import RESUME_LATEST, checkpoint_belongs_to, resolve_resume_checkpoint
+from ..checkpointing import check_output_dir, resolve_resume_checkpoint
 from ..configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
 from ..data.loading import load_data_source
 from ..data.source import write_data_source
@@ -78,36 +77,6 @@ def build_model(model_args: ModelArguments, attg_args: AttGArguments,
         return AttGViTMAEForPreTraining.from_pretrained(model_args.model_name_or_path, config=config,
                                                         cache_dir=model_args.cache_dir)
     return AttGViTMAEForPreTraining(config)
-
-
-_WRITE_PROBE = ".attg-mae-write-check-"
-
-
-def check_output_dir(training_args: TrainingArguments, attg_args: AttGArguments) -> None:
-    """Refuse to write into a non-empty output_dir unless asked to, or unless resuming a checkpoint of the run
-    it holds; fail now, not after data and maps, when it cannot be written."""
-    path = Path(training_args.output_dir)
-    resume = training_args.resume_from_checkpoint
-    # another process of this run may be probing the folder right now: its probe file is not an earlier run
-    used = path.is_dir() and any(not p.name.startswith(_WRITE_PROBE) for p in path.iterdir())
-    if used and not attg_args.overwrite_output_dir:
-        if not resume:
-            raise ValueError(
-                f"output_dir {path} exists and is not empty: pass --overwrite_output_dir to write into it, "
-                "--resume_from_checkpoint to continue a run, or choose another --output_dir"
-            )
-        if str(resume).lower() not in RESUME_LATEST and not checkpoint_belongs_to(resume, path):
-            raise ValueError(
-                f"--resume_from_checkpoint {resume} is not a checkpoint of the run in output_dir {path}, which is "
-                "not empty: continuing there would overwrite that run's model, card and state. Choose an empty "
-                "--output_dir (or the checkpoint's own run folder), or pass --overwrite_output_dir to replace it"
-            )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=_WRITE_PROBE):
-            pass
-    except OSError as error:
-        raise ValueError(f"output_dir {path} cannot be written ({error})") from None
 
 
 def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArguments,

@@ -1,0 +1,53 @@
+"""Low-shot training subsets: a class-balanced fraction of the labels (paper Table 2: 1% and 10% of ImageNet) or N
+images per class, both deterministic per seed. N per class is `evaluation.few_shot.sample_few_shot`, the one
+few-shot sampler of the package; a fraction takes `max(1, round(fraction * n_c))` images of every class c."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..evaluation.few_shot import sample_few_shot
+
+
+def fraction_count(num_images: int, fraction: float) -> int:
+    """Images kept of a class with `num_images`: `round(fraction * n)`, at least 1 (every class is seen)."""
+    return max(1, round(fraction * num_images))
+
+
+def sample_fraction(labels, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices of `fraction_count(n_c, fraction)` images of every class present in `labels`, drawn without
+    replacement by a NumPy generator seeded with `seed` (classes in increasing order)."""
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError(f"labels must be a 1-D tensor of integer class ids, got {labels.dtype} {tuple(labels.shape)}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"--train_fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(int(seed))
+    labels_np = labels.cpu().numpy()
+    chosen = [rng.choice(members, size=fraction_count(members.size, fraction), replace=False)
+              for members in (np.flatnonzero(labels_np == c) for c in np.unique(labels_np))]
+    return torch.from_numpy(np.sort(np.concatenate(chosen))).long()
+
+
+def check_shots(labels, shots: int, split: str) -> None:
+    """`--shots_per_class shots` against the smallest class of `split`; the error names the class and its count."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long))
+    present = counts[counts > 0]
+    if shots > int(present.min()):
+        smallest = int(torch.nonzero(counts == present.min())[0])
+        raise ValueError(f"--shots_per_class {shots} needs {shots} images of every class, but class {smallest} has only "
+                         f"{int(present.min())} in split {split!r}; pass --shots_per_class up to {int(present.min())}")
+
+
+def low_shot_indices(labels, seed: int, train_fraction: float | None = None,
+                     shots_per_class: int | None = None) -> torch.Tensor | None:
+    """The training subset of one seed: `sample_fraction`, `sample_few_shot`, or None (every image)."""
+    if shots_per_class is not None:
+        return sample_few_shot(labels, shots_per_class, seed)
+    if train_fraction is not None and train_fraction < 1:
+        return sample_fraction(labels, train_fraction, seed)
+    return None
+
+
+__all__ = ["fraction_count", "sample_fraction", "check_shots", "low_shot_indices"]

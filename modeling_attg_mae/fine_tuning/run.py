@@ -1,0 +1,355 @@
+"""`run_fine_tune`: MAE's fine-tuning recipe on the HF Trainer, full or low-shot, over several seeds.
+
+Output layout: `<output_dir>/seed-<s>/` holds one seed's Trainer run (checkpoints, TensorBoard `runs/`, the final
+fine-tuned model and its image processor, `seed_results.json`); `<output_dir>/fine_tune_results.json` holds every
+row. Rows (schema version 1, the evaluation's row format; accuracies in percent):
+
+    {"method": "fine_tune", "split": "validation", "k": null, "shots": null, "train_fraction": 0.01, "seed": 0,
+     "top1": 61.2, "top5": 95.0, "num_queries": 1000, "num_train_images": 40}
+    {"method": "fine_tune", "split": "validation", ..., "seed": null, "top1": <mean>, "top1_std": <sample std>,
+     "top5": ..., "top5_std": ..., "num_seeds": 3}
+
+`train_fraction` is 1.0 for a full fine-tune and null with `--shots_per_class` (then `shots` is set). Only the
+summary rows (`seed: null`) go into the starting checkpoint's model card, one metric per fraction / shots.
+Resume (`--resume_from_checkpoint last`): finished seeds are read back from their `seed_results.json`, the
+interrupted one continues from its newest complete checkpoint, later ones start.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback
+
+from ..checkpointing import RESUME_LATEST, FullWeightsResumeMixin, resolve_resume_checkpoint
+from .arguments import recipe_defaults
+from .augment import FineTuneTrainTransform, RandAugment
+from .drop_path import add_drop_path
+from .layer_decay import layer_decay_param_groups
+from .low_shot import check_shots, low_shot_indices
+from .mixup import Mixup, soft_target_cross_entropy
+from .modeling import AttGViTForImageClassification
+
+logger = logging.getLogger(__name__)
+RESULTS_FILE = "fine_tune_results.json"
+SEED_RESULTS_FILE = "seed_results.json"
+# checkpoints whose weights sit in ViTForImageClassification's layout (DINOv2's layer scale, for one, does not)
+FINE_TUNE_MODEL_TYPES = ("vit_mae", "vit", "deit", "vit_msn")
+_VIT_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                    "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
+                    "image_size", "patch_size", "num_channels", "qkv_bias")
+
+
+def _square(value, what: str) -> int:
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise ValueError(f"non-square {what} {value} is not supported")
+        value = value[0]
+    return int(value)
+
+
+def classifier_config(model_args, num_labels: int, id2label: dict[int, str] | None = None):
+    """The classifier's `ViTConfig` from the starting checkpoint's config, checked before any weight is loaded:
+    a ViT model type, and an image size (the checkpoint's or `--image_size`) divisible by the patch size."""
+    from transformers import ViTConfig
+
+    from ..model_source import load_config
+
+    source = load_config(model_args.model_name_or_path, "--model_name_or_path", cache_dir=model_args.cache_dir,
+                         revision=model_args.model_revision)
+    if source.model_type not in FINE_TUNE_MODEL_TYPES:
+        raise ValueError(f"--model_name_or_path {model_args.model_name_or_path!r} is a {source.model_type!r} checkpoint; "
+                         f"fine-tuning starts from a ViT whose weights ViTForImageClassification holds: "
+                         f"{', '.join(FINE_TUNE_MODEL_TYPES)}")
+    values = {key: getattr(source, key) for key in _VIT_CONFIG_KEYS if hasattr(source, key)}
+    patch = _square(values["patch_size"], "patch_size")
+    trained_size = _square(values["image_size"], "image_size")
+    size = model_args.image_size or trained_size
+    if size % patch:
+        flag = "--image_size" if model_args.image_size else "the checkpoint's image_size"
+        raise ValueError(f"{flag} {size} is not divisible by the patch size {patch}; pick a multiple of {patch}")
+    labels = id2label or {i: str(i) for i in range(num_labels)}
+    config = ViTConfig(**{**values, "image_size": trained_size, "patch_size": patch}, num_labels=num_labels,
+                       id2label=labels, label2id={v: k for k, v in labels.items()})
+    config.attg_global_pool = bool(model_args.global_pool)
+    return config, size
+
+
+def build_classifier(model_args, config, drop_path: float) -> AttGViTForImageClassification:
+    """The starting checkpoint's encoder in an `AttGViTForImageClassification` with a fresh head (and `fc_norm`), drop
+    path added; any other missing weight is an error (the checkpoint is not laid out as a ViT)."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # the decoder of a pre-training checkpoint is unused, by design
+    try:
+        model, info = AttGViTForImageClassification.from_pretrained(
+            model_args.model_name_or_path, config=config, cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision, output_loading_info=True)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    missing = [k for k in info["missing_keys"] if not k.startswith(("classifier.", "fc_norm."))]
+    if missing or info.get("mismatched_keys"):
+        raise ValueError(f"--model_name_or_path {model_args.model_name_or_path!r}: its weights do not fill a ViT "
+                         f"classifier (missing {sorted(missing)[:5]}, mismatched {list(info.get('mismatched_keys') or [])[:5]})")
+    # MAE's head init: trunc_normal(std 2e-5) weights and zero bias, so the first logits are near zero
+    torch.nn.init.trunc_normal_(model.classifier.weight, std=2e-5)
+    torch.nn.init.zeros_(model.classifier.bias)
+    add_drop_path(model, drop_path)
+    return model
+
+
+class _Images(Dataset):
+    """`{"pixel_values", "labels"}` of the rows `indices` of a split. With a `FineTuneTrainTransform`, row r of
+    epoch e draws from a generator seeded with (seed, e, r): the same images for the same seed, on resume too."""
+
+    def __init__(self, split_dataset, indices, image_column: str, label_column: str, transform, train: bool,
+                 seed: int = 0, split: str | None = None, extra: dict | None = None):
+        from ..data.images import undecoded_images
+
+        self.data = undecoded_images(split_dataset, image_column)
+        self.indices = list(range(len(split_dataset))) if indices is None else [int(i) for i in indices]
+        self.labels = split_dataset[label_column]
+        self.image_column, self.transform, self.train, self.seed, self.split = image_column, transform, train, seed, split
+        self.epoch, self.extra = 0, extra or {}
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, position):
+        from ..data.images import decode_image
+
+        row = self.indices[position]
+        image = decode_image(self.data[row][self.image_column], row, self.split)
+        if self.train:
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + row)
+            pixels = self.transform(image, generator)
+        else:
+            pixels = self.transform(image)
+        return {"pixel_values": pixels, "labels": int(self.labels[row]), **self.extra}
+
+
+class _EpochCallback(TrainerCallback):
+    def __init__(self, dataset: _Images):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.epoch = int(state.epoch or 0)
+
+
+class FineTuneTrainer(FullWeightsResumeMixin, Trainer):
+    """Trainer with layer-decay AdamW groups and Mixup / CutMix + smoothing on the device batch."""
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer divides by the accumulation
+
+    def __init__(self, *args, mixup: Mixup, layer_decay: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mixup, self.layer_decay = mixup, layer_decay
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            groups = layer_decay_param_groups(model, model.config.num_hidden_layers, self.args.weight_decay,
+                                              self.layer_decay)
+            for group in groups:
+                group["lr"] = self.args.learning_rate * group["lr_scale"]
+                del group["names"]
+            self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, eps=self.args.adam_epsilon,
+                                               betas=(self.args.adam_beta1, self.args.adam_beta2))
+        return self.optimizer
+
+    def _mix_generator(self) -> torch.Generator:
+        # a (seed, step, micro-batch, process) stream: a resumed run mixes the batches the uninterrupted one did
+        step = self.state.global_step
+        micro = self._micro + 1 if getattr(self, "_mix_step", None) == step else 0
+        self._mix_step, self._micro = step, micro
+        mixed = (self.args.seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D + self.args.process_index * 0x27D4EB2F)
+        return torch.Generator().manual_seed(mixed % (2**63))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        if model.training:
+            pixel_values, targets = self.mixup(inputs.pop("pixel_values"), labels, self._mix_generator())
+            outputs = model(pixel_values=pixel_values, **inputs)
+            loss = soft_target_cross_entropy(outputs.logits, targets.to(outputs.logits.device))
+        else:  # MAE evaluates with the plain cross entropy
+            outputs = model(**inputs)
+            loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _collate(examples: list[dict]) -> dict:
+    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+             "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
+    if "interpolate_pos_encoding" in examples[0]:
+        batch["interpolate_pos_encoding"] = True
+    return batch
+
+
+def _check_output_dir(training_args, fine_tune_args) -> None:
+    from ..checkpointing import check_output_dir
+
+    check_output_dir(training_args, fine_tune_args)
+
+
+def _seed_resume(seed_dir: Path, resume) -> tuple[str, str | None]:
+    """("done", None) when the seed finished, ("resume", checkpoint), or ("start", None)."""
+    if (seed_dir / SEED_RESULTS_FILE).is_file() and resume:
+        return "done", None
+    if resume and str(resume).lower() in RESUME_LATEST:
+        try:
+            return "resume", resolve_resume_checkpoint("last", seed_dir)
+        except ValueError:
+            return "start", None
+    if resume:
+        return "resume", resolve_resume_checkpoint(resume, seed_dir)
+    return "start", None
+
+
+def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=None) -> dict:
+    """Fine-tune once per seed, evaluate top-1 / top-5 on every eval split, write the JSON and the model card."""
+    from transformers import ViTImageProcessorPil, set_seed
+
+    from ..evaluation.few_shot import mean_std
+    from ..evaluation.metrics import top_k_accuracy
+    from ..data.loading import load_data_source
+    from ..data.source import use_recorded_source
+    from ..evaluation.pipelines import _dataset_label, write_results_and_card
+    from ..evaluation.runner import _normalisation, check_label_column, check_split, eval_pixels_transform, num_classes_of
+
+    # 1. everything that needs neither data nor weights
+    seeds = fine_tune_args.seeds or [training_args.seed]
+    resume = training_args.resume_from_checkpoint
+    if resume and str(resume).lower() not in RESUME_LATEST and len(seeds) > 1:
+        raise ValueError("--resume_from_checkpoint <folder> names one seed's checkpoint; with several --seeds pass "
+                         "--resume_from_checkpoint last (finished seeds are kept, the interrupted one continues)")
+    _check_output_dir(training_args, fine_tune_args)
+    classifier_config(model_args, 2)  # model type, patch divisibility: before the data is read
+    # 2. the data: splits, columns, low-shot sizes, before any weight is loaded
+    with training_args.main_process_first(desc="dataset loading"):
+        use_recorded_source(data_args, model_args.model_name_or_path)
+        dataset = dataset if dataset is not None else load_data_source(data_args, model_args.cache_dir)
+    train_split = data_args.train_split
+    check_split(dataset, train_split)
+    eval_splits = data_args.eval_splits or [s for s in dataset if s != train_split]
+    if train_split in eval_splits or not eval_splits:
+        raise ValueError(f"--eval_splits {eval_splits} must be other splits than the train split {train_split!r}; the "
+                         f"dataset has {sorted(dataset.keys())}")
+    for split in [train_split, *eval_splits]:
+        check_split(dataset, split)
+        check_label_column(dataset[split], split, data_args.image_column_name, data_args.label_column_name)
+    train_labels = torch.as_tensor(dataset[train_split][data_args.label_column_name], dtype=torch.long)
+    if fine_tune_args.shots_per_class is not None:
+        check_shots(train_labels, fine_tune_args.shots_per_class, train_split)
+    num_classes = num_classes_of(dataset[train_split], data_args.label_column_name, train_labels)
+    names = getattr(dataset[train_split].features[data_args.label_column_name], "names", None)
+    config, size = classifier_config(model_args, num_classes, dict(enumerate(names)) if names else None)
+    recipe = recipe_defaults(config.num_hidden_layers, config.hidden_size)
+    base_lr = fine_tune_args.base_learning_rate or recipe["base_learning_rate"]
+    layer_decay = fine_tune_args.layer_decay or recipe["layer_decay"]
+    drop_path = recipe["drop_path"] if model_args.drop_path is None else model_args.drop_path
+    mean, std = _normalisation(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision)
+    extra = {"interpolate_pos_encoding": True} if size != config.image_size else {}
+    eval_transform = eval_pixels_transform(size, mean, std)
+    rand_augment = (RandAugment(fine_tune_args.rand_augment_magnitude, fine_tune_args.rand_augment_magnitude_std)
+                    if fine_tune_args.rand_augment else None)
+    train_transform = FineTuneTrainTransform(size, config.patch_size, rand_augment, fine_tune_args.random_erase, mean, std)
+    mixup = Mixup(num_classes, fine_tune_args.mixup, fine_tune_args.cutmix, fine_tune_args.mixup_switch_prob,
+                  fine_tune_args.mixup_prob, fine_tune_args.label_smoothing)
+    fraction = None if fine_tune_args.shots_per_class is not None else (fine_tune_args.train_fraction or 1.0)
+    output_dir = Path(training_args.output_dir)
+    rows = []
+    for seed in seeds:
+        seed_dir = output_dir / f"seed-{seed}"
+        state, checkpoint = _seed_resume(seed_dir, resume)
+        if state == "done":
+            logger.warning("seed %d finished earlier: its results are read from %s", seed, seed_dir / SEED_RESULTS_FILE)
+            rows += json.loads((seed_dir / SEED_RESULTS_FILE).read_text())["results"]
+            continue
+        indices = low_shot_indices(train_labels, seed, fine_tune_args.train_fraction, fine_tune_args.shots_per_class)
+        train = _Images(dataset[train_split], indices, data_args.image_column_name, data_args.label_column_name,
+                        train_transform, True, seed, train_split, extra)
+        args = copy.deepcopy(training_args)
+        args.output_dir, args.seed = str(seed_dir), seed
+        effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+        if not getattr(fine_tune_args, "learning_rate_explicit", False):
+            args.learning_rate = base_lr * effective / 256
+        steps_per_epoch = max(1, math.ceil(len(train) / (args.per_device_train_batch_size * max(args.world_size, 1)))
+                              // args.gradient_accumulation_steps)
+        if not args.warmup_steps:
+            args.warmup_steps = int(round(fine_tune_args.warmup_epochs * steps_per_epoch))
+        set_seed(seed)
+        model = build_classifier(model_args, config, drop_path)
+        trainer = FineTuneTrainer(model=model, args=args, train_dataset=train, data_collator=_collate,
+                                  callbacks=[_EpochCallback(train)], mixup=mixup, layer_decay=layer_decay)
+        trainer.train(resume_from_checkpoint=checkpoint)
+        seed_rows = []
+        for split in eval_splits:
+            images = _Images(dataset[split], None, data_args.image_column_name, data_args.label_column_name,
+                             eval_transform, False, split=split, extra=extra)
+            prediction = trainer.predict(images, metric_key_prefix=f"eval_{split}")
+            logits, labels = torch.as_tensor(prediction.predictions), torch.as_tensor(prediction.label_ids)
+            accuracy = top_k_accuracy(logits.topk(min(5, num_classes), dim=1).indices, labels)
+            seed_rows.append({"method": "fine_tune", "split": split, "k": None, "shots": fine_tune_args.shots_per_class,
+                              "train_fraction": fraction, "seed": seed, "top1": 100.0 * accuracy["top1"],
+                              "top5": 100.0 * accuracy["top5"], "num_queries": int(labels.shape[0]),
+                              "num_train_images": len(train), "eval_loss": prediction.metrics.get(f"eval_{split}_loss")})
+        if trainer.is_world_process_zero():
+            trainer.save_model(str(seed_dir))
+            ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std),
+                                 resample=3).save_pretrained(seed_dir)
+            (seed_dir / SEED_RESULTS_FILE).write_text(json.dumps({"results": seed_rows}, indent=2) + "\n")
+        trainer.accelerator.wait_for_everyone()
+        rows += seed_rows
+    for split in eval_splits:
+        per_seed = [r for r in rows if r["split"] == split]
+        (top1, top1_std), (top5, top5_std) = mean_std([r["top1"] for r in per_seed]), mean_std([r["top5"] for r in per_seed])
+        rows.append({**{k: per_seed[0][k] for k in ("method", "split", "k", "shots", "train_fraction", "num_queries",
+                                                     "num_train_images")},
+                     "seed": None, "top1": top1, "top1_std": top1_std, "top5": top5, "top5_std": top5_std,
+                     "num_seeds": len(per_seed)})
+    pooling = "mean" if model_args.global_pool else "cls"
+    payload = {"schema_version": 1, "checkpoint": model_args.model_name_or_path, "dataset": _dataset_label(data_args),
+               "train_split": train_split, "pooling": pooling, "num_classes": num_classes,
+               "num_processes": training_args.world_size,
+               "recipe": {"base_learning_rate": base_lr, "layer_decay": layer_decay, "drop_path": drop_path,
+                          "weight_decay": training_args.weight_decay, "warmup_epochs": fine_tune_args.warmup_epochs,
+                          "epochs": training_args.num_train_epochs, "label_smoothing": fine_tune_args.label_smoothing,
+                          "mixup": fine_tune_args.mixup, "cutmix": fine_tune_args.cutmix,
+                          "rand_augment": fine_tune_args.rand_augment, "random_erase": fine_tune_args.random_erase,
+                          "image_size": size, "global_pool": model_args.global_pool},
+               "results": rows}
+    if training_args.process_index != 0:
+        return payload
+    run_args = _CardArguments(str(output_dir), fine_tune_args.update_model_card)
+    return write_results_and_card(payload, RESULTS_FILE, model_args, run_args, _dataset_label(data_args), pooling)
+
+
+class _CardArguments:
+    """What `write_results_and_card` reads of the evaluation's run arguments (no push: see check_training_arguments)."""
+
+    def __init__(self, output_dir: str, update_model_card: bool):
+        self.output_dir, self.update_model_card, self.push_to_hub, self.hub_model_id = output_dir, update_model_card, False, None
+
+
+def format_fine_tune_table(payload: dict) -> str:
+    """The summary rows: split, subset, top-1 / top-5 mean ± std over the seeds."""
+    lines = [f"{'split':<26}{'subset':<14}{'seeds':>6}{'top1':>16}{'top5':>16}"]
+    for row in payload["results"]:
+        if row["seed"] is not None:
+            continue
+        subset = f"{row['shots']} per class" if row["shots"] else f"{100 * row['train_fraction']:g}%"
+        lines.append(f"{row['split']:<26}{subset:<14}{row['num_seeds']:>6}"
+                     f"{row['top1']:>10.2f}±{row['top1_std']:<5.2f}{row['top5']:>10.2f}±{row['top5_std']:<5.2f}")
+    return "\n".join(lines)
+
+
+__all__ = ["run_fine_tune", "classifier_config", "build_classifier", "FineTuneTrainer", "format_fine_tune_table",
+           "FINE_TUNE_MODEL_TYPES", "RESULTS_FILE"]

@@ -1,0 +1,341 @@
+"""Fine-tuning with MAE's recipe: the recipe pieces against hand-computed values, low-shot subsets, 3-step runs from
+our checkpoint and from a stock ViTMAE checkpoint, stock loading of the result, two processes, and bad input."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import ResNetConfig, ResNetModel, TrainingArguments, ViTConfig, ViTForImageClassification, ViTMAEConfig, ViTMAEForPreTraining
+
+from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining
+from modeling_attg_mae.evaluation.arguments import EvalDataArguments
+from modeling_attg_mae.fine_tuning import (
+    AttGViTForImageClassification,
+    FineTuneTrainTransform,
+    Mixup,
+    RandAugment,
+    add_drop_path,
+    layer_decay_param_groups,
+    sample_fraction,
+    smoothed_one_hot,
+    soft_target_cross_entropy,
+)
+from modeling_attg_mae.fine_tuning.arguments import FineTuneArguments, FineTuneModelArguments, parse_fine_tune_arguments
+from modeling_attg_mae.fine_tuning.run import run_fine_tune
+
+REPO = Path(__file__).resolve().parents[1]
+COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+
+
+def _tiny_vit(num_layers=2, **kwargs):
+    config = ViTConfig(**{**TINY, "num_hidden_layers": num_layers}, num_labels=3, **kwargs)
+    torch.manual_seed(0)
+    return AttGViTForImageClassification(config)
+
+
+# ---- layer decay -------------------------------------------------------------------------------------------------
+
+def test_layer_decay_groups_of_a_four_layer_model_match_hand_values():
+    model = _tiny_vit(num_layers=4, attg_global_pool=True)
+    groups = layer_decay_param_groups(model, 4, weight_decay=0.05, layer_decay=0.75)
+    scale = {name: (g["lr_scale"], g["weight_decay"]) for g in groups for name in g["names"]}
+    # depth 0 (embeddings): 0.75^5; layer i: 0.75^(4 - i); after the last layer: 1
+    assert scale["vit.embeddings.cls_token"] == (0.2373046875, 0.0)
+    assert scale["vit.embeddings.position_embeddings"] == (0.2373046875, 0.0)
+    assert scale["vit.embeddings.patch_embeddings.projection.weight"] == (0.2373046875, 0.05)
+    assert scale["vit.embeddings.patch_embeddings.projection.bias"] == (0.2373046875, 0.0)
+    for layer, expected in enumerate((0.31640625, 0.421875, 0.5625, 0.75)):
+        assert scale[f"vit.layers.{layer}.attention.q_proj.weight"] == (expected, 0.05)
+        assert scale[f"vit.layers.{layer}.mlp.fc1.bias"] == (expected, 0.0)
+        assert scale[f"vit.layers.{layer}.layernorm_before.weight"] == (expected, 0.0)
+    assert scale["classifier.weight"] == (1.0, 0.05)
+    assert scale["classifier.bias"] == (1.0, 0.0)
+    assert scale["fc_norm.weight"] == (1.0, 0.0)
+    assert scale["vit.layernorm.weight"] == (1.0, 0.0)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+# ---- drop path ---------------------------------------------------------------------------------------------------
+
+def test_drop_path_is_active_in_training_and_off_in_eval():
+    model = _tiny_vit(num_layers=4)
+    reference = _tiny_vit(num_layers=4)  # same seed: same weights, no drop path
+    rates = add_drop_path(model, 0.3)
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert set(model.state_dict()) == set(reference.state_dict())  # no key added: stock classes load it
+    pixels = torch.randn(64, 3, 32, 32)
+    model.eval(), reference.eval()
+    torch.testing.assert_close(model(pixels).logits, reference(pixels).logits, rtol=0, atol=0)
+    model.train(), reference.train()  # dropout probabilities are 0: only drop path acts in training
+    torch.manual_seed(1)
+    first, second = model(pixels).logits, model(pixels).logits
+    assert not torch.allclose(first, reference(pixels).logits) and not torch.allclose(first, second)
+    for layer, rate in zip(model.vit.layers, rates):  # each layer's residual branches: 0 or scaled by 1 / (1 - rate)
+        branch = layer.dropout(torch.ones(2000, 3, 1))[:, 0, 0]
+        expected = [1.0] if rate == 0 else [0.0, 1 / (1 - rate)]
+        assert branch.unique().tolist() == pytest.approx(expected)
+        assert abs(float((branch == 0).float().mean()) - rate) < 0.04
+
+
+def test_drop_path_scales_kept_samples_and_zeroes_dropped_ones():
+    from modeling_attg_mae.fine_tuning import drop_path
+
+    torch.manual_seed(0)
+    x = torch.ones(1000, 3, 4)
+    out = drop_path(x, 0.25, training=True)
+    per_sample = out[:, 0, 0]
+    assert per_sample.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert torch.equal(out, out[:, :1, :1].expand_as(out))  # whole samples, not single elements
+    assert abs(float((per_sample == 0).float().mean()) - 0.25) < 0.05
+    assert torch.equal(drop_path(x, 0.25, training=False), x)
+
+
+# ---- mixup / cutmix / smoothing ----------------------------------------------------------------------------------
+
+def test_smoothed_targets_by_hand():
+    targets = smoothed_one_hot(torch.tensor([2, 0]), 4, 0.1)
+    torch.testing.assert_close(targets, torch.tensor([[0.025, 0.025, 0.925, 0.025], [0.925, 0.025, 0.025, 0.025]]))
+
+
+@pytest.mark.parametrize("mixup_alpha,cutmix_alpha", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
+def test_mixup_targets_sum_to_one_and_smoothing_is_applied_once(mixup_alpha, cutmix_alpha):
+    mixup = Mixup(5, mixup_alpha, cutmix_alpha, label_smoothing=0.1)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    pixels = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 8, 8).contiguous()
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        lam, use_cutmix = Mixup(5, mixup_alpha, cutmix_alpha).sample(torch.Generator().manual_seed(seed))
+        mixed, targets = mixup(pixels, labels, generator)
+        torch.testing.assert_close(targets.sum(1), torch.ones(6))
+        # smoothing once: lam * smooth(y) + (1 - lam) * smooth(flip(y)), with smooth = 0.9 one-hot + 0.02
+        lam_true = 1 - float((mixed[0] != pixels[0]).float().mean()) if use_cutmix else lam
+        expected = lam_true * smoothed_one_hot(labels, 5, 0.1) + (1 - lam_true) * smoothed_one_hot(labels.flip(0), 5, 0.1)
+        torch.testing.assert_close(targets, expected, rtol=1e-5, atol=1e-5)
+        assert float(targets.min()) >= 0.02 * (1 - 1e-5)  # a second smoothing would lift the floor above 0.02
+        if not use_cutmix:  # Mixup: every pixel is lam * x + (1 - lam) * x_reversed
+            torch.testing.assert_close(mixed[0], lam * pixels[0] + (1 - lam) * pixels[5])
+    assert torch.equal(pixels[:, 0, 0, 0], torch.arange(6, dtype=torch.float32))  # the input is not modified
+
+
+def test_soft_target_cross_entropy_equals_the_smoothed_cross_entropy():
+    logits, labels = torch.randn(7, 5), torch.randint(0, 5, (7,))
+    ours = soft_target_cross_entropy(logits, smoothed_one_hot(labels, 5, 0.1))
+    torch.testing.assert_close(ours, torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1))
+
+
+# ---- augmentation ------------------------------------------------------------------------------------------------
+
+def test_train_transform_is_deterministic_per_generator_and_keeps_the_shape():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    transform = FineTuneTrainTransform(32, 8, RandAugment(), random_erase_prob=1.0)
+    a = transform(image, torch.Generator().manual_seed(3))
+    b = transform(image, torch.Generator().manual_seed(3))
+    c = transform(image, torch.Generator().manual_seed(4))
+    assert a.shape == (3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ---- low-shot ----------------------------------------------------------------------------------------------------
+
+def test_fraction_subset_is_class_balanced_and_seeded():
+    labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 250)
+    subset = sample_fraction(labels, 0.1, seed=0)
+    assert torch.bincount(labels[subset]).tolist() == [10, 5, 25]
+    assert torch.equal(subset, sample_fraction(labels, 0.1, seed=0))
+    assert not torch.equal(subset, sample_fraction(labels, 0.1, seed=1))
+    assert torch.bincount(labels[sample_fraction(labels, 0.01, seed=0)]).tolist() == [1, 1, 2]  # at least 1 per class
+    assert len(set(subset.tolist())) == subset.numel()
+
+
+# ---- end to end --------------------------------------------------------------------------------------------------
+
+def _image(label, rng):
+    pixels = np.clip(np.array(COLOURS[label]) + rng.normal(0, 40, (40, 48, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _dataset(per_class=(8, 4, 4)):
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["r", "g", "b"])})
+    splits = {}
+    for split, n in zip(("train", "validation", "validation_shifted"), per_class):
+        labels = [c for c in range(3) for _ in range(n)]
+        splits[split] = datasets.Dataset.from_dict({"image": [_image(c, rng) for c in labels], "label": labels},
+                                                   features=features)
+    return datasets.DatasetDict(splits)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = AttGViTMAEConfig(**TINY, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                              decoder_intermediate_size=32)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ours")
+    AttGViTMAEForPreTraining(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stock_checkpoint(tmp_path_factory):
+    config = ViTMAEConfig(**TINY, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                          decoder_intermediate_size=32)
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("stock")
+    ViTMAEForPreTraining(config).save_pretrained(path)
+    return path
+
+
+def _run(checkpoint, tmp_path, dataset=None, model=None, data=None, fine_tune=None, **training):
+    model_args = FineTuneModelArguments(model_name_or_path=str(checkpoint), **(model or {}))
+    data_args = EvalDataArguments(**(data or {}))
+    fine_tune_args = FineTuneArguments(update_model_card=False, **(fine_tune or {}))
+    training_args = TrainingArguments(**{"output_dir": str(tmp_path / "out"), "max_steps": 3, "per_device_train_batch_size": 4,
+                                         "per_device_eval_batch_size": 8, "report_to": [], "save_strategy": "no",
+                                         "disable_tqdm": True, "use_cpu": True, **training})
+    return run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=_dataset() if dataset is None else dataset)
+
+
+@pytest.mark.parametrize("start", ["ours", "stock"])
+def test_three_step_fine_tune_reports_every_split_and_saves_a_stock_loadable_model(start, checkpoint, stock_checkpoint,
+                                                                                  tmp_path):
+    source = checkpoint if start == "ours" else stock_checkpoint
+    payload = _run(source, tmp_path, model={"global_pool": False, "drop_path": 0.1})
+    rows = payload["results"]
+    assert {(r["split"], r["seed"]) for r in rows} == {("validation", 42), ("validation_shifted", 42),
+                                                       ("validation", None), ("validation_shifted", None)}
+    assert all(0 <= r["top1"] <= 100 and r["top5"] == 100.0 for r in rows)  # 3 classes: top-5 holds every class
+    saved = tmp_path / "out" / "seed-42"
+    state = json.loads((saved / "trainer_state.json").read_text()) if (saved / "trainer_state.json").is_file() else None
+    assert json.loads((tmp_path / "out" / "fine_tune_results.json").read_text())["results"] == rows
+    # the encoder moved (3 AdamW steps) from the start checkpoint, and stock ViTForImageClassification gives the
+    # same logits as our class on the saved model (drop path off in eval, no extra key)
+    ours = AttGViTForImageClassification.from_pretrained(saved).eval()
+    stock, info = ViTForImageClassification.from_pretrained(saved, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(stock.eval()(pixels).logits, ours(pixels).logits)
+    start_model = ViTForImageClassification.from_pretrained(source, num_labels=3)
+    assert not torch.equal(start_model.vit.layers[0].mlp.fc1.weight, ours.vit.layers[0].mlp.fc1.weight)
+    torch.testing.assert_close(start_model.vit.layers[0].mlp.fc1.weight, ours.vit.layers[0].mlp.fc1.weight,
+                               rtol=0, atol=0.05)  # 3 small steps, not a fresh init
+    del state
+
+
+def test_global_pool_checkpoint_round_trips_and_its_row_says_the_pooling(checkpoint, tmp_path):
+    payload = _run(checkpoint, tmp_path, fine_tune={"train_fraction": 0.5, "seeds": [0, 1]})
+    assert payload["pooling"] == "mean" and payload["recipe"]["layer_decay"] == 0.75
+    summary = [r for r in payload["results"] if r["seed"] is None]
+    per_seed = [r for r in payload["results"] if r["split"] == "validation" and r["seed"] is not None]
+    assert [r["num_train_images"] for r in per_seed] == [12, 12]  # round(0.5 * 8) of each of 3 classes
+    validation = next(r for r in summary if r["split"] == "validation")
+    assert validation["num_seeds"] == 2 and validation["train_fraction"] == 0.5
+    assert validation["top1"] == pytest.approx(np.mean([r["top1"] for r in per_seed]))
+    assert validation["top1_std"] == pytest.approx(np.std([r["top1"] for r in per_seed], ddof=1))
+    model = AttGViTForImageClassification.from_pretrained(tmp_path / "out" / "seed-1")
+    assert model.global_pool and model.fc_norm is not None
+
+
+def test_model_card_gets_the_mean_over_seeds_per_fraction(checkpoint, tmp_path):
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    local = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, local)
+    model_args = FineTuneModelArguments(model_name_or_path=str(local))
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=4,
+                                      report_to=[], save_strategy="no", disable_tqdm=True, use_cpu=True)
+    run_fine_tune(model_args, EvalDataArguments(eval_splits=["validation"]),
+                  FineTuneArguments(train_fraction=0.5, seeds=[0, 1]), training_args, dataset=_dataset())
+    results = ModelCard.load(local / "README.md").data.eval_results
+    assert sorted(r.metric_config for r in results) == ["fine-tune-50pct-top1-mean", "fine-tune-50pct-top5-mean"]
+    assert all("mean of 2 seeds" in r.metric_name and "50% of the labels" in r.metric_name for r in results)
+
+
+def test_resume_last_keeps_finished_seeds(checkpoint, tmp_path):
+    first = _run(checkpoint, tmp_path, fine_tune={"seeds": [0]})
+    again = _run(checkpoint, tmp_path, fine_tune={"seeds": [0, 1], "overwrite_output_dir": False},
+                 resume_from_checkpoint="last")
+    seed0 = [r for r in again["results"] if r["seed"] == 0]
+    assert seed0 == [r for r in first["results"] if r["seed"] == 0]
+    assert any(r["seed"] == 1 for r in again["results"])
+
+
+def test_two_process_launch_matches_the_single_process_rows(checkpoint, tmp_path):
+    root = tmp_path / "data"
+    dataset = _dataset()
+    for split, folder in (("train", root / "train"), ("validation", root / "val")):
+        for i, example in enumerate(dataset[split]):
+            target = folder / "rgb"[example["label"]]
+            target.mkdir(parents=True, exist_ok=True)
+            example["image"].save(target / f"{i}.png")
+    common = ["--model_name_or_path", str(checkpoint), "--train_dir", str(root / "train"), "--validation_dir",
+              str(root / "val"), "--max_steps", "2", "--per_device_train_batch_size", "2", "--mixup", "0", "--cutmix", "0",
+              "--rand_augment", "false", "--random_erase", "0", "--drop_path", "0", "--report_to", "none",
+              "--save_strategy", "no", "--update_model_card", "false", "--disable_tqdm", "true"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "run_fine_tune.py", *common, "--output_dir", str(tmp_path / "two")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    payload = json.loads((tmp_path / "two" / "fine_tune_results.json").read_text())
+    assert payload["num_processes"] == 2
+    rows = [r for r in payload["results"] if r["seed"] is not None]
+    assert [r["num_queries"] for r in rows] == [12]  # every validation image once, gathered from both processes
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------------
+
+def test_no_label_column_is_refused_before_training(checkpoint, tmp_path):
+    dataset = _dataset().remove_columns("label")
+    with pytest.raises(ValueError, match="label"):
+        _run(checkpoint, tmp_path, dataset=dataset)
+    assert not (tmp_path / "out" / "seed-42").exists()
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_fraction_outside_zero_one_is_refused(fraction):
+    with pytest.raises(ValueError, match=r"--train_fraction must be in \(0, 1\]"):
+        FineTuneArguments(train_fraction=fraction)
+
+
+def test_more_shots_than_a_class_has_is_refused(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="--shots_per_class 9 needs 9 images of every class, but class 0 has only 8"):
+        _run(checkpoint, tmp_path, fine_tune={"shots_per_class": 9})
+    assert not (tmp_path / "out" / "seed-42").exists()
+
+
+def test_a_non_vit_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "resnet"
+    ResNetModel(ResNetConfig(hidden_sizes=[8], depths=[1], embedding_size=8)).save_pretrained(path)
+    with pytest.raises(ValueError, match="is a 'resnet' checkpoint"):
+        _run(path, tmp_path)
+
+
+def test_image_size_not_divisible_by_the_patch_is_refused(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="--image_size 36 is not divisible by the patch size 8"):
+        _run(checkpoint, tmp_path, model={"image_size": 36})
+
+
+def test_both_subset_flags_and_a_second_smoothing_are_refused():
+    with pytest.raises(ValueError, match="pass one"):
+        FineTuneArguments(train_fraction=0.1, shots_per_class=2)
+    with pytest.raises(ValueError, match="--label_smoothing_factor would smooth the labels a second time"):
+        parse_fine_tune_arguments(["--model_name_or_path", "x", "--label_smoothing_factor", "0.1"])
+
+
+def test_non_empty_output_dir_is_not_overwritten(checkpoint, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        _run(checkpoint, tmp_path)
+    assert (tmp_path / "out" / "mine.txt").read_text() == "keep"
