@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .configuration_attg_mae import check_temperature
 from .modeling_attg_mae import normalize_attention_map
 
 # (position, RGB) anchors of the inferno colormap: dark = low, yellow = high
@@ -87,8 +88,7 @@ def save_guidance_grid(
 
     Returns the path written.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     rows = min(len(images), max_rows)
     if rows == 0:
         raise ValueError("save_guidance_grid got no images")

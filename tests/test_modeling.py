@@ -265,7 +265,42 @@ def test_config_defaults_follow_the_paper():
     assert config.norm_pix_loss is True and config.mask_ratio == 0.75 and config.attg_quantile == 0.1
 
 
+def test_update_from_string_validates_and_keeps_the_old_values_on_a_bad_one():
+    config = tiny_config()
+    config.update_from_string("attg_temperature=0.5,attg_quantile=0.2")
+    assert (config.attg_temperature, config.attg_quantile) == (0.5, 0.2)
+    for update, message in [("attg_quantile=0.3,attg_temperature=0.0", "attg_temperature \\(tau\\) must be a number > 0"),
+                            ("attg_guidance=attention", "attg_guidance must be one of"),
+                            ("mask_ratio=1.0", "mask_ratio must be in")]:
+        with pytest.raises(ValueError, match=message):
+            config.update_from_string(update)
+        # nothing of the refused update stays, not even its valid part
+        assert (config.attg_temperature, config.attg_quantile, config.attg_guidance, config.mask_ratio) == (
+            0.5, 0.2, "attg", 0.75)
+
+
+def test_a_config_edited_before_the_model_is_built_is_checked_when_it_enters_the_model():
+    config = tiny_config()
+    config.attg_temperature = 0.0  # plain attribute assignment is not validated (the config is no strict dataclass)
+    with pytest.raises(ValueError, match="attg_temperature \\(tau\\) must be a number > 0"):
+        AttGViTMAEForPreTraining(config)
+
+
+@pytest.mark.parametrize("name", ["patch_size", "image_size"])
+def test_patch_and_image_size_accept_an_int_or_a_square_pair_only(name):
+    from modeling_attg_mae.configuration_attg_mae import image_size_of, patch_size_of
+
+    size_of = patch_size_of if name == "patch_size" else image_size_of
+    value = PATCH if name == "patch_size" else IMAGE
+    assert size_of(tiny_config(**{name: value})) == value
+    assert size_of(tiny_config(**{name: [value, value]})) == value  # a JSON config stores a pair as a list
+    with pytest.raises(ValueError, match=f"{name} must be an int or a square \\(side, side\\) pair"):
+        tiny_config(**{name: (value, 2 * value)})
+
+
 def test_a_guidance_changed_to_a_bad_value_after_construction_fails_at_forward():
+    # the forward does not re-validate the config; the loss's dispatch refuses a mode it does not know instead of
+    # falling back to the vanilla loss
     model = tiny_model()
     model.config.__dict__["attg_guidance"] = "typo"  # bypass the dataclass validation, as a raw edit would
     with pytest.raises(ValueError, match="attg_guidance must be one of"):
