@@ -13,11 +13,10 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-_PACKAGE = Path(__file__).resolve().parent
+from .package_files import packaged_path
+
 # the repository's model_cards/ in a checkout; the copy shipped as modeling_attg_mae/model_cards in an installed wheel
-TEMPLATE_PATH = next((p for p in (_PACKAGE.parent / "model_cards" / "attg_mae.md",
-                                  _PACKAGE / "model_cards" / "attg_mae.md") if p.is_file()),
-                     _PACKAGE.parent / "model_cards" / "attg_mae.md")
+TEMPLATE_PATH = packaged_path("model_cards", "attg_mae.md")
 DEFAULT_TAGS = ("attg-mae", "mae", "vit", "self-supervised")
 RESULTS_START, RESULTS_END = "<!-- attg-mae:results:start -->", "<!-- attg-mae:results:end -->"
 _METHOD_NAMES = {
