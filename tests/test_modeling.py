@@ -11,33 +11,8 @@ from modeling_attg_mae import (
     AttGViTMAEForPreTraining,
     resample_attention_map,
 )
+from tests.conftest import GRID, IMAGE, N, PATCH, batch, tiny_config, tiny_model
 
-IMAGE, PATCH = 32, 8  # 4x4 grid, 16 patches, 12 masked
-GRID = IMAGE // PATCH
-N = GRID * GRID
-
-
-def tiny_config(**kwargs):
-    base = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=IMAGE,
-        patch_size=PATCH, decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-        decoder_intermediate_size=64,
-    )
-    base.update(kwargs)
-    return AttGViTMAEConfig(**base)
-
-
-def tiny_model(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return AttGViTMAEForPreTraining(tiny_config(**kwargs)).eval()
-
-
-def batch(batch_size=3, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.randn(batch_size, 3, IMAGE, IMAGE, generator=g)
-    attention = torch.rand(batch_size, GRID, GRID, generator=g) * 5 - 2  # any real values
-    noise = torch.rand(batch_size, N, generator=g)
-    return pixels, attention, noise
 
 
 def reference_loss(pixels, logits, mask, attention, guidance, tau, quantile=0.1, norm_pix=True):
