@@ -4,8 +4,16 @@
 `ViTMAEModel`, `ViTMAEForPreTraining` and `AutoModel` load it without remote code. The extra `attg_*` keys
 are plain JSON fields that stock transformers carries along and ignores.
 
-This file imports only transformers: it travels to the Hub next to `modeling_attg_mae.py`.
+Validation happens once, where a value enters: `validate_attg_config` runs when the config is built
+(`__post_init__`, hence also `from_pretrained` / `from_dict`) and after `update_from_string`;
+`AttGViTMAEForPreTraining` runs it once more when it is built from a config (a config edited between construction
+and model building is caught there). A field edited on `model.config` after that is not re-checked on every
+forward; build a new model from the edited config instead.
+
+This file imports only the standard library and transformers: it travels to the Hub next to `modeling_attg_mae.py`.
 """
+
+import numbers
 
 from transformers import ViTMAEConfig
 
@@ -64,9 +72,55 @@ class AttGViTMAEConfig(ViTMAEConfig):
         super().__post_init__(**kwargs)
         validate_attg_config(self)
 
+    def update_from_string(self, update_str: str):
+        """`PreTrainedConfig.update_from_string`, then the same validation as at construction. On a bad value the
+        config keeps every field it had before the call (the error names the field)."""
+        before = dict(self.__dict__)
+        try:
+            super().update_from_string(update_str)
+            validate_attg_config(self)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+
+def check_temperature(value, name: str = "temperature (tau)") -> float:
+    """The one check of a temperature tau: a real number > 0 (not a bool). Returns it as a float.
+
+    Eq. 1 divides by tau, so 0 gives inf weights and a negative tau inverts the guidance.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _side(config, name: str) -> int:
+    value = getattr(config, name)
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"{name} must be an int or a square (side, side) pair: ViTMAE's patchify and its sin-cos "
+                             f"position table assume a square, got {value!r}")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int (or a square pair of them), got {value!r}")
+    return value
+
+
+def patch_size_of(config) -> int:
+    """The patch side of a ViT config whose `patch_size` is an int or a square `(p, p)` pair; a non-square pair is
+    refused with a ValueError (ViTMAE's patchify uses square patches)."""
+    return _side(config, "patch_size")
+
+
+def image_size_of(config) -> int:
+    """The image side of a ViT config whose `image_size` is an int or a square `(s, s)` pair; a non-square pair is
+    refused with a ValueError."""
+    return _side(config, "image_size")
+
 
 def validate_attg_config(config) -> None:
-    """Raise a ValueError naming the bad field. Called when the config is built and again by the model."""
+    """Raise a ValueError naming the bad field: the config's one validation (see the module docstring for when)."""
     if config.attg_guidance not in GUIDANCE_MODES:
         raise ValueError(f"attg_guidance must be one of {GUIDANCE_MODES}, got {config.attg_guidance!r}")
     if config.attg_temperature_schedule not in TEMPERATURE_SCHEDULES:
@@ -75,9 +129,7 @@ def validate_attg_config(config) -> None:
             f"got {config.attg_temperature_schedule!r}"
         )
     for name in ("attg_temperature", "attg_temperature_end"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name} (tau) must be a number > 0, got {value!r}")
+        check_temperature(getattr(config, name), f"{name} (tau)")
     if not 0.0 <= config.attg_quantile < 1.0:
         raise ValueError(f"attg_quantile must be in [0, 1), got {config.attg_quantile!r}")
     pretraining_ratio = getattr(config, "attg_pretraining_mask_ratio", None)
@@ -85,6 +137,15 @@ def validate_attg_config(config) -> None:
         raise ValueError(f"attg_pretraining_mask_ratio must be in (0, 1), got {pretraining_ratio!r}")
     if not 0.0 <= config.mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1), got {config.mask_ratio!r}")
+    patch_size_of(config), image_size_of(config)  # square patches and images, as ViTMAE's patchify and sin-cos need
 
 
-__all__ = ["AttGViTMAEConfig", "GUIDANCE_MODES", "TEMPERATURE_SCHEDULES"]
+__all__ = [
+    "AttGViTMAEConfig",
+    "GUIDANCE_MODES",
+    "TEMPERATURE_SCHEDULES",
+    "check_temperature",
+    "image_size_of",
+    "patch_size_of",
+    "validate_attg_config",
+]

@@ -13,15 +13,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-_PACKAGE = Path(__file__).resolve().parent
+from .package_files import packaged_path
+
 # the repository's model_cards/ in a checkout; the copy shipped as modeling_attg_mae/model_cards in an installed wheel
-def _template(name: str) -> Path:
-    return next((p for p in (_PACKAGE.parent / "model_cards" / name, _PACKAGE / "model_cards" / name) if p.is_file()),
-                _PACKAGE.parent / "model_cards" / name)
-
-
-TEMPLATE_PATH = _template("attg_mae.md")
-ENCODER_TEMPLATE_PATH = _template("attg_mae_encoder.md")  # the ViTModel export (modeling_attg_mae.export)
+TEMPLATE_PATH = packaged_path("model_cards", "attg_mae.md")
+ENCODER_TEMPLATE_PATH = packaged_path("model_cards", "attg_mae_encoder.md")  # the ViTModel export (modeling_attg_mae.export)
 DEFAULT_TAGS = ("attg-mae", "mae", "vit", "self-supervised")
 RESULTS_START, RESULTS_END = "<!-- attg-mae:results:start -->", "<!-- attg-mae:results:end -->"
 _METHOD_NAMES = {

@@ -10,10 +10,22 @@ from dataclasses import dataclass
 
 try:  # relative imports when this file travels alone to the Hub (remote code)
     from ._dependencies import MODEL_DEPENDENCIES, check_dependencies
-    from .configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+    from .configuration_attg_mae import (
+        GUIDANCE_MODES,
+        AttGViTMAEConfig,
+        check_temperature,
+        patch_size_of,
+        validate_attg_config,
+    )
 except ImportError:  # pragma: no cover - loaded as a top-level module
     from _dependencies import MODEL_DEPENDENCIES, check_dependencies
-    from configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+    from configuration_attg_mae import (
+        GUIDANCE_MODES,
+        AttGViTMAEConfig,
+        check_temperature,
+        patch_size_of,
+        validate_attg_config,
+    )
 
 # the supported torch/transformers, checked before reaching into transformers' ViTMAE internals (which moved between
 # releases): remote code loads this file without the package's __init__
@@ -109,9 +121,9 @@ def resample_attention_map(attention_map: torch.Tensor, grid_size: tuple[int, in
 
 
 def patch_grid(config, pixel_values: torch.Tensor) -> tuple[int, int]:
-    """`(grid_h, grid_w)` of `pixel_values` `(B, C, H, W)` for a ViT config (`patch_size` an int or a pair; ViTMAE's
-    patchify uses square patches of side `patch_size[0]`)."""
-    patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+    """`(grid_h, grid_w)` of `pixel_values` `(B, C, H, W)` for a ViT config (`patch_size` an int or a square pair, as
+    `patch_size_of` reads it)."""
+    patch = patch_size_of(config)
     return pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
 
 
@@ -144,8 +156,11 @@ def guidance_weights(
         scores = attention_norm if guidance == "foreground_only" else _invert(attention_norm)
         threshold = torch.quantile(scores, quantile, dim=1, keepdim=True)  # (B, 1), linear interpolation
         return (scores >= threshold).float()
-    # "none" and "input_masking" keep the vanilla loss
-    return torch.ones_like(attention_norm)
+    if guidance in ("none", "input_masking"):  # the vanilla loss
+        return torch.ones_like(attention_norm)
+    # the dispatch is exhaustive rather than defaulting to the vanilla loss: a mode this function does not know (a
+    # config field edited after the model was built is not re-validated) must not silently train a plain MAE
+    raise ValueError(f"attg_guidance must be one of {GUIDANCE_MODES}, got {guidance!r}")
 
 
 def attention_masking_noise(attention_norm: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -204,13 +219,13 @@ class _TorchInit:
 
 
 def _checked_temperature(temperature):
+    """A tau given to the model (forward's `temperature`, `set_attg_temperature`): a tensor of values > 0 (as float32)
+    or a number checked by the config's `check_temperature`."""
     if torch.is_tensor(temperature):
         if not bool((temperature > 0).all()):
             raise ValueError(f"temperature (tau) must be > 0, got {temperature}")
         return temperature.float()
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature (tau) must be a number > 0, got {temperature!r}")
-    return float(temperature)
+    return check_temperature(temperature, "temperature (tau)")
 
 
 class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
@@ -219,14 +234,19 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
     Same parameters, same state dict as the stock model: checkpoints load both ways. The current temperature
     lives in a non-persistent buffer `attg_temperature` that the schedule fills in place every step (a value
     change, not a new Python float, so `torch.compile` does not recompile).
+
+    The config is validated where it enters: when it is built, and once here when the model is built from it; the
+    forward checks only its own inputs (pixel_values, attention_map, noise, temperature), not the config again. An
+    unknown `attg_guidance` written into `model.config` afterwards still fails at the loss's dispatch.
     """
 
     config_class = AttGViTMAEConfig
 
     def __init__(self, config):
-        if not isinstance(config, AttGViTMAEConfig):  # a stock ViTMAEConfig: add our defaults
+        if not isinstance(config, AttGViTMAEConfig):  # a stock ViTMAEConfig: add our defaults (validated there)
             config = AttGViTMAEConfig(**config.to_dict())
-        validate_attg_config(config)
+        else:  # validated when built; once more here, where it enters the model, in case a field was edited since
+            validate_attg_config(config)
         if config.mask_ratio == 0 and config.attg_pretraining_mask_ratio is not None:
             # an exported checkpoint (mask_ratio 0 for inference pipelines): pre-train with its recorded ratio
             config.mask_ratio = config.attg_pretraining_mask_ratio
@@ -249,9 +269,7 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
     @torch.no_grad()
     def set_attg_temperature(self, temperature: float) -> None:
         """Set tau for the following steps (in place, see the class docstring)."""
-        if not temperature > 0:
-            raise ValueError(f"temperature (tau) must be > 0, got {temperature!r}")
-        self.attg_temperature.fill_(float(temperature))
+        self.attg_temperature.fill_(_checked_temperature(temperature))
 
     def _prepare_attention_map(self, attention_map, pixel_values, grid):
         batch_size = pixel_values.shape[0]
@@ -299,7 +317,6 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
         """
         config = self.config
         guidance = config.attg_guidance
-        validate_attg_config(config)  # configs are mutable: a bad value set after construction still fails here
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         grid = patch_grid(config, pixel_values)

@@ -10,7 +10,7 @@ import math
 
 from transformers import TrainerCallback
 
-from .configuration_attg_mae import TEMPERATURE_SCHEDULES
+from .configuration_attg_mae import TEMPERATURE_SCHEDULES, check_temperature
 
 
 def temperature_at(step: int, total_steps: int, start: float, end: float, schedule: str = "cosine") -> float:
@@ -20,8 +20,10 @@ def temperature_at(step: int, total_steps: int, start: float, end: float, schedu
     """
     if schedule not in TEMPERATURE_SCHEDULES:
         raise ValueError(f"schedule must be one of {TEMPERATURE_SCHEDULES}, got {schedule!r}")
-    if not (start > 0 and end > 0):
-        raise ValueError(f"temperatures must be > 0, got start={start!r}, end={end!r}")
+    # a public function: its arguments are checked here, where they enter (the callback passes the config's, already
+    # valid; a hand-written loop passes its own)
+    check_temperature(start, "start (tau)")
+    check_temperature(end, "end (tau)")
     if total_steps <= 0:
         raise ValueError(f"total_steps must be > 0, got {total_steps}")
     if step < 0:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .configuration_attg_mae import check_temperature
 from .modeling_attg_mae import normalize_attention_map, patch_grid
 
 # (position, RGB) anchors of the inferno colormap: dark = low, yellow = high
@@ -95,8 +96,7 @@ def guidance_grid(
             for any guidance mode), shown on the batch's [min, max] scale instead of `exp(M_norm / tau)`.
 
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     rows = min(len(images), max_rows)
     if rows == 0:
         raise ValueError("save_guidance_grid got no images")

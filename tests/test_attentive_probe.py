@@ -22,7 +22,7 @@ from modeling_attg_mae.evaluation.linear_probe import (
     train_linear_probe_on_features,
 )
 from modeling_attg_mae.evaluation.pipelines import format_results_table, run_linear_probe
-from tests.test_run_eval import _args, _dataset, _reference_features, checkpoint  # noqa: F401 (a fixture)
+from tests.conftest import colour_dataset, eval_arguments, reference_features
 
 NUM_CLASSES, COPIES, DIM = 4, 3, 32
 
@@ -114,8 +114,8 @@ def _token_cache(cache_dir):
 def test_run_linear_probe_attentive_end_to_end(checkpoint, tmp_path):  # noqa: F811 (the fixture)
     from huggingface_hub import ModelCard
 
-    dataset = _dataset()
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, seeds=[0, 1])
+    dataset = colour_dataset()
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, seeds=[0, 1])
     # a CLS-pooled linear run first: its cache entries must survive the attentive run untouched
     linear = LinearProbeArguments(mode="features", epochs=5, warmup_epochs=1, probe_batch_size=8, lr_grid=[10.0])
     run_linear_probe(model_args, data_args, run_args, linear, dataset=dataset)
@@ -154,7 +154,7 @@ def test_run_linear_probe_attentive_end_to_end(checkpoint, tmp_path):  # noqa: F
     tokens = _token_cache(tmp_path / "cache")
     assert {split: tuple(t.shape) for split, t in tokens.items()} == {
         "train": (24, 17, 32), "validation": (12, 17, 32), "validation_shifted": (12, 17, 32)}
-    torch.testing.assert_close(tokens["train"][:, 0], _reference_features(checkpoint, dataset["train"]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tokens["train"][:, 0], reference_features(checkpoint, dataset["train"]), rtol=1e-4, atol=1e-4)
     for name, mtime in cls_files.items():  # the cls entries are still there, not rewritten
         assert (tmp_path / "cache" / name).stat().st_mtime_ns == mtime
 
@@ -191,8 +191,8 @@ def test_attentive_bad_input_fails_clearly_and_before_any_work(checkpoint, tmp_p
     with pytest.raises(ValueError, match="pooling must be one of .*'tokens'"):
         extract_features(torch.nn.Identity(), torch.zeros(1, 3, 8, 8), "max")
 
-    dataset = _dataset()
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["validation"])
+    dataset = colour_dataset()
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, eval_splits=["validation"])
     heads = LinearProbeArguments(mode="features", head="attentive", attentive_num_heads=5)
     with pytest.raises(ValueError, match="--attentive_num_heads 5 does not divide the tokens' width 32"):
         run_linear_probe(model_args, data_args, run_args, heads, dataset=dataset)

@@ -27,22 +27,20 @@ from modeling_attg_mae.evaluation import runner
 from modeling_attg_mae.evaluation.arguments import KNNArguments
 from modeling_attg_mae.evaluation.pipelines import run_knn as knn_pipeline
 from modeling_attg_mae.object_discovery import __main__ as maps_cli
-from tests.test_modeling import tiny_model
-from tests.test_object_discovery import checkpoints  # noqa: F401  (fixture: tiny detector folders)
-from tests.test_run_eval import _args, _dataset, _image_folders, checkpoint  # noqa: F401  (fixture)
+from tests.conftest import colour_dataset, eval_arguments, image_folders, tiny_model
 
 
 # ------------------------------------------------------------------------------------------------ builders
 
 
 def _knn(ctx, dataset=None, knn=None, checkpoint=None, **overrides):
-    model_args, data_args, run_args, _ = _args(checkpoint or ctx.checkpoint, ctx.tmp_path, **overrides)
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint or ctx.checkpoint, ctx.tmp_path, **overrides)
     return knn_pipeline(model_args, data_args, run_args, knn or KNNArguments(ks=[3]),
-                        dataset=_dataset() if dataset is None else dataset)
+                        dataset=colour_dataset() if dataset is None else dataset)
 
 
 def _relabelled(feature, values):
-    dataset = _dataset()
+    dataset = colour_dataset()
     train = dataset["train"].remove_columns("label").add_column("label", values(len(dataset["train"])))
     return datasets.DatasetDict({**dataset, "train": train.cast_column("label", feature)})
 
@@ -63,10 +61,10 @@ def _broken_jpeg(folder):
 
 
 def _corrupt_jpeg_in_eval(ctx):
-    train_dir, val_dir = _image_folders(ctx.tmp_path)
+    train_dir, val_dir = image_folders(ctx.tmp_path)
     _broken_jpeg(train_dir / "g")
-    model_args, data_args, run_args, _ = _args(ctx.checkpoint, ctx.tmp_path, train_dir=str(train_dir),
-                                               validation_dir=str(val_dir))
+    model_args, data_args, run_args, _ = eval_arguments(ctx.checkpoint, ctx.tmp_path, train_dir=str(train_dir),
+                                                        validation_dir=str(val_dir))
     model_args.cache_dir = str(ctx.tmp_path / "hf")
     return knn_pipeline(model_args, data_args, run_args, KNNArguments(ks=[3]))
 
@@ -122,7 +120,7 @@ def _evil_gnd(ctx):
 
 
 def _attentive(ctx, *flags):
-    train_dir, val_dir = _image_folders(ctx.tmp_path)
+    train_dir, val_dir = image_folders(ctx.tmp_path)
     return run_linear_probe.main(["--model_name_or_path", str(ctx.checkpoint), "--train_dir", str(train_dir),
                                   "--validation_dir", str(val_dir), "--output_dir", str(ctx.tmp_path / "out"),
                                   "--feature_cache_dir", str(ctx.tmp_path / "cache"), "--cache_dir",
@@ -250,7 +248,7 @@ def _offline(monkeypatch):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_bad_input(case, checkpoint, checkpoints, tmp_path, monkeypatch):  # noqa: F811
+def test_bad_input(case, checkpoint, detector_checkpoints, tmp_path, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError(f"{case['id']}: {case['before']} work started before the error")
 
@@ -261,7 +259,7 @@ def test_bad_input(case, checkpoint, checkpoints, tmp_path, monkeypatch):  # noq
         monkeypatch.setattr(data_loading, "load_data_source", must_not_run)  # the evaluations import it when run
         monkeypatch.setattr(datasets.Dataset, "map", must_not_run)
     monkeypatch.chdir(tmp_path)  # relative paths in the cases resolve inside the test's folder
-    ctx = SimpleNamespace(checkpoint=checkpoint, detectors=checkpoints, tmp_path=tmp_path)
+    ctx = SimpleNamespace(checkpoint=checkpoint, detectors=detector_checkpoints, tmp_path=tmp_path)
     with pytest.raises(case.get("error", ValueError), match=case["message"]):
         case["run"](ctx)
 

@@ -14,7 +14,7 @@ import pytest
 import modeling_attg_mae.pretraining.dataset as dataset
 import modeling_attg_mae.pretraining.wiring as wiring
 from modeling_attg_mae.pretraining import parse_arguments, run
-from tests.test_pretrain import tiny_args
+from tests.conftest import tiny_pretrain_args
 
 
 def _bert_checkpoint(tmp_path):
@@ -116,7 +116,7 @@ def _fail(what):
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
 def test_bad_input_is_refused_with_a_message_that_names_it(tmp_path, monkeypatch, case):
     extra = list(case.get("args", [])) + (case["setup"](tmp_path) if "setup" in case else [])
-    args = tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no",
+    args = tiny_pretrain_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no",
                      synthetic=not {"--dataset_name", "--train_dir"} & set(extra))
     if "--output_dir" in extra:  # the case's own output_dir replaces the default one
         position = extra.index("--output_dir")
@@ -144,7 +144,7 @@ def test_constant_maps_are_reported_once(tmp_path, caplog):
     from transformers import TrainingArguments
 
     from modeling_attg_mae.pretraining import AttGTrainer
-    from tests.test_modeling import tiny_model
+    from tests.conftest import tiny_model
 
     trainer = AttGTrainer(model=tiny_model().train(), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
     maps = torch.rand(3, 4, 4)

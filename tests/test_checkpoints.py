@@ -10,7 +10,7 @@ import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining
-from tests.test_modeling import batch, tiny_config, tiny_model
+from tests.conftest import batch, tiny_config, tiny_model
 
 
 def run_fresh(code: str, cwd) -> dict:

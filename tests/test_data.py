@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import datasets
-from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining
+from modeling_attg_mae import AttGViTMAEForPreTraining
 from modeling_attg_mae.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,6 +31,7 @@ from modeling_attg_mae.data import (
     to_normalized_tensor,
     with_pretrain_transform,
 )
+from tests.conftest import tiny_config
 
 SMALL = dict(num_train=300, num_validation=200, image_size=32, num_classes=5)
 SPLITS = ["train", "validation", "validation_mixed_rand", "validation_only_fg"]
@@ -338,10 +339,7 @@ def test_collator_batches_images_and_maps(small):
     assert torch.equal(again["pixel_values"], batch["pixel_values"])
     assert torch.allclose(again["attention_map"], batch["attention_map"], atol=1e-3)  # float16 vs float32 rows
     # the batch drives the model
-    config = AttGViTMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                              image_size=32, patch_size=8, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                              decoder_num_attention_heads=2, decoder_intermediate_size=64)
-    output = AttGViTMAEForPreTraining(config)(**batch)
+    output = AttGViTMAEForPreTraining(tiny_config())(**batch)
     assert torch.isfinite(output.loss) and output.patch_weights.shape == (4, 16)
 
 

@@ -29,7 +29,7 @@ from modeling_attg_mae.data.source import DATA_SOURCE_FILE, data_source, dataset
 from modeling_attg_mae.evaluation.arguments import EvalDataArguments
 from modeling_attg_mae.object_discovery import __main__ as maps_cli
 from modeling_attg_mae.pretraining import parse_arguments
-from tests.test_pretrain import TINY
+from tests.conftest import TINY_PRETRAIN_OVERRIDES
 
 # load_synthetic_dataset's defaults, written out by hand: every CLI must reach exactly these
 SYNTHETIC_DEFAULTS = {"num_train": 4000, "num_validation": 1000, "image_size": 64, "seed": 0,
@@ -180,7 +180,7 @@ def test_save_to_disk_folder_from_the_maps_cli_pretrains_with_its_stored_maps(tm
     monkeypatch.setattr(map_step, "add_attention_maps", no_new_maps)
     monkeypatch.setattr(map_step.AttentionMapStep, "__call__", no_new_maps)
     out = tmp_path / "run"
-    run_pretrain.main(["--dataset_name", str(maps), "--output_dir", str(out), "--config_overrides", TINY,
+    run_pretrain.main(["--dataset_name", str(maps), "--output_dir", str(out), "--config_overrides", TINY_PRETRAIN_OVERRIDES,
                        "--max_steps", "2", "--per_device_train_batch_size", "8", "--eval_strategy", "no",
                        "--num_pictures", "0", "--report_to", "none", "--dataloader_num_workers", "0",
                        "--dataloader_pin_memory", "false", "--logging_steps", "1"])
@@ -201,7 +201,7 @@ def test_run_knn_with_only_the_checkpoint_evaluates_on_what_pretraining_used(tmp
     """`make demo` then `python run_knn.py --model_name_or_path outputs/attg-mae-demo`, in small: 32 px data, not the
     64 px default."""
     out = tmp_path / "demo"
-    run_pretrain.main(["--output_dir", str(out), "--config_overrides", TINY, "--synthetic_num_train", "200",
+    run_pretrain.main(["--output_dir", str(out), "--config_overrides", TINY_PRETRAIN_OVERRIDES, "--synthetic_num_train", "200",
                        "--synthetic_num_validation", "16", "--synthetic_image_size", "32",
                        "--attention_method", "column", "--attention_source_column", "object_mask",
                        "--attention_grid_size", "8", "--max_steps", "2", "--per_device_train_batch_size", "8",

@@ -16,7 +16,7 @@ from modeling_attg_mae.data.source import (
 from modeling_attg_mae.evaluation.arguments import EvalDataArguments, KNNArguments
 from modeling_attg_mae.evaluation.pipelines import run_knn
 from modeling_attg_mae.pretraining import DataArguments
-from tests.test_run_eval import _args, checkpoint  # noqa: F401  (fixture)
+from tests.conftest import eval_arguments
 
 SMALL_A = dict(synthetic_num_train=12, synthetic_num_validation=6, synthetic_image_size=32, synthetic_seed=0)
 SMALL_B = dict(synthetic_num_train=12, synthetic_num_validation=6, synthetic_image_size=40, synthetic_seed=1)
@@ -55,12 +55,12 @@ def test_two_synthetic_configurations_keep_their_own_card_entries(checkpoint, tm
     shutil.copytree(checkpoint, ckpt)
     (ckpt / "README.md").unlink(missing_ok=True)
     knn = KNNArguments(ks=[3])
-    model_args, data_args, run_args, _ = _args(ckpt, tmp_path, eval_splits=["validation"], **SMALL_A)
+    model_args, data_args, run_args, _ = eval_arguments(ckpt, tmp_path, eval_splits=["validation"], **SMALL_A)
     first = run_knn(model_args, data_args, run_args, knn)
     assert first["dataset"] == "attg-mae-synthetic-32px-train12-val6-seed0"
     after_first = _card_values(ckpt)
     assert {name for name, _, _ in after_first} == {first["dataset"]} and len(after_first) == 2  # top1, top5
-    model_args, data_args, run_args, _ = _args(ckpt, tmp_path, eval_splits=["validation"], **SMALL_B)
+    model_args, data_args, run_args, _ = eval_arguments(ckpt, tmp_path, eval_splits=["validation"], **SMALL_B)
     second = run_knn(model_args, data_args, run_args, knn)
     assert second["dataset"] == "attg-mae-synthetic-40px-train12-val6-seed1"
     after_second = _card_values(ckpt)
@@ -76,7 +76,7 @@ def test_no_data_flag_evaluates_on_the_checkpoints_record(checkpoint, tmp_path, 
     shutil.copytree(checkpoint, ckpt)
     pretrain_args = DataArguments(synthetic_num_train=12, synthetic_num_validation=6, synthetic_image_size=32)
     write_data_source(ckpt, pretrain_args)
-    model_args, data_args, run_args, _ = _args(ckpt, tmp_path, update_model_card=False)
+    model_args, data_args, run_args, _ = eval_arguments(ckpt, tmp_path, update_model_card=False)
     with caplog.at_level("WARNING"):
         payload = run_knn(model_args, data_args, run_args, KNNArguments(ks=[3]))
     assert payload["dataset"] == "attg-mae-synthetic-32px-train12-val6-seed0"

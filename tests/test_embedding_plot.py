@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining
 from modeling_attg_mae.evaluation import embedding_plot, pipelines
 from modeling_attg_mae.evaluation.arguments import (
     EmbeddingPlotArguments,
@@ -28,6 +27,7 @@ from modeling_attg_mae.evaluation.embedding_plot import (
     stratified_subsample,
     tsne_2d,
 )
+from tests.conftest import EVAL_CHECKPOINT_OVERRIDES, save_tiny_checkpoint
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
 PER_SPLIT = {"train": 6, "validation": 10, "validation_shifted": 10}  # images per class
@@ -46,13 +46,7 @@ def _dataset() -> datasets.DatasetDict:
 
 
 def _checkpoint(path: Path, seed: int) -> Path:
-    config = AttGViTMAEConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
-        decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-    )
-    torch.manual_seed(seed)
-    AttGViTMAEForPreTraining(config).save_pretrained(path)
-    return path
+    return save_tiny_checkpoint(path, seed, num_hidden_layers=1, **EVAL_CHECKPOINT_OVERRIDES)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from transformers import AutoModel, ViTImageProcessor, ViTMAEConfig, ViTMAEForPr
 import modeling_attg_mae.export as export
 from modeling_attg_mae import extract_features, save_for_inference_and_pretraining
 from modeling_attg_mae.export import export_encoder, hub_repo_id, main, timm_state_dict
-from tests.test_modeling import GRID, IMAGE, PATCH, official_mae_sincos, tiny_config, tiny_model
+from tests.conftest import GRID, IMAGE, PATCH, official_mae_sincos, tiny_config, tiny_model, tiny_pretrain_args
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 
@@ -213,9 +213,8 @@ def test_cli_and_push_name_the_repos(ours, monkeypatch):
 def test_run_pretrain_writes_the_encoder(tmp_path):
     from modeling_attg_mae.pretraining import parse_arguments, run
     from modeling_attg_mae.features import extract_features as extract
-    from tests.test_pretrain import tiny_args
 
-    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
                                    "--num_pictures", "0")))
     out = tmp_path / "out"
     image = noise_image(1)

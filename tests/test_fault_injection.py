@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_attg_mae.pretraining import parse_arguments, run
-from tests.test_pretrain import tiny_args
+from tests.conftest import tiny_pretrain_args
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ("--max_steps", "6", "--save_steps", "2", "--learning_rate", "2e-3", "--warmup_steps", "0",
@@ -60,14 +60,14 @@ def _env():
 
 def _killed_run(tmp_path, where: str, step: int, name: str):
     command = [sys.executable, "-c", KILLER.format(repo=str(REPO)), where, str(step),
-               *tiny_args(tmp_path, *COMMON, name=name)]
+               *tiny_pretrain_args(tmp_path, *COMMON, name=name)]
     result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def _resume(tmp_path, name: str) -> str:
     command = [sys.executable, str(REPO / "run_pretrain.py"),
-               *tiny_args(tmp_path, *COMMON, "--resume_from_checkpoint", "last", name=name)]
+               *tiny_pretrain_args(tmp_path, *COMMON, "--resume_from_checkpoint", "last", name=name)]
     result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
@@ -83,7 +83,7 @@ def _assert_same_weights(expected: Path, actual: Path):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("fault")
-    run(*parse_arguments(tiny_args(tmp_path, *COMMON, name="full")))
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, *COMMON, name="full")))
     return tmp_path
 
 
@@ -120,14 +120,14 @@ def test_a_second_run_into_a_used_folder_changes_nothing(uninterrupted, tmp_path
     used = uninterrupted / "full"
     before = _snapshot(used)
     other = tmp_path / "other"
-    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "2", "--save_steps", "2", "--eval_strategy", "no",
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "2", "--save_steps", "2", "--eval_strategy", "no",
                                    "--num_pictures", "0", name="other")))
     attempts = [
         (),  # a new run into the used folder
         ("--resume_from_checkpoint", str(other / "checkpoint-2")),  # another run's checkpoint into it
     ]
     for extra in attempts:
-        args = tiny_args(tmp_path, "--max_steps", "2", *extra)
+        args = tiny_pretrain_args(tmp_path, "--max_steps", "2", *extra)
         args[args.index("--output_dir") + 1] = str(used)
         with pytest.raises(ValueError, match="not empty|not a checkpoint of the run"):
             run(*parse_arguments(args))

@@ -14,7 +14,7 @@ from transformers import (
 
 from modeling_attg_mae import extract_features
 from modeling_attg_mae.features import encode_tokens
-from tests.test_modeling import GRID, IMAGE, PATCH, tiny_model
+from tests.conftest import GRID, IMAGE, PATCH, tiny_model
 
 
 def test_features_are_deterministic_and_masking_is_restored():

@@ -2,7 +2,6 @@
 our checkpoint and from a stock ViTMAE checkpoint, stock loading of the result, two processes, and bad input."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -30,10 +29,11 @@ from modeling_attg_mae.fine_tuning import (
 )
 from modeling_attg_mae.fine_tuning.arguments import FineTuneArguments, FineTuneModelArguments, parse_fine_tune_arguments
 from modeling_attg_mae.fine_tuning.run import run_fine_tune
+from tests.conftest import TINY_ENCODER
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+TINY = TINY_ENCODER  # conftest's tiny encoder: 2 layers, width 32, 32 px, 8 px patches
 
 
 def _tiny_vit(num_layers=2, **kwargs):

@@ -11,33 +11,8 @@ from modeling_attg_mae import (
     AttGViTMAEForPreTraining,
     resample_attention_map,
 )
+from tests.conftest import GRID, IMAGE, N, PATCH, batch, official_mae_sincos, tiny_config, tiny_model
 
-IMAGE, PATCH = 32, 8  # 4x4 grid, 16 patches, 12 masked
-GRID = IMAGE // PATCH
-N = GRID * GRID
-
-
-def tiny_config(**kwargs):
-    base = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=IMAGE,
-        patch_size=PATCH, decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-        decoder_intermediate_size=64,
-    )
-    base.update(kwargs)
-    return AttGViTMAEConfig(**base)
-
-
-def tiny_model(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return AttGViTMAEForPreTraining(tiny_config(**kwargs)).eval()
-
-
-def batch(batch_size=3, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.randn(batch_size, 3, IMAGE, IMAGE, generator=g)
-    attention = torch.rand(batch_size, GRID, GRID, generator=g) * 5 - 2  # any real values
-    noise = torch.rand(batch_size, N, generator=g)
-    return pixels, attention, noise
 
 
 def reference_loss(pixels, logits, mask, attention, guidance, tau, quantile=0.1, norm_pix=True):
@@ -265,7 +240,42 @@ def test_config_defaults_follow_the_paper():
     assert config.norm_pix_loss is True and config.mask_ratio == 0.75 and config.attg_quantile == 0.1
 
 
+def test_update_from_string_validates_and_keeps_the_old_values_on_a_bad_one():
+    config = tiny_config()
+    config.update_from_string("attg_temperature=0.5,attg_quantile=0.2")
+    assert (config.attg_temperature, config.attg_quantile) == (0.5, 0.2)
+    for update, message in [("attg_quantile=0.3,attg_temperature=0.0", "attg_temperature \\(tau\\) must be a number > 0"),
+                            ("attg_guidance=attention", "attg_guidance must be one of"),
+                            ("mask_ratio=1.0", "mask_ratio must be in")]:
+        with pytest.raises(ValueError, match=message):
+            config.update_from_string(update)
+        # nothing of the refused update stays, not even its valid part
+        assert (config.attg_temperature, config.attg_quantile, config.attg_guidance, config.mask_ratio) == (
+            0.5, 0.2, "attg", 0.75)
+
+
+def test_a_config_edited_before_the_model_is_built_is_checked_when_it_enters_the_model():
+    config = tiny_config()
+    config.attg_temperature = 0.0  # plain attribute assignment is not validated (the config is no strict dataclass)
+    with pytest.raises(ValueError, match="attg_temperature \\(tau\\) must be a number > 0"):
+        AttGViTMAEForPreTraining(config)
+
+
+@pytest.mark.parametrize("name", ["patch_size", "image_size"])
+def test_patch_and_image_size_accept_an_int_or_a_square_pair_only(name):
+    from modeling_attg_mae.configuration_attg_mae import image_size_of, patch_size_of
+
+    size_of = patch_size_of if name == "patch_size" else image_size_of
+    value = PATCH if name == "patch_size" else IMAGE
+    assert size_of(tiny_config(**{name: value})) == value
+    assert size_of(tiny_config(**{name: [value, value]})) == value  # a JSON config stores a pair as a list
+    with pytest.raises(ValueError, match=f"{name} must be an int or a square \\(side, side\\) pair"):
+        tiny_config(**{name: (value, 2 * value)})
+
+
 def test_a_guidance_changed_to_a_bad_value_after_construction_fails_at_forward():
+    # the forward does not re-validate the config; the loss's dispatch refuses a mode it does not know instead of
+    # falling back to the vanilla loss
     model = tiny_model()
     model.config.__dict__["attg_guidance"] = "typo"  # bypass the dataclass validation, as a raw edit would
     with pytest.raises(ValueError, match="attg_guidance must be one of"):
@@ -276,17 +286,6 @@ def test_mask_ratio_zero_is_refused_for_pretraining():
     model = tiny_model(mask_ratio=0.0)
     with pytest.raises(ValueError, match="masks no patch"):
         model(*batch()[:2])
-
-
-def official_mae_sincos(dim, grid):
-    """MAE's util/pos_embed.get_2d_sincos_pos_embed (numpy), with its zero CLS row."""
-    def one_d(d, pos):
-        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
-        out = np.einsum("m,d->md", pos.reshape(-1), omega)
-        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
-    mesh = np.stack(np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32)), 0)
-    table = np.concatenate([one_d(dim // 2, mesh[0]), one_d(dim // 2, mesh[1])], axis=1)
-    return np.concatenate([np.zeros([1, dim]), table], 0)
 
 
 def test_a_fresh_model_is_initialised_like_mae_not_with_zero_embeddings():

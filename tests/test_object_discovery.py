@@ -17,16 +17,7 @@ import scipy.linalg
 import scipy.ndimage
 import torch
 from PIL import Image
-from transformers import (
-    Dinov2Config,
-    Dinov2Model,
-    Dinov2WithRegistersConfig,
-    Dinov2WithRegistersModel,
-    ResNetConfig,
-    ResNetForImageClassification,
-    ViTConfig,
-    ViTModel,
-)
+from transformers import Dinov2Model, Dinov2WithRegistersModel, ViTConfig, ViTModel
 
 from modeling_attg_mae.object_discovery import (
     IMAGENET_MEAN,
@@ -41,26 +32,7 @@ from modeling_attg_mae.object_discovery import (
 )
 from modeling_attg_mae.object_discovery.__main__ import main as cli_main
 from modeling_attg_mae.visualize import colormap, save_guidance_grid
-
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("detectors")
-    torch.manual_seed(0)
-    models = {
-        "vit": ViTModel(ViTConfig(intermediate_size=64, **TINY), add_pooling_layer=False),
-        "dinov2": Dinov2Model(Dinov2Config(mlp_ratio=2, **TINY)),
-        "dinov2_registers": Dinov2WithRegistersModel(Dinov2WithRegistersConfig(mlp_ratio=2, num_register_tokens=3, **TINY)),
-        "resnet": ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5)),
-    }
-    paths = {}
-    for name, model in models.items():
-        model.save_pretrained(root / name)
-        paths[name] = str(root / name)
-    return paths
-
+from tests.conftest import TINY_DETECTOR
 
 def random_images(count, size=32, seed=0):
     rng = np.random.default_rng(seed)
@@ -71,13 +43,13 @@ def random_images(count, size=32, seed=0):
 
 
 @pytest.mark.parametrize("kind", ["vit", "dinov2", "dinov2_registers"])
-def test_dino_map_is_the_last_block_cls_attention(checkpoints, kind):
-    method = build_method("dino", checkpoints[kind], image_size=32)
+def test_dino_map_is_the_last_block_cls_attention(detector_checkpoints, kind):
+    method = build_method("dino", detector_checkpoints[kind], image_size=32)
     images = random_images(3)
     pixel_values = preprocess_images(images, 32)
     # reference: the model loaded separately, the last block's attention by hand from its weights
     cls = {"vit": ViTModel, "dinov2": Dinov2Model, "dinov2_registers": Dinov2WithRegistersModel}[kind]
-    ref_model = cls.from_pretrained(checkpoints[kind], attn_implementation="eager").eval()
+    ref_model = cls.from_pretrained(detector_checkpoints[kind], attn_implementation="eager").eval()
     with torch.no_grad():
         out = ref_model(pixel_values=pixel_values, output_hidden_states=True, output_attentions=True)
         layer = (ref_model.layers if kind == "vit" else ref_model.encoder.layer)[-1]
@@ -96,20 +68,20 @@ def test_dino_map_is_the_last_block_cls_attention(checkpoints, kind):
     maps = method(images)
     assert maps.shape == (3, 4, 4) and maps.dtype == torch.float32
     assert torch.allclose(maps.view(3, -1), by_hand.mean(1), atol=1e-5)
-    head_max = build_method("dino", checkpoints[kind], image_size=32, head="max")(images)
+    head_max = build_method("dino", detector_checkpoints[kind], image_size=32, head="max")(images)
     assert torch.allclose(head_max.view(3, -1), by_hand.amax(1), atol=1e-5)
-    head_two = build_method("dino", checkpoints[kind], image_size=32, head=2)(images)
+    head_two = build_method("dino", detector_checkpoints[kind], image_size=32, head=2)(images)
     assert torch.allclose(head_two.view(3, -1), by_hand[:, 2], atol=1e-5)
 
 
-def test_dino_other_input_size_interpolates_positions(checkpoints):
-    maps = build_method("dino", checkpoints["vit"], image_size=(48, 64))(random_images(2))
+def test_dino_other_input_size_interpolates_positions(detector_checkpoints):
+    maps = build_method("dino", detector_checkpoints["vit"], image_size=(48, 64))(random_images(2))
     assert maps.shape == (2, 6, 8) and torch.isfinite(maps).all()
     assert torch.allclose(maps.sum((1, 2)), torch.ones(2), atol=0.2)  # CLS mass on patches, a bit on CLS
     with pytest.raises(ValueError, match="multiple of the detector's patch size 8"):
-        build_method("dino", checkpoints["vit"], image_size=30)
+        build_method("dino", detector_checkpoints["vit"], image_size=30)
     with pytest.raises(ValueError, match="head index 4 out of range"):
-        build_method("dino", checkpoints["vit"], image_size=32, head=4)
+        build_method("dino", detector_checkpoints["vit"], image_size=32, head=4)
 
 
 # ------------------------------------------------------------------------------------------- TokenCut
@@ -165,7 +137,7 @@ def test_tokencut_recovers_planted_foreground_in_the_features():
 def test_tokencut_recovers_planted_object_end_to_end(tmp_path, seed):
     # zero position embeddings: patches with the same content get the same keys, so the graph is two clusters
     torch.manual_seed(seed)
-    model = ViTModel(ViTConfig(intermediate_size=64, **{**TINY, "image_size": 64}), add_pooling_layer=False)
+    model = ViTModel(ViTConfig(intermediate_size=64, **{**TINY_DETECTOR, "image_size": 64}), add_pooling_layer=False)
     with torch.no_grad():
         model.embeddings.position_embeddings.zero_()
     model.save_pretrained(tmp_path / "vit")
@@ -193,8 +165,8 @@ def test_tokencut_component_is_four_connected():
 # ------------------------------------------------------------------------------------------- Grad-CAM
 
 
-def test_gradcam_equals_cam_from_the_linear_head_and_moves_with_the_pattern(checkpoints):
-    method = build_method("gradcam", checkpoints["resnet"], image_size=64)
+def test_gradcam_equals_cam_from_the_linear_head_and_moves_with_the_pattern(detector_checkpoints):
+    method = build_method("gradcam", detector_checkpoints["resnet"], image_size=64)
     head = method.model.classifier[-1]
     with torch.no_grad():  # a positive head: the target class weighs every channel positively
         head.weight.copy_(torch.rand_like(head.weight) + 0.1)
@@ -290,16 +262,16 @@ def image_dataset(count, size=(24, 40), seed=0, broken_row=None):
     return datasets.Dataset.from_dict({"image": rows, "label": [i % 2 for i in range(count)]}, features=features)
 
 
-def test_map_step_writes_float16_maps_equal_to_the_method(checkpoints, tmp_path):
+def test_map_step_writes_float16_maps_equal_to_the_method(detector_checkpoints, tmp_path):
     dataset = image_dataset(5)
-    result = add_attention_maps(dataset, "dino", checkpoints["vit"], grid_size=6, batch_size=2, image_size=32)
+    result = add_attention_maps(dataset, "dino", detector_checkpoints["vit"], grid_size=6, batch_size=2, image_size=32)
     assert result.features["attention_map"] == datasets.Array2D((6, 6), "float16")
     assert result.features["image"] == datasets.Image()  # decoding restored
     assert str(result.data.column("attention_map").type.storage_type) == "list<item: list<item: halffloat>>"
     stored = result.with_format("numpy", dtype=np.float16)[:]["attention_map"]  # the numpy format defaults to float32
     assert stored.dtype == np.float16 and stored.shape == (5, 6, 6)
     # reference: the method on the decoded images, 4x4 -> 6x6 bilinear (align_corners=False), min-max
-    raw = build_method("dino", checkpoints["vit"], image_size=32)(dataset["image"])
+    raw = build_method("dino", detector_checkpoints["vit"], image_size=32)(dataset["image"])
     grown = torch.nn.functional.interpolate(raw[:, None], size=(6, 6), mode="bilinear", align_corners=False)[:, 0]
     low, high = grown.amin((1, 2), keepdim=True), grown.amax((1, 2), keepdim=True)
     np.testing.assert_allclose(stored.astype(np.float32), ((grown - low) / (high - low)).numpy(), atol=1e-3)
@@ -328,20 +300,20 @@ def test_map_step_cache_hit_on_rerun_and_no_collision_between_splits(tmp_path, m
     assert not np.array_equal(np.stack(other["attention_map"]), np.stack(mapped["attention_map"]))
 
 
-def test_map_step_two_processes_on_cpu(checkpoints, tmp_path):
+def test_map_step_two_processes_on_cpu(detector_checkpoints, tmp_path):
     image_dataset(6, seed=2).save_to_disk(tmp_path / "one")
     image_dataset(6, seed=2).save_to_disk(tmp_path / "two")  # its own cache folder: no hit from the first run
-    one = add_attention_maps(datasets.load_from_disk(str(tmp_path / "one")), "tokencut", checkpoints["dinov2_registers"], grid_size=4, batch_size=2,
+    one = add_attention_maps(datasets.load_from_disk(str(tmp_path / "one")), "tokencut", detector_checkpoints["dinov2_registers"], grid_size=4, batch_size=2,
                              image_size=32, output="eigenvector")
-    two = add_attention_maps(datasets.load_from_disk(str(tmp_path / "two")), "tokencut", checkpoints["dinov2_registers"], grid_size=4, batch_size=2,
+    two = add_attention_maps(datasets.load_from_disk(str(tmp_path / "two")), "tokencut", detector_checkpoints["dinov2_registers"], grid_size=4, batch_size=2,
                              image_size=32, output="eigenvector", num_proc=2)
     assert len(two.cache_files) == 2  # one shard per process
     np.testing.assert_allclose(np.stack(two["attention_map"]), np.stack(one["attention_map"]), atol=2e-3)
 
 
-def test_map_step_direct_use_with_rank_only(checkpoints):
+def test_map_step_direct_use_with_rank_only(detector_checkpoints):
     dataset = image_dataset(3)
-    step = AttentionMapStep("gradcam", checkpoints["resnet"], grid_size=7, image_size=64)
+    step = AttentionMapStep("gradcam", detector_checkpoints["resnet"], grid_size=7, image_size=64)
     threads = torch.get_num_threads()
     result = dataset.map(step, batched=True, with_rank=True, new_fingerprint=step.fingerprint_for(dataset),
                          features=step.output_features(dataset.features))
@@ -350,7 +322,7 @@ def test_map_step_direct_use_with_rank_only(checkpoints):
     assert torch.get_num_threads() == threads  # only forked workers go single-threaded
 
 
-def test_map_step_errors(checkpoints):
+def test_map_step_errors(detector_checkpoints):
     with pytest.raises(ValueError, match="cannot read the image in row 3"):
         add_attention_maps(image_dataset(5, broken_row=3), "spectral_residual", batch_size=2)
     with pytest.raises(ValueError, match=r"column 'picture' not in the dataset; its columns are \['image', 'label'\]"):
@@ -358,15 +330,15 @@ def test_map_step_errors(checkpoints):
     with pytest.raises(ValueError, match="method 'tokencut' needs a model.*facebook/dino-vits16"):
         add_attention_maps(image_dataset(2), "tokencut")
     with pytest.raises(ValueError, match="uses no model"):
-        AttentionMapStep("spectral_residual", checkpoints["vit"])
+        AttentionMapStep("spectral_residual", detector_checkpoints["vit"])
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['sigma'\]"):
         AttentionMapStep("spectral_residual", sigma=2)
     with pytest.raises(ValueError, match="unknown object-discovery method 'saliency'"):
         AttentionMapStep("saliency")
     with pytest.raises(ValueError, match="'resnet' checkpoint; dino/tokencut need one of"):
-        build_method("dino", checkpoints["resnet"])
+        build_method("dino", detector_checkpoints["resnet"])
     with pytest.raises(ValueError, match="gradcam needs a supervised ResNet"):
-        build_method("gradcam", checkpoints["vit"])
+        build_method("gradcam", detector_checkpoints["vit"])
 
 
 # -------------------------------------------------------------------------------------- CLI, pictures

@@ -13,21 +13,7 @@ from transformers import Trainer, ViTMAEModel
 
 from modeling_attg_mae.pretraining import parse_arguments, run
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                   intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                   decoder_num_attention_heads=2, decoder_intermediate_size=64)
-TINY = ",".join(f"{key}={value}" for key, value in TINY_CONFIG.items())  # as --config_overrides
-
-
-def tiny_args(tmp_path, *extra, name="out", synthetic=True):
-    # synthetic=False for a run on another source: the synthetic flags are refused next to --dataset_name / --train_dir
-    data = ["--synthetic_num_train", "48", "--synthetic_num_validation", "16", "--synthetic_image_size", "32"]
-    return ["--output_dir", str(tmp_path / name), "--cache_dir", str(tmp_path / "cache"),
-            "--config_overrides", TINY, *(data if synthetic else []), "--attention_grid_size", "8",
-            "--per_device_train_batch_size", "8",
-            "--per_device_eval_batch_size", "16", "--logging_steps", "1", "--report_to", "tensorboard",
-            "--dataloader_pin_memory", "false", "--num_pictures", "2", "--seed", "3", *extra]
+from tests.conftest import REPO, TINY_PRETRAIN_CONFIG, tiny_pretrain_args
 
 
 def test_learning_rate_follows_mae_scaling_unless_given(tmp_path):
@@ -101,7 +87,7 @@ def test_attg_knobs_default_to_the_config_class_and_reach_the_config(tmp_path):
     assert [getattr(config, name) for name in CONFIG_FIELDS] == [0.6, False, "inverted", 0.5, 2.0, "constant", 0.3]
     # continuing from a checkpoint: the run's values replace what the checkpoint stored (an export stores
     # mask_ratio 0 for stock feature extraction, and the knobs of the run that trained it)
-    AttGViTMAEConfig(**TINY_CONFIG, mask_ratio=0.0, attg_pretraining_mask_ratio=0.75, attg_temperature=0.4,
+    AttGViTMAEConfig(**TINY_PRETRAIN_CONFIG, mask_ratio=0.0, attg_pretraining_mask_ratio=0.75, attg_temperature=0.4,
                      norm_pix_loss=False, attg_guidance="none").save_pretrained(tmp_path / "checkpoint")
     model_args, _, attg_args, _ = parse_arguments(["--output_dir", str(tmp_path), "--model_name_or_path",
                                                     str(tmp_path / "checkpoint")])
@@ -142,7 +128,7 @@ def test_the_trainer_and_callbacks_are_exported_lazily_by_the_package():
 def test_weight_decay_spares_biases_and_norms(tmp_path):
     from modeling_attg_mae.pretraining import build_model
 
-    model_args, _, attg_args, training = parse_arguments(tiny_args(tmp_path))
+    model_args, _, attg_args, training = parse_arguments(tiny_pretrain_args(tmp_path))
     model = build_model(model_args, attg_args)
     decay = set(Trainer(model=model, args=training).get_decay_parameter_names(model))
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -160,7 +146,7 @@ def scalars(log_dir: Path) -> dict:
 
 
 def test_three_step_run_writes_a_stock_loadable_checkpoint_card_logs_and_pictures(tmp_path):
-    paths = run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "3", "--eval_strategy", "steps",
+    paths = run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "3", "--eval_strategy", "steps",
                                            "--eval_steps", "3", "--save_steps", "3")))
     out = tmp_path / "out"
     encoder = ViTMAEModel.from_pretrained(out)  # stock class, no remote code
@@ -200,7 +186,7 @@ def test_feature_pipeline_returns_every_patch_token(tmp_path):
     from PIL import Image
     from transformers import pipeline
 
-    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no")))
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no")))
     extractor = pipeline("image-feature-extraction", model=str(tmp_path / "out"), device="cpu")
     features = torch.tensor(extractor(Image.new("RGB", (40, 40), (120, 30, 200))))
     assert features.shape == (1, 1 + 16, 32)
@@ -211,15 +197,15 @@ def test_resume_continues_with_the_same_tau_step_and_weights(tmp_path):
     # far more than the tolerance (at MAE's scaled lr for batch 8, ~5e-6, a lost tensor would not show)
     common = ("--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no", "--num_pictures", "0",
               "--learning_rate", "2e-3", "--warmup_steps", "0")
-    run(*parse_arguments(tiny_args(tmp_path, *common, name="full")))
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, *common, name="full")))
     # the interrupted run: identical up to step 2, then continued from its checkpoint by a new process state
-    run(*parse_arguments(tiny_args(tmp_path, *common, name="resumed")))
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, *common, name="resumed")))
     resumed = tmp_path / "resumed"
     for entry in os.listdir(resumed):  # keep only the step-2 checkpoint, as if the run had died after it
         if entry != "checkpoint-2":
             path = resumed / entry
             subprocess.run(["rm", "-rf", str(path)], check=True)
-    run(*parse_arguments(tiny_args(tmp_path, *common, "--resume_from_checkpoint", str(resumed / "checkpoint-2"),
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, *common, "--resume_from_checkpoint", str(resumed / "checkpoint-2"),
                                    name="resumed")))
     full = json.loads((tmp_path / "full" / "trainer_state.json").read_text())
     again = json.loads((resumed / "trainer_state.json").read_text())
@@ -243,7 +229,7 @@ def test_resume_continues_with_the_same_tau_step_and_weights(tmp_path):
 def test_knn_monitor_equals_run_knn_on_the_exported_checkpoint(tmp_path):
     # bank and queries are whole splits here (48 / 16 images), as run_knn.py uses them; the monitor's last value
     # is measured on the final weights, which is what the export holds
-    paths = run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "6", "--eval_strategy", "no", "--num_pictures",
+    paths = run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "6", "--eval_strategy", "no", "--num_pictures",
                                            "0", "--learning_rate", "2e-3", "--knn_monitor", "--knn_monitor_steps",
                                            "4", "--run_knn")))
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
@@ -256,7 +242,7 @@ def test_knn_monitor_equals_run_knn_on_the_exported_checkpoint(tmp_path):
         assert measured[-1][f"eval_knn_top1_{split}"] == pytest.approx(expected, abs=1e-3), split
     assert {f"eval/knn_top1_{split}" for split in splits} <= scalars(Path(paths["logs"]))["scalars"]
     # watching does not change what is trained: the same weights without the monitor
-    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "6", "--eval_strategy", "no", "--num_pictures", "0",
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "6", "--eval_strategy", "no", "--num_pictures", "0",
                                    "--learning_rate", "2e-3", name="unmonitored")))
     from safetensors.torch import load_file
 
@@ -287,7 +273,7 @@ def test_paired_arms_see_identical_initial_weights_batches_maps_and_masking_nois
     monkeypatch.setattr(wiring.AttGTrainer, "compute_loss", recording_compute_loss)
     for arm in ("none", "attg"):
         seen[arm] = {"batches": []}
-        run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "3", "--eval_strategy", "no", "--num_pictures", "0",
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "3", "--eval_strategy", "no", "--num_pictures", "0",
                                        "--attg_guidance", arm, "--maps_for_vanilla_mae", name=arm)))
     mae, attg = seen["none"], seen["attg"]
     assert mae["init"].keys() == attg["init"].keys()
@@ -307,7 +293,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(REPO / "run_pretrain.py"),
-               *tiny_args(tmp_path, "--max_steps", "2", "--eval_strategy", "no", "--num_pictures", "0",
+               *tiny_pretrain_args(tmp_path, "--max_steps", "2", "--eval_strategy", "no", "--num_pictures", "0",
                           "--knn_monitor", "--knn_monitor_steps", "1", "--run_knn")]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -331,7 +317,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
 def test_an_image_folder_without_images_is_refused(tmp_path):
     (tmp_path / "images" / "cat").mkdir(parents=True)
     (tmp_path / "images" / "cat" / "notes.txt").write_text("no image here")
-    args = [a for a in tiny_args(tmp_path, "--max_steps", "1", synthetic=False) if a]
+    args = [a for a in tiny_pretrain_args(tmp_path, "--max_steps", "1", synthetic=False) if a]
     with pytest.raises(ValueError, match=str(tmp_path / "images")):
         run(*parse_arguments(args + ["--train_dir", str(tmp_path / "images")]))
 
@@ -340,9 +326,9 @@ def test_an_existing_output_dir_is_not_overwritten_unless_asked(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "precious.txt").write_text("an earlier run")
     with pytest.raises(ValueError, match="exists and is not empty.*overwrite_output_dir"):
-        run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1")))
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1")))
     assert (tmp_path / "out" / "precious.txt").read_text() == "an earlier run"
-    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no",
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no",
                                    "--overwrite_output_dir")))
     assert (tmp_path / "out" / "model.safetensors").exists()
 
@@ -354,7 +340,7 @@ def test_another_process_probing_the_output_dir_is_not_an_earlier_run(tmp_path):
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / f"{_WRITE_PROBE}x1y2").write_text("")
-    run(*parse_arguments(tiny_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no", "--num_pictures", "0")))
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no", "--num_pictures", "0")))
     assert (tmp_path / "out" / "model.safetensors").exists()
 
 
@@ -362,7 +348,7 @@ def test_masking_noise_is_new_for_each_micro_batch_and_reproducible(tmp_path):
     from transformers import TrainingArguments
 
     from modeling_attg_mae.pretraining import AttGTrainer
-    from tests.test_modeling import tiny_model
+    from tests.conftest import tiny_model
 
     def trainer():
         args = TrainingArguments(output_dir=str(tmp_path), report_to=[], seed=5, gradient_accumulation_steps=2)

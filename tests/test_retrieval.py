@@ -29,8 +29,7 @@ from modeling_attg_mae.evaluation.retrieval import (
     run_retrieval,
 )
 from modeling_attg_mae.features import MULTI_SCALES, extract_multi_scale_features
-from tests.test_modeling import IMAGE, tiny_model
-from tests.test_run_eval import _args, _dataset, _reference_features, checkpoint  # noqa: F401 (a fixture)
+from tests.conftest import IMAGE, colour_dataset, eval_arguments, reference_features, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -279,14 +278,14 @@ def test_gem_pooling_by_hand_and_multi_scale():
 
 
 def test_label_retrieval_end_to_end_writes_json_and_card(checkpoint, tmp_path):  # noqa: F811
-    dataset = _dataset()
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path)
+    dataset = colour_dataset()
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path)
     run_knn(model_args, data_args, run_args, KNNArguments(ks=[3]), dataset=dataset)  # its card rows must survive
     payload = run_retrieval(model_args, data_args, run_args, RetrievalArguments(kappas=[1, 5]), dataset=dataset)
     # single scale shares the k-NN features (same cache entries)
     assert payload["cache_hits"] == {"train": True, "validation": True, "validation_shifted": True}
-    bank, bank_labels = _reference_features(checkpoint, dataset["train"]), torch.tensor(dataset["train"]["label"])
-    queries, labels = _reference_features(checkpoint, dataset["validation"]), torch.tensor(dataset["validation"]["label"])
+    bank, bank_labels = reference_features(checkpoint, dataset["train"]), torch.tensor(dataset["train"]["label"])
+    queries, labels = reference_features(checkpoint, dataset["validation"]), torch.tensor(dataset["validation"]["label"])
     expected = evaluate_by_label(bank, bank_labels, queries, labels, kappas=(1, 5))
     row = payload["results"][0]
     assert (row["method"], row["split"], row["protocol"], row["num_queries"], row["num_empty"], row["num_database"]) == (
@@ -384,7 +383,7 @@ def test_revisited_layout_end_to_end_through_the_cli(checkpoint, tmp_path):  # n
 
 
 def _expect_error(tmp_path, checkpoint, match, retrieval_kwargs=None, dataset=None, **data):  # noqa: F811
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, **data)
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, **data)
     with pytest.raises(ValueError, match=match):
         run_retrieval(model_args, data_args, run_args, RetrievalArguments(**(retrieval_kwargs or {})), dataset=dataset)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()  # no feature extracted, nothing written
@@ -411,9 +410,9 @@ def test_bad_inputs_fail_before_any_feature_is_extracted(checkpoint, tmp_path): 
                   {"gnd_file": str(out_of_image)})
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
         EvalModelArguments(model_name_or_path=str(checkpoint), pooling="max")
-    dataset = _dataset()
+    dataset = colour_dataset()
     _expect_error(tmp_path, checkpoint, r"'class' not found", dataset=dataset, label_column_name="class")
-    empty = _dataset()
+    empty = colour_dataset()
     empty["validation"] = empty["validation"].select([])
     _expect_error(tmp_path, checkpoint, "split 'validation' is empty: the query set", dataset=empty, eval_splits=["validation"])
     with pytest.raises(ValueError, match="need --gnd_file"):
@@ -429,7 +428,7 @@ def test_a_negative_label_is_refused_not_scored_as_a_miss(checkpoint, tmp_path):
         evaluate_by_label(database, database_labels, queries, torch.tensor([0, -1, 2]))
     with pytest.raises(ValueError, match=r"database labels hold -1"):
         evaluate_by_label(database, torch.tensor([0, -1, 1, 1, 2, 2]), queries, torch.tensor([0, 1, 2]))
-    unlabelled = _dataset()
+    unlabelled = colour_dataset()
     unlabelled["validation"] = unlabelled["validation"].map(lambda row: {"label": -1})
     _expect_error(tmp_path, checkpoint, r"split 'validation' has label -1", dataset=unlabelled, eval_splits=["validation"])
 

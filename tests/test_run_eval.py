@@ -6,85 +6,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
-from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining, extract_features
 from modeling_attg_mae.evaluation import knn_classify
-from modeling_attg_mae.evaluation.arguments import (
-    EvalDataArguments,
-    EvalModelArguments,
-    EvalRunArguments,
-    KNNArguments,
-    LinearProbeArguments,
-)
+from modeling_attg_mae.evaluation.arguments import EvalModelArguments, KNNArguments, LinearProbeArguments
 from modeling_attg_mae.evaluation.pipelines import run_knn, run_linear_probe
-
-REPO = Path(__file__).resolve().parents[1]
-COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
-
-
-def _image(label: int, rng) -> Image.Image:
-    pixels = np.clip(np.array(COLOURS[label]) + rng.normal(0, 40, (40, 48, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels)  # 48x40: not square, so the resize + center crop matters
-
-
-def _dataset(per_class=(8, 4, 4)) -> datasets.DatasetDict:
-    rng = np.random.default_rng(0)
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["r", "g", "b"])})
-    splits = {}
-    for split, n in zip(("train", "validation", "validation_shifted"), per_class):
-        labels = [c for c in range(3) for _ in range(n)]
-        splits[split] = datasets.Dataset.from_dict({"image": [_image(c, rng) for c in labels], "label": labels}, features=features)
-    return datasets.DatasetDict(splits)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    config = AttGViTMAEConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
-        decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt")
-    AttGViTMAEForPreTraining(config).save_pretrained(path)
-    return path
-
-
-def _args(checkpoint, tmp_path, **overrides):
-    model = EvalModelArguments(model_name_or_path=str(checkpoint), pooling=overrides.pop("pooling", "cls"))
-    data = EvalDataArguments(**{k: overrides.pop(k) for k in list(overrides) if k in EvalDataArguments.__dataclass_fields__})
-    run = EvalRunArguments(output_dir=str(tmp_path / "out"), feature_cache_dir=str(tmp_path / "cache"), progress=False,
-                           batch_size=5, **{k: overrides.pop(k) for k in list(overrides) if k in EvalRunArguments.__dataclass_fields__})
-    return model, data, run, overrides
-
-
-def _reference_features(checkpoint, split_dataset):
-    """Encode by hand: stock ViTMAEModel, PIL resize of the shorter side to int(32 * 256/224) = 36, center crop 32."""
-    from transformers import ViTMAEModel
-
-    model = ViTMAEModel.from_pretrained(checkpoint).eval()
-    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    batch = []
-    for image in split_dataset["image"]:
-        resized = image.convert("RGB").resize((43, 36), Image.BICUBIC)  # 48x40 -> shorter side 36, width int(36*48/40)
-        array = np.asarray(resized.crop((6, 2, 38, 34)), dtype=np.float32) / 255  # round((43-32)/2)=6, round(2)=2
-        batch.append((torch.from_numpy(array).permute(2, 0, 1) - mean) / std)
-    return extract_features(model, torch.stack(batch), "cls")
+from tests.conftest import REPO, colour_dataset, eval_arguments, image_folders, reference_features
 
 
 def test_knn_run_matches_hand_pipeline_and_caches(checkpoint, tmp_path):
-    dataset = _dataset()
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path)
+    dataset = colour_dataset()
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path)
     knn_args = KNNArguments(ks=[1, 3, 10], few_shot=[1, 2], few_shot_k=3)
     first = run_knn(model_args, data_args, run_args, knn_args, dataset=dataset)
     assert first["cache_hits"] == {"train": False, "validation": False, "validation_shifted": False}
 
-    bank, queries = _reference_features(checkpoint, dataset["train"]), _reference_features(checkpoint, dataset["validation"])
+    bank, queries = reference_features(checkpoint, dataset["train"]), reference_features(checkpoint, dataset["validation"])
     bank_labels, labels = torch.tensor(dataset["train"]["label"]), torch.tensor(dataset["validation"]["label"])
     knn_rows = {r["k"]: r for r in first["results"] if r["method"] == "knn" and r["split"] == "validation"}
     assert sorted(knn_rows) == [1, 3, 10]
@@ -112,7 +52,7 @@ def test_knn_run_matches_hand_pipeline_and_caches(checkpoint, tmp_path):
     second = run_knn(model_args, data_args, run_args, knn_args, dataset=dataset)
     assert second["cache_hits"] == {"train": True, "validation": True, "validation_shifted": True}
     assert second["results"] == first["results"]
-    _, _, run_overwrite, _ = _args(checkpoint, tmp_path, overwrite_cache=True)
+    _, _, run_overwrite, _ = eval_arguments(checkpoint, tmp_path, overwrite_cache=True)
     third = run_knn(model_args, data_args, run_overwrite, knn_args, dataset=dataset)
     assert not any(third["cache_hits"].values())
     mean_args = EvalModelArguments(model_name_or_path=str(checkpoint), pooling="mean")
@@ -120,20 +60,20 @@ def test_knn_run_matches_hand_pipeline_and_caches(checkpoint, tmp_path):
 
 
 def test_bad_input_gives_clear_errors(checkpoint, tmp_path):
-    dataset = _dataset()
+    dataset = colour_dataset()
     knn = KNNArguments(ks=[3])
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["test"])
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, eval_splits=["test"])
     with pytest.raises(ValueError, match=r"unknown split 'test'.*'train', 'validation'"):
         run_knn(model_args, data_args, run_args, knn, dataset=dataset)
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, label_column_name="class")
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, label_column_name="class")
     with pytest.raises(ValueError, match=r"'class' not found.*\['image', 'label'\]"):
         run_knn(model_args, data_args, run_args, knn, dataset=dataset)
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path)
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path)
     with pytest.raises(ValueError, match=r"k=100 is larger than the k-NN bank \(24"):
         run_knn(model_args, data_args, run_args, KNNArguments(ks=[10, 100]), dataset=dataset)
     resnet = tmp_path / "resnet"
     ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1])).save_pretrained(resnet)
-    model_args, data_args, run_args, _ = _args(resnet, tmp_path)
+    model_args, data_args, run_args, _ = eval_arguments(resnet, tmp_path)
     with pytest.raises(ValueError, match="'resnet' checkpoint, not a ViT"):
         run_knn(model_args, data_args, run_args, knn, dataset=dataset)
 
@@ -150,14 +90,14 @@ def test_plain_vit_checkpoint_and_its_normalisation(tmp_path):
     model, info = load_encoder(str(path))
     assert isinstance(model, ViTModel) and (info.image_size, info.patch_size, info.hidden_size) == (32, 8, 32)
     assert info.image_mean == (0.5, 0.5, 0.5) and info.image_std == (0.25, 0.25, 0.25)
-    model_args, data_args, run_args, _ = _args(path, tmp_path)
-    payload = run_knn(model_args, data_args, run_args, KNNArguments(ks=[3]), dataset=_dataset())
+    model_args, data_args, run_args, _ = eval_arguments(path, tmp_path)
+    payload = run_knn(model_args, data_args, run_args, KNNArguments(ks=[3]), dataset=colour_dataset())
     assert [r["split"] for r in payload["results"]] == ["validation", "validation_shifted"]
 
 
 def test_linear_probe_runs_both_modes(checkpoint, tmp_path):
-    dataset = _dataset()
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["validation"], seeds=[0, 1])
+    dataset = colour_dataset()
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, eval_splits=["validation"], seeds=[0, 1])
     probe = LinearProbeArguments(mode="features", epochs=50, warmup_epochs=5, probe_batch_size=8, base_lr=100.0, few_shot=[3])
     fast = run_linear_probe(model_args, data_args, run_args, probe, dataset=dataset)
     methods = [(r["method"], r["shots"], r["seed"]) for r in fast["results"]]
@@ -176,16 +116,6 @@ def test_linear_probe_runs_both_modes(checkpoint, tmp_path):
     assert 10.0 in [point["base_lr"] for point in row["held_out_check"]["grid"]]
 
 
-def _image_folders(root: Path):
-    dataset = _dataset()
-    for split, folder in (("train", root / "train"), ("validation", root / "val")):
-        for i, example in enumerate(dataset[split]):
-            target = folder / "rgb"[example["label"]]
-            target.mkdir(parents=True, exist_ok=True)
-            example["image"].save(target / f"{i}.png")
-    return root / "train", root / "val"
-
-
 # every evaluation CLI: the same rows and, file by file, the same cached features (tokens for the attentive probe)
 # from two processes as from one
 TWO_PROCESS_CASES = {
@@ -200,7 +130,7 @@ TWO_PROCESS_CASES = {
 @pytest.mark.parametrize("case", sorted(TWO_PROCESS_CASES))
 def test_two_process_accelerate_launch_matches_single_process(case, checkpoint, tmp_path):
     script, extra, results_file = TWO_PROCESS_CASES[case]
-    train_dir, val_dir = _image_folders(tmp_path)
+    train_dir, val_dir = image_folders(tmp_path)
     common = ["--model_name_or_path", str(checkpoint), "--train_dir", str(train_dir), "--validation_dir", str(val_dir),
               *extra, "--batch_size", "4", "--progress", "false", "--update_model_card", "false",
               "--cache_dir", str(tmp_path / "hf")]
@@ -235,7 +165,7 @@ def test_two_process_accelerate_launch_matches_single_process(case, checkpoint, 
 def test_cli_accepts_a_json_file(checkpoint, tmp_path):
     import run_knn
 
-    train_dir, val_dir = _image_folders(tmp_path)
+    train_dir, val_dir = image_folders(tmp_path)
     config = {"model_name_or_path": str(checkpoint), "train_dir": str(train_dir), "validation_dir": str(val_dir),
               "ks": [2], "output_dir": str(tmp_path / "out"), "feature_cache_dir": "", "progress": False,
               "update_model_card": False, "cache_dir": str(tmp_path / "hf")}
@@ -249,8 +179,8 @@ def test_cli_accepts_a_json_file(checkpoint, tmp_path):
 def test_linear_probe_sweep_uses_only_train_and_flags_a_degenerate_head(checkpoint, tmp_path, monkeypatch, caplog):
     import modeling_attg_mae.evaluation.linear_probe as linear_probe
 
-    dataset = _dataset(per_class=(14, 4, 4))
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["validation", "validation_shifted"])
+    dataset = colour_dataset(per_class=(14, 4, 4))
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, eval_splits=["validation", "validation_shifted"])
     seen = []
     sweep = linear_probe.sweep_linear_probe_on_features
     monkeypatch.setattr(linear_probe, "sweep_linear_probe_on_features",
@@ -297,7 +227,7 @@ def test_linear_probe_bad_sweep_input_fails_before_any_work(checkpoint, tmp_path
         LinearProbeArguments(mode="features", lr_grid=[])
     with pytest.raises(ValueError, match="few_shot sizes \\[1\\] leave no training image"):
         LinearProbeArguments(mode="features", few_shot=[1, 10])
-    model_args, data_args, run_args, _ = _args(checkpoint, tmp_path, eval_splits=["validation"])
+    model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, eval_splits=["validation"])
     with pytest.raises(ValueError, match="leaves class 0 .1 images. with no training image"):
-        run_linear_probe(model_args, data_args, run_args, LinearProbeArguments(mode="features"), dataset=_dataset((1, 2, 2)))
+        run_linear_probe(model_args, data_args, run_args, LinearProbeArguments(mode="features"), dataset=colour_dataset((1, 2, 2)))
     assert not (tmp_path / "cache").exists()  # no feature was extracted

@@ -7,7 +7,7 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from modeling_attg_mae import AttGTemperatureCallback, temperature_at
-from tests.test_modeling import tiny_model
+from tests.conftest import tiny_model
 
 
 def test_cosine_schedule_rises_from_start_to_end():

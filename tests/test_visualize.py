@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from modeling_attg_mae.visualize import guidance_grid, reconstruct, reconstruction_grid, save_guidance_grid
-from tests.test_modeling import GRID, IMAGE, PATCH, tiny_model
+from tests.conftest import GRID, IMAGE, PATCH, tiny_model
 
 MEAN = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)

@@ -5,14 +5,13 @@ path does not.
 """
 
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-_PACKAGE = Path(__file__).resolve().parents[1]
+from ..package_files import packaged_path
+
 # the repository's metrics/ in a checkout; the copy shipped as modeling_attg_mae/metrics in an installed wheel
-METRICS_DIR = next((d for d in (_PACKAGE.parent / "metrics", _PACKAGE / "metrics") if d.is_dir()),
-                   _PACKAGE.parent / "metrics")
+METRICS_DIR = packaged_path("metrics")
 
 
 @lru_cache(maxsize=None)

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from transformers import Dinov2Model, Dinov2WithRegistersModel, ViTModel
 
+from ..configuration_attg_mae import patch_size_of  # reads any ViT config: int or square pair
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_size
 from .registry import DetectorMethod, register
 
@@ -54,11 +55,6 @@ def load_vit_detector(
 
 class _StopForward(Exception):
     """Raised by the hook once the last block's input is captured: the rest of the forward is not needed."""
-
-
-def patch_size_of(model) -> int:
-    patch = model.config.patch_size
-    return patch if isinstance(patch, int) else patch[0]
 
 
 def num_prefix_tokens(model) -> int:
@@ -122,7 +118,7 @@ def last_block_query_key(model, pixel_values: torch.Tensor) -> tuple[torch.Tenso
 
 def check_image_size(model, image_size) -> tuple[int, int]:
     height, width = to_size(image_size)
-    patch = patch_size_of(model)
+    patch = patch_size_of(model.config)
     if height % patch or width % patch:
         raise ValueError(f"image_size {(height, width)} must be a multiple of the detector's patch size {patch}")
     return height, width
@@ -181,6 +177,6 @@ class DinoAttention(DetectorMethod):
         scaling = query_key_projections(last_attention(self.model))[-1]
         scores = torch.einsum("bhd,bhtd->bht", query[:, :, 0], key) * scaling  # (B, heads, T): the CLS row
         attention = scores.softmax(dim=-1)[:, :, num_prefix_tokens(self.model):]  # (B, heads, N), no CLS/registers
-        patch = patch_size_of(self.model)
+        patch = patch_size_of(self.model.config)
         grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
         return reduce_heads(attention, self.head).reshape(-1, *grid)  # (B, h, w)

@@ -15,9 +15,8 @@ from PIL import Image
 # one decode and one RGB conversion for every path (pre-training, evaluation, maps): they live in the data module
 from ..data.images import decode_image
 from ..data.images import to_rgb_image as to_rgb
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (the one home; re-exported for the detectors)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def to_size(image_size: int | Sequence[int]) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..configuration_attg_mae import patch_size_of
 from .dino import (
     DetectorDtype,
     VIT_DETECTORS,
@@ -29,7 +30,6 @@ from .dino import (
     last_block_query_key,
     load_vit_detector,
     num_prefix_tokens,
-    patch_size_of,
 )
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from .registry import DetectorMethod, register
@@ -156,6 +156,6 @@ class TokenCut(DetectorMethod):
         _, key = last_block_query_key(self.model, pixel_values)  # (B, heads, T, hd)
         batch, heads, tokens, head_dim = key.shape
         key = key.transpose(1, 2).reshape(batch, tokens, heads * head_dim)  # (B, T, D): heads concatenated
-        patch = patch_size_of(self.model)
+        patch = patch_size_of(self.model.config)
         grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
         return normalized_cut(key[:, num_prefix_tokens(self.model):], grid, self.tau, self.eps, self.output)
