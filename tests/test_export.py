@@ -303,6 +303,44 @@ def test_bad_input_is_refused_with_a_message_that_names_it(tmp_path, monkeypatch
     assert not list(tmp_path.rglob("encoder/model.safetensors"))
 
 
+@pytest.mark.parametrize("foreign", ["vit_classifier", "vit_model", "timm_folder"])
+def test_overwrite_never_deletes_a_foreign_vit_or_timm_folder(tmp_path, monkeypatch, foreign):
+    # a fine-tuned ViT classifier, a DINO-style ViTModel (tanh pooler) and a downloaded timm model all have a ViT or
+    # timm config.json; none of them is an export, so --overwrite_output_dir must refuse them, not delete them
+    from transformers import ViTConfig, ViTForImageClassification
+
+    import modeling_attg_mae.hub as hub
+
+    target = tmp_path / "theirs"
+    vit_config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                           image_size=IMAGE, patch_size=PATCH)
+    if foreign == "vit_classifier":
+        ViTForImageClassification(vit_config).save_pretrained(target)
+    elif foreign == "vit_model":
+        ViTModel(vit_config).save_pretrained(target)
+    else:
+        target.mkdir()
+        (target / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_224", "num_classes": 0}))
+    (target / "README.md").write_text("my card")
+    before = sorted(p.name for p in target.iterdir())
+    with pytest.raises(ValueError, match="holds something other than an encoder export"):
+        main(_ours(tmp_path) + ["--output_dir", str(target), "--overwrite_output_dir"])
+    assert sorted(p.name for p in target.iterdir()) == before and (target / "README.md").read_text() == "my card"
+    assert export.export_format_of(target) is None
+    # and the Hub push neither rewrites its card nor sends it to an encoder repo
+    monkeypatch.setattr(hub, "_upload", lambda *args, **kwargs: pytest.fail("a foreign folder was uploaded"))
+    with pytest.raises(ValueError, match="is not an encoder export"):
+        hub.push_encoder_to_hub(target, "you/theirs-encoder")
+    assert (target / "README.md").read_text() == "my card"
+
+
+def test_export_format_of_recognises_both_exports(ours):
+    _, checkpoint = ours
+    assert export.export_format_of(export_encoder(checkpoint)) == "hf"
+    assert export.export_format_of(export_encoder(checkpoint, format="timm")) == "timm"
+    assert export.export_format_of(checkpoint) is None  # the vit_mae checkpoint itself
+
+
 def test_the_checkpoint_card_states_the_training_ratio_and_points_to_the_encoder(ours):
     from modeling_attg_mae.hub import render_model_card
 
