@@ -155,6 +155,42 @@ def test_timm_state_dict_fuses_qkv_and_renames(ours):
     assert torch.equal(state["norm.weight"], src["layernorm.weight"])
 
 
+def _timm_vit_forward_features(state, pixels, num_heads, patch, eps):
+    """timm's VisionTransformer.forward_features (class token, no reg tokens, pre-norm blocks, final norm), written
+    from timm/models/vision_transformer.py and timm/layers/attention.py with nothing but the timm key names."""
+    F = torch.nn.functional
+    x = F.conv2d(pixels, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=patch)
+    x = x.flatten(2).transpose(1, 2)  # (B, N, D), patches row-major
+    x = torch.cat([state["cls_token"].expand(x.shape[0], -1, -1), x], dim=1) + state["pos_embed"]
+    batch, tokens, dim = x.shape
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    for i in range(depth):
+        w = {k[len(f"blocks.{i}."):]: v for k, v in state.items() if k.startswith(f"blocks.{i}.")}
+        h = F.layer_norm(x, (dim,), w["norm1.weight"], w["norm1.bias"], eps)
+        qkv = F.linear(h, w["attn.qkv.weight"], w.get("attn.qkv.bias"))
+        q, k, v = qkv.reshape(batch, tokens, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, dim)
+        x = x + F.linear(h, w["attn.proj.weight"], w["attn.proj.bias"])
+        h = F.layer_norm(x, (dim,), w["norm2.weight"], w["norm2.bias"], eps)
+        x = x + F.linear(F.gelu(F.linear(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"])), w["mlp.fc2.weight"], w["mlp.fc2.bias"])
+    return F.layer_norm(x, (dim,), state["norm.weight"], state["norm.bias"], eps)
+
+
+def test_timm_weights_in_timms_forward_give_the_source_features(ours):
+    # without timm installed (the test below is skipped then), timm's forward written out over the exported file:
+    # a wrong q/k/v order, head split, position table or key would change the tokens
+    model, checkpoint = ours
+    folder = export_encoder(checkpoint, format="timm")
+    config = json.loads((folder / "config.json").read_text())
+    pixels = torch.randn(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tokens = _timm_vit_forward_features(load_file(folder / "model.safetensors"), pixels,
+                                            config["model_args"]["num_heads"], config["model_args"]["patch_size"],
+                                            config["attg_mae"]["layer_norm_eps"])
+        expected = extract_features(model, pixels, "tokens")
+    torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=0)
+
+
 def test_timm_folder_written_without_timm(ours):
     _, checkpoint = ours
     folder = export_encoder(checkpoint, format="timm")
