@@ -143,6 +143,43 @@ def test_train_transform_is_deterministic_per_generator_and_keeps_the_shape():
     assert a.shape == (3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_rand_augment_levels_match_timms_increasing_mappings():
+    import random
+
+    from modeling_attg_mae.fine_tuning.augment import RAND_AUGMENT_OPS
+
+    image = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).convert("RGB")  # every grey level once
+    grey = lambda im: np.asarray(im)[..., 0].astype(int).ravel()  # noqa: E731
+    rng, fill = random.Random(0), (124, 116, 104)
+    levels = np.arange(256)
+    # timm: bits = 4 - int(level / 10 * 4): level 9 keeps 1 bit, level 10 keeps 0 bits (a black image)
+    assert grey(RAND_AUGMENT_OPS["PosterizeIncreasing"](image, 9.0, rng, fill)).tolist() == (levels & 0x80).tolist()
+    assert grey(RAND_AUGMENT_OPS["PosterizeIncreasing"](image, 10.0, rng, fill)).tolist() == [0] * 256
+    # solarize threshold 256 - int(level / 10 * 256): 26 at level 9; solarize-add adds int(level / 10 * 110) below 128
+    assert grey(RAND_AUGMENT_OPS["SolarizeIncreasing"](image, 9.0, rng, fill)).tolist() == np.where(
+        levels >= 26, 255 - levels, levels).tolist()
+    assert grey(RAND_AUGMENT_OPS["SolarizeAdd"](image, 9.0, rng, fill)).tolist() == np.where(
+        levels < 128, np.minimum(255, levels + 99), levels).tolist()
+
+
+def test_pixels_an_op_uncovers_get_the_normalisation_mean():
+    # a black image translated by 45 % of its width: the uncovered strip is the fill colour, which timm takes from
+    # the normalisation mean, so it normalises to ~0 (not to ImageNet's mean under another checkpoint's mean)
+    from modeling_attg_mae.fine_tuning.augment import fill_color
+
+    assert fill_color((0.485, 0.456, 0.406)) == (124, 116, 104)
+    ops = RandAugment(magnitude=10, magnitude_std=0, num_ops=1, prob=1.0)
+    ops.names = ["TranslateXRel"]
+    mean, std = (0.5, 0.3, 0.7), (0.25, 0.25, 0.25)
+    transform = FineTuneTrainTransform(32, 8, ops, random_erase_prob=0.0, mean=mean, std=std)
+    pixels = transform(Image.new("RGB", (32, 32)), torch.Generator().manual_seed(0))
+    black = -torch.tensor(mean) / 0.25  # (0 - mean) / std
+    columns = pixels.view(3, -1, 32).mean(1)  # (3, 32): mean of each column
+    uncovered = (columns - black[:, None]).abs().sum(0) > 0.5
+    assert 10 <= int(uncovered.sum()) <= 16  # about 0.45 * 32 columns
+    torch.testing.assert_close(columns[:, uncovered], torch.zeros(3, int(uncovered.sum())), atol=0.01, rtol=0)
+
+
 # ---- low-shot ----------------------------------------------------------------------------------------------------
 
 def test_fraction_subset_is_class_balanced_and_seeded():
