@@ -70,15 +70,31 @@ def default_output_dir(checkpoint, format: str = "hf") -> Path:
     return Path(os.path.expanduser(os.fspath(checkpoint))) / ENCODER_SUBFOLDER[format]
 
 
-def _is_previous_export(path: Path) -> bool:
-    """An empty folder, or one this module wrote (a ViT config, or a timm config): the only kind it may replace."""
-    if not any(path.iterdir()):
-        return True
+def export_format_of(folder) -> str | None:
+    """"hf" or "timm" when `folder` holds an export this module wrote, else None.
+
+    Not any ViT or timm folder: a fine-tuned `ViTForImageClassification`, a DINO `ViTModel` or a downloaded timm
+    model also have `model_type: vit` / `architecture`, and `--overwrite_output_dir` must never delete those. An "hf"
+    export is the only `ViTModel` with the identity pooler (`pooler_act: linear`, see `vit_config_from`); a timm
+    export carries the "attg_mae" key of `timm_config`.
+    """
     try:
-        config = json.loads((path / CONFIG_FILE).read_text())
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
     except (OSError, ValueError):
-        return False
-    return config.get("model_type") == "vit" or "architecture" in config
+        return None
+    if not isinstance(config, dict):
+        return None
+    if (config.get("model_type") == "vit" and config.get("architectures") == ["ViTModel"]
+            and config.get("pooler_act") == "linear"):
+        return "hf"
+    if "architecture" in config and isinstance(config.get("attg_mae"), dict):
+        return "timm"
+    return None
+
+
+def _is_previous_export(path: Path) -> bool:
+    """An empty folder, or one this module wrote: the only kind it may replace."""
+    return not any(path.iterdir()) or export_format_of(path) is not None
 
 
 def check_output_dir(output_dir, checkpoint, overwrite: bool) -> Path:
@@ -100,8 +116,9 @@ def check_output_dir(output_dir, checkpoint, overwrite: bool) -> Path:
             raise ValueError(f"--output_dir {output_dir} already exists and is not empty; pass --overwrite_output_dir "
                              "to replace it, or choose another --output_dir")
         if not _is_previous_export(output_dir):
-            raise ValueError(f"--output_dir {output_dir} holds something other than an encoder export (no ViT or timm "
-                             f"{CONFIG_FILE}); not replacing it even with --overwrite_output_dir")
+            raise ValueError(f"--output_dir {output_dir} holds something other than an encoder export (its "
+                             f"{CONFIG_FILE} is not one this module writes); not replacing it even with "
+                             "--overwrite_output_dir")
     return output_dir
 
 
@@ -381,5 +398,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["export_encoder", "hub_repo_id", "default_output_dir", "load_source_encoder", "to_vit_model",
+__all__ = ["export_encoder", "export_format_of", "hub_repo_id", "default_output_dir", "load_source_encoder", "to_vit_model",
            "timm_state_dict", "timm_config", "vit_config_from", "FORMATS", "ENCODER_SUBFOLDER", "HUB_REPO_SUFFIX"]

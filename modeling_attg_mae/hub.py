@@ -279,11 +279,14 @@ def push_encoder_to_hub(encoder_dir, repo_id: str, source_repo_id: str | None = 
     """Upload an export of modeling_attg_mae.export to its own repo (`<source repo>-encoder` by convention: the
     widget and `pipeline(repo)` need the model at a repo root). A ViTModel export's card is rendered again first,
     with the repo ids in place of local paths. Returns the commit URL."""
+    from .export import export_format_of
+
     encoder_dir = Path(encoder_dir)
-    config = _read_config(encoder_dir)
-    if not config:
-        raise ValueError(f"{encoder_dir} is not an encoder export (no config.json)")
-    if config.get("model_type") == "vit":
+    format = export_format_of(encoder_dir)
+    if format is None:  # a foreign ViT folder: its README.md is not ours to rewrite, nor its weights ours to push
+        raise ValueError(f"{encoder_dir} is not an encoder export of modeling_attg_mae.export (no config.json, or "
+                         "not one the export writes)")
+    if format == "hf":
         render_encoder_card(encoder_dir, source=source_repo_id or str(encoder_dir.parent), repo_id=repo_id,
                             source_repo_id=source_repo_id, model_name=repo_id.split("/")[-1])
     return _upload(encoder_dir, repo_id, private, "Upload encoder export (modeling_attg_mae.export)")
@@ -295,12 +298,13 @@ def push_checkpoint_to_hub(output_dir, repo_id: str, private: bool = False, comm
     An encoder export inside it (`<output_dir>/encoder`, modeling_attg_mae.export) goes to its own repo,
     `<repo_id>-encoder`, instead of a second copy of the weights in this one.
     """
-    from .export import ENCODER_SUBFOLDER, hub_repo_id
+    from .export import ENCODER_SUBFOLDER, export_format_of, hub_repo_id
 
     output_dir = Path(output_dir)
     if not (output_dir / "config.json").is_file():
         raise ValueError(f"{output_dir} is not a checkpoint folder (no config.json)")
-    exports = [name for name in ENCODER_SUBFOLDER.values() if (output_dir / name / "config.json").is_file()]
+    # only folders the export wrote go to their own repo; anything else named encoder/ stays part of the checkpoint
+    exports = [name for format, name in ENCODER_SUBFOLDER.items() if export_format_of(output_dir / name) == format]
     url = _upload(output_dir, repo_id, private, commit_message, ignore_patterns=[f"{name}/*" for name in exports])
     for format, name in ENCODER_SUBFOLDER.items():
         if name in exports:

@@ -155,6 +155,42 @@ def test_timm_state_dict_fuses_qkv_and_renames(ours):
     assert torch.equal(state["norm.weight"], src["layernorm.weight"])
 
 
+def _timm_vit_forward_features(state, pixels, num_heads, patch, eps):
+    """timm's VisionTransformer.forward_features (class token, no reg tokens, pre-norm blocks, final norm), written
+    from timm/models/vision_transformer.py and timm/layers/attention.py with nothing but the timm key names."""
+    F = torch.nn.functional
+    x = F.conv2d(pixels, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=patch)
+    x = x.flatten(2).transpose(1, 2)  # (B, N, D), patches row-major
+    x = torch.cat([state["cls_token"].expand(x.shape[0], -1, -1), x], dim=1) + state["pos_embed"]
+    batch, tokens, dim = x.shape
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    for i in range(depth):
+        w = {k[len(f"blocks.{i}."):]: v for k, v in state.items() if k.startswith(f"blocks.{i}.")}
+        h = F.layer_norm(x, (dim,), w["norm1.weight"], w["norm1.bias"], eps)
+        qkv = F.linear(h, w["attn.qkv.weight"], w.get("attn.qkv.bias"))
+        q, k, v = qkv.reshape(batch, tokens, 3, num_heads, dim // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, dim)
+        x = x + F.linear(h, w["attn.proj.weight"], w["attn.proj.bias"])
+        h = F.layer_norm(x, (dim,), w["norm2.weight"], w["norm2.bias"], eps)
+        x = x + F.linear(F.gelu(F.linear(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"])), w["mlp.fc2.weight"], w["mlp.fc2.bias"])
+    return F.layer_norm(x, (dim,), state["norm.weight"], state["norm.bias"], eps)
+
+
+def test_timm_weights_in_timms_forward_give_the_source_features(ours):
+    # without timm installed (the test below is skipped then), timm's forward written out over the exported file:
+    # a wrong q/k/v order, head split, position table or key would change the tokens
+    model, checkpoint = ours
+    folder = export_encoder(checkpoint, format="timm")
+    config = json.loads((folder / "config.json").read_text())
+    pixels = torch.randn(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tokens = _timm_vit_forward_features(load_file(folder / "model.safetensors"), pixels,
+                                            config["model_args"]["num_heads"], config["model_args"]["patch_size"],
+                                            config["attg_mae"]["layer_norm_eps"])
+        expected = extract_features(model, pixels, "tokens")
+    torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=0)
+
+
 def test_timm_folder_written_without_timm(ours):
     _, checkpoint = ours
     folder = export_encoder(checkpoint, format="timm")
@@ -301,6 +337,44 @@ def test_bad_input_is_refused_with_a_message_that_names_it(tmp_path, monkeypatch
     with pytest.raises(ValueError, match=case["message"]):
         main(argv)
     assert not list(tmp_path.rglob("encoder/model.safetensors"))
+
+
+@pytest.mark.parametrize("foreign", ["vit_classifier", "vit_model", "timm_folder"])
+def test_overwrite_never_deletes_a_foreign_vit_or_timm_folder(tmp_path, monkeypatch, foreign):
+    # a fine-tuned ViT classifier, a DINO-style ViTModel (tanh pooler) and a downloaded timm model all have a ViT or
+    # timm config.json; none of them is an export, so --overwrite_output_dir must refuse them, not delete them
+    from transformers import ViTConfig, ViTForImageClassification
+
+    import modeling_attg_mae.hub as hub
+
+    target = tmp_path / "theirs"
+    vit_config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                           image_size=IMAGE, patch_size=PATCH)
+    if foreign == "vit_classifier":
+        ViTForImageClassification(vit_config).save_pretrained(target)
+    elif foreign == "vit_model":
+        ViTModel(vit_config).save_pretrained(target)
+    else:
+        target.mkdir()
+        (target / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_224", "num_classes": 0}))
+    (target / "README.md").write_text("my card")
+    before = sorted(p.name for p in target.iterdir())
+    with pytest.raises(ValueError, match="holds something other than an encoder export"):
+        main(_ours(tmp_path) + ["--output_dir", str(target), "--overwrite_output_dir"])
+    assert sorted(p.name for p in target.iterdir()) == before and (target / "README.md").read_text() == "my card"
+    assert export.export_format_of(target) is None
+    # and the Hub push neither rewrites its card nor sends it to an encoder repo
+    monkeypatch.setattr(hub, "_upload", lambda *args, **kwargs: pytest.fail("a foreign folder was uploaded"))
+    with pytest.raises(ValueError, match="is not an encoder export"):
+        hub.push_encoder_to_hub(target, "you/theirs-encoder")
+    assert (target / "README.md").read_text() == "my card"
+
+
+def test_export_format_of_recognises_both_exports(ours):
+    _, checkpoint = ours
+    assert export.export_format_of(export_encoder(checkpoint)) == "hf"
+    assert export.export_format_of(export_encoder(checkpoint, format="timm")) == "timm"
+    assert export.export_format_of(checkpoint) is None  # the vit_mae checkpoint itself
 
 
 def test_the_checkpoint_card_states_the_training_ratio_and_points_to_the_encoder(ours):

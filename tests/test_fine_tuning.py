@@ -126,6 +126,43 @@ def test_mixup_targets_sum_to_one_and_smoothing_is_applied_once(mixup_alpha, cut
     assert torch.equal(pixels[:, 0, 0, 0], torch.arange(6, dtype=torch.float32))  # the input is not modified
 
 
+def test_mixup_lambda_switch_and_prob_follow_timms_distributions():
+    # the test above reuses sample()'s own lam, so a wrong Beta or switch would pass it; here the moments: Beta(a, a)
+    # has mean 1/2 and variance 1 / (4 (2a + 1)); CutMix is picked with switch_prob, a batch is mixed with prob
+    generator, n = torch.Generator().manual_seed(0), 4000
+    draws = [Mixup(5, 0.8, 1.0, switch_prob=0.5, prob=0.7).sample(generator) for _ in range(n)]
+    mixed = [(lam, cut) for lam, cut in draws if lam < 1.0]
+    assert abs(len(mixed) / n - 0.7) < 0.03
+    cut = np.array([lam for lam, c in mixed if c])
+    mix = np.array([lam for lam, c in mixed if not c])
+    assert abs(len(cut) / len(mixed) - 0.5) < 0.035
+    assert abs(mix.mean() - 0.5) < 0.02 and abs(mix.var() - 1 / (4 * 2.6)) < 0.008  # Beta(0.8, 0.8)
+    assert abs(cut.mean() - 0.5) < 0.02 and abs(cut.var() - 1 / 12) < 0.008  # Beta(1, 1): uniform
+    only_cutmix = [Mixup(5, 0.0, 1.0).sample(generator) for _ in range(50)]
+    assert all(c for _, c in only_cutmix)
+
+
+def test_random_erasing_fills_one_box_with_per_pixel_normal_noise():
+    from modeling_attg_mae.fine_tuning import random_erasing
+
+    areas, aspects, noise = [], [], []
+    for seed in range(200):
+        pixels = random_erasing(torch.full((3, 64, 64), 7.0), 1.0, torch.Generator().manual_seed(seed))
+        erased = (pixels != 7.0).all(0)  # (64, 64): the box, the same pixels in every channel
+        rows, cols = erased.any(1).nonzero().flatten(), erased.any(0).nonzero().flatten()
+        height, width = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+        assert int(erased.sum()) == height * width  # one rectangle
+        areas.append(height * width / 64 ** 2), aspects.append(height / width)
+        noise.append(pixels[:, erased].flatten())
+    assert 0.015 <= min(areas) and max(areas) <= 1 / 3 + 0.02  # scale (0.02, 1/3), rounded sides
+    assert 0.25 <= min(aspects) and max(aspects) <= 1 / 0.25
+    noise = torch.cat(noise)  # mode "pixel": every pixel and channel its own N(0, 1) draw
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1) < 0.01
+    assert noise.unique().numel() > 0.99 * noise.numel()
+    assert sum(bool(random_erasing(torch.zeros(3, 8, 8), 0.25, torch.Generator().manual_seed(s)).any())
+               for s in range(400)) in range(70, 131)  # p = 0.25: 100 of 400
+
+
 def test_soft_target_cross_entropy_equals_the_smoothed_cross_entropy():
     logits, labels = torch.randn(7, 5), torch.randint(0, 5, (7,))
     ours = soft_target_cross_entropy(logits, smoothed_one_hot(labels, 5, 0.1))
@@ -141,6 +178,43 @@ def test_train_transform_is_deterministic_per_generator_and_keeps_the_shape():
     b = transform(image, torch.Generator().manual_seed(3))
     c = transform(image, torch.Generator().manual_seed(4))
     assert a.shape == (3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_rand_augment_levels_match_timms_increasing_mappings():
+    import random
+
+    from modeling_attg_mae.fine_tuning.augment import RAND_AUGMENT_OPS
+
+    image = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).convert("RGB")  # every grey level once
+    grey = lambda im: np.asarray(im)[..., 0].astype(int).ravel()  # noqa: E731
+    rng, fill = random.Random(0), (124, 116, 104)
+    levels = np.arange(256)
+    # timm: bits = 4 - int(level / 10 * 4): level 9 keeps 1 bit, level 10 keeps 0 bits (a black image)
+    assert grey(RAND_AUGMENT_OPS["PosterizeIncreasing"](image, 9.0, rng, fill)).tolist() == (levels & 0x80).tolist()
+    assert grey(RAND_AUGMENT_OPS["PosterizeIncreasing"](image, 10.0, rng, fill)).tolist() == [0] * 256
+    # solarize threshold 256 - int(level / 10 * 256): 26 at level 9; solarize-add adds int(level / 10 * 110) below 128
+    assert grey(RAND_AUGMENT_OPS["SolarizeIncreasing"](image, 9.0, rng, fill)).tolist() == np.where(
+        levels >= 26, 255 - levels, levels).tolist()
+    assert grey(RAND_AUGMENT_OPS["SolarizeAdd"](image, 9.0, rng, fill)).tolist() == np.where(
+        levels < 128, np.minimum(255, levels + 99), levels).tolist()
+
+
+def test_pixels_an_op_uncovers_get_the_normalisation_mean():
+    # a black image translated by 45 % of its width: the uncovered strip is the fill colour, which timm takes from
+    # the normalisation mean, so it normalises to ~0 (not to ImageNet's mean under another checkpoint's mean)
+    from modeling_attg_mae.fine_tuning.augment import fill_color
+
+    assert fill_color((0.485, 0.456, 0.406)) == (124, 116, 104)
+    ops = RandAugment(magnitude=10, magnitude_std=0, num_ops=1, prob=1.0)
+    ops.names = ["TranslateXRel"]
+    mean, std = (0.5, 0.3, 0.7), (0.25, 0.25, 0.25)
+    transform = FineTuneTrainTransform(32, 8, ops, random_erase_prob=0.0, mean=mean, std=std)
+    pixels = transform(Image.new("RGB", (32, 32)), torch.Generator().manual_seed(0))
+    black = -torch.tensor(mean) / 0.25  # (0 - mean) / std
+    columns = pixels.view(3, -1, 32).mean(1)  # (3, 32): mean of each column
+    uncovered = (columns - black[:, None]).abs().sum(0) > 0.5
+    assert 10 <= int(uncovered.sum()) <= 16  # about 0.45 * 32 columns
+    torch.testing.assert_close(columns[:, uncovered], torch.zeros(3, int(uncovered.sum())), atol=0.01, rtol=0)
 
 
 # ---- low-shot ----------------------------------------------------------------------------------------------------

@@ -19,15 +19,31 @@ from PIL import Image, ImageEnhance, ImageOps
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointRandomResizedCrop, to_normalized_tensor
 
 _MAX_LEVEL = 10.0
-_FILL = (124, 116, 104)  # timm's hparams img_mean: the ImageNet mean in 0-255, for pixels an op uncovers
+
+
+def fill_color(mean) -> tuple[int, ...]:
+    """Pixels an op uncovers (rotate, shear, translate): the normalisation mean in 0-255, as timm's
+    `transforms_imagenet_train` sets `img_mean`; they normalise to about 0. ImageNet's mean gives (124, 116, 104)."""
+    return tuple(min(255, round(255 * float(m))) for m in mean)
+
+
+_FILL = fill_color(IMAGENET_MEAN)
 
 
 def _signed(value: float, rng: random.Random) -> float:
     return -value if rng.random() < 0.5 else value
 
 
-def _affine(image, matrix):
-    return image.transform(image.size, Image.AFFINE, matrix, resample=Image.BICUBIC, fillcolor=_FILL)
+def _affine(image, matrix, fill):
+    return image.transform(image.size, Image.AFFINE, matrix, resample=Image.BICUBIC, fillcolor=fill)
+
+
+def _posterize(image, bits: int):
+    # timm's "increasing" level reaches 0 bits at magnitude 10, i.e. a black image (old Pillow's posterize(img, 0));
+    # Pillow 13 refuses bits < 1, so the 0-bit case is the lookup table it would have used
+    if bits >= 1:
+        return ImageOps.posterize(image, bits)
+    return image.point([0] * 256 * len(image.getbands()))
 
 
 def _solarize_add(image, add):
@@ -35,23 +51,24 @@ def _solarize_add(image, add):
     return image.point(table * len(image.getbands()))
 
 
-# name -> (image, level in [0, 10], rng) -> image; levels map as timm's `_RAND_INCREASING_TRANSFORMS` do
+# name -> (image, level in [0, 10], rng, fill) -> image; levels map as timm's `_RAND_INCREASING_TRANSFORMS` do
 RAND_AUGMENT_OPS = {
-    "AutoContrast": lambda im, m, rng: ImageOps.autocontrast(im),
-    "Equalize": lambda im, m, rng: ImageOps.equalize(im),
-    "Invert": lambda im, m, rng: ImageOps.invert(im),
-    "Rotate": lambda im, m, rng: im.rotate(_signed(m / _MAX_LEVEL * 30.0, rng), resample=Image.BICUBIC, fillcolor=_FILL),
-    "PosterizeIncreasing": lambda im, m, rng: ImageOps.posterize(im, max(1, 4 - int(m / _MAX_LEVEL * 4))),
-    "SolarizeIncreasing": lambda im, m, rng: ImageOps.solarize(im, 256 - int(m / _MAX_LEVEL * 256)),
-    "SolarizeAdd": lambda im, m, rng: _solarize_add(im, int(m / _MAX_LEVEL * 110)),
-    "ColorIncreasing": lambda im, m, rng: ImageEnhance.Color(im).enhance(1.0 + _signed(m / _MAX_LEVEL * 0.9, rng)),
-    "ContrastIncreasing": lambda im, m, rng: ImageEnhance.Contrast(im).enhance(1.0 + _signed(m / _MAX_LEVEL * 0.9, rng)),
-    "BrightnessIncreasing": lambda im, m, rng: ImageEnhance.Brightness(im).enhance(1.0 + _signed(m / _MAX_LEVEL * 0.9, rng)),
-    "SharpnessIncreasing": lambda im, m, rng: ImageEnhance.Sharpness(im).enhance(1.0 + _signed(m / _MAX_LEVEL * 0.9, rng)),
-    "ShearX": lambda im, m, rng: _affine(im, (1, _signed(m / _MAX_LEVEL * 0.3, rng), 0, 0, 1, 0)),
-    "ShearY": lambda im, m, rng: _affine(im, (1, 0, 0, _signed(m / _MAX_LEVEL * 0.3, rng), 1, 0)),
-    "TranslateXRel": lambda im, m, rng: _affine(im, (1, 0, _signed(m / _MAX_LEVEL * 0.45, rng) * im.size[0], 0, 1, 0)),
-    "TranslateYRel": lambda im, m, rng: _affine(im, (1, 0, 0, 0, 1, _signed(m / _MAX_LEVEL * 0.45, rng) * im.size[1])),
+    "AutoContrast": lambda im, m, rng, fill: ImageOps.autocontrast(im),
+    "Equalize": lambda im, m, rng, fill: ImageOps.equalize(im),
+    "Invert": lambda im, m, rng, fill: ImageOps.invert(im),
+    "Rotate": lambda im, m, rng, fill: im.rotate(_signed(m / _MAX_LEVEL * 30.0, rng), resample=Image.BICUBIC,
+                                                 fillcolor=fill),
+    "PosterizeIncreasing": lambda im, m, rng, fill: _posterize(im, 4 - int(m / _MAX_LEVEL * 4)),
+    "SolarizeIncreasing": lambda im, m, rng, fill: ImageOps.solarize(im, 256 - int(m / _MAX_LEVEL * 256)),
+    "SolarizeAdd": lambda im, m, rng, fill: _solarize_add(im, int(m / _MAX_LEVEL * 110)),
+    "ColorIncreasing": lambda im, m, rng, fill: ImageEnhance.Color(im).enhance(1.0 + _signed(m / _MAX_LEVEL * 0.9, rng)),
+    "ContrastIncreasing": lambda im, m, rng, fill: ImageEnhance.Contrast(im).enhance(1.0 + _signed(m / _MAX_LEVEL * 0.9, rng)),
+    "BrightnessIncreasing": lambda im, m, rng, fill: ImageEnhance.Brightness(im).enhance(1.0 + _signed(m / _MAX_LEVEL * 0.9, rng)),
+    "SharpnessIncreasing": lambda im, m, rng, fill: ImageEnhance.Sharpness(im).enhance(1.0 + _signed(m / _MAX_LEVEL * 0.9, rng)),
+    "ShearX": lambda im, m, rng, fill: _affine(im, (1, _signed(m / _MAX_LEVEL * 0.3, rng), 0, 0, 1, 0), fill),
+    "ShearY": lambda im, m, rng, fill: _affine(im, (1, 0, 0, _signed(m / _MAX_LEVEL * 0.3, rng), 1, 0), fill),
+    "TranslateXRel": lambda im, m, rng, fill: _affine(im, (1, 0, _signed(m / _MAX_LEVEL * 0.45, rng) * im.size[0], 0, 1, 0), fill),
+    "TranslateYRel": lambda im, m, rng, fill: _affine(im, (1, 0, 0, 0, 1, _signed(m / _MAX_LEVEL * 0.45, rng) * im.size[1]), fill),
 }
 
 
@@ -66,12 +83,13 @@ class RandAugment:
         self.magnitude, self.magnitude_std, self.num_ops, self.prob = magnitude, magnitude_std, num_ops, prob
         self.names = list(RAND_AUGMENT_OPS)
 
-    def __call__(self, image: Image.Image, rng: random.Random) -> Image.Image:
+    def __call__(self, image: Image.Image, rng: random.Random, fill: tuple[int, ...] = _FILL) -> Image.Image:
+        """`fill`: 0-255 colour of uncovered pixels, `fill_color(mean)` of the normalisation that follows."""
         for name in rng.choices(self.names, k=self.num_ops):
             if rng.random() > self.prob:
                 continue
             level = self.magnitude if self.magnitude_std == 0 else rng.gauss(self.magnitude, self.magnitude_std)
-            image = RAND_AUGMENT_OPS[name](image, min(_MAX_LEVEL, max(0.0, level)), rng)
+            image = RAND_AUGMENT_OPS[name](image, min(_MAX_LEVEL, max(0.0, level)), rng, fill)
         return image
 
 
@@ -106,13 +124,15 @@ class FineTuneTrainTransform:
             raise ValueError(f"--random_erase must be in [0, 1], got {random_erase_prob}")
         self.crop = JointRandomResizedCrop(size, patch_size, scale=(0.08, 1.0))
         self.rand_augment, self.random_erase_prob, self.mean, self.std = rand_augment, random_erase_prob, mean, std
+        self.fill = fill_color(mean)  # the checkpoint's mean, not ImageNet's: uncovered pixels normalise to ~0
 
     def __call__(self, image, generator: torch.Generator) -> torch.Tensor:
         image, _ = self.crop(image, None, generator)
         if self.rand_augment is not None:
-            image = self.rand_augment(image, random.Random(int(torch.randint(0, 2**62, (1,), generator=generator))))
+            rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            image = self.rand_augment(image, rng, self.fill)
         pixels = to_normalized_tensor(image, self.mean, self.std)
         return random_erasing(pixels, self.random_erase_prob, generator)
 
 
-__all__ = ["RandAugment", "RAND_AUGMENT_OPS", "random_erasing", "FineTuneTrainTransform"]
+__all__ = ["RandAugment", "RAND_AUGMENT_OPS", "random_erasing", "fill_color", "FineTuneTrainTransform"]
