@@ -1,6 +1,6 @@
 """Data for attg-mae: the embedded synthetic benchmark, dataset loading, joint image + map transforms, batching."""
 
-from .collator import PretrainCollator, stack_pretrain_batch, transform_example, with_pretrain_transform
+from .collator import PretrainCollator, stack_pretrain_batch, transform_examples, with_pretrain_transform
 from .images import decode_image, undecoded_images
 from .loading import check_columns, check_image_folder, load_image_dataset
 from .synthetic import SHAPES, TEXTURE_FAMILIES, generate_synthetic_dataset, load_synthetic_dataset
@@ -10,9 +10,12 @@ from .transforms import (
     CropParameters,
     EvalTransform,
     JointRandomResizedCrop,
+    MapCrop,
     PretrainTransform,
     as_attention_map,
+    as_attention_maps,
     crop_attention_map,
+    crop_attention_maps,
     to_normalized_tensor,
     to_rgb_image,
 )
@@ -20,7 +23,8 @@ from .transforms import (
 __all__ = [
     "SHAPES", "TEXTURE_FAMILIES", "generate_synthetic_dataset", "load_synthetic_dataset",
     "load_image_dataset", "check_columns", "check_image_folder", "decode_image", "undecoded_images",
-    "IMAGENET_MEAN", "IMAGENET_STD", "CropParameters", "JointRandomResizedCrop", "PretrainTransform",
-    "EvalTransform", "as_attention_map", "crop_attention_map", "to_normalized_tensor", "to_rgb_image",
-    "PretrainCollator", "with_pretrain_transform", "stack_pretrain_batch", "transform_example",
+    "IMAGENET_MEAN", "IMAGENET_STD", "CropParameters", "MapCrop", "JointRandomResizedCrop", "PretrainTransform",
+    "EvalTransform", "as_attention_map", "as_attention_maps", "crop_attention_map", "crop_attention_maps",
+    "to_normalized_tensor", "to_rgb_image",
+    "PretrainCollator", "with_pretrain_transform", "stack_pretrain_batch", "transform_examples",
 ]
