@@ -1,77 +1,123 @@
-"""Images/s of the AttG pre-training loop (data with maps + guided loss) against the same loop with stock
-ViTMAE and no maps: same Trainer, config, data, batch size and dataloader; runs alternate A B A B ...
+"""Images/s of the AttG pre-training loop (stored maps + guided loss) against the same loop with stock ViTMAE and no
+maps: same Trainer, config, data, batch size and dataloader; runs alternate between the sides (A B, B A, A B, ...).
 
-Both sides run `AttGTrainer` from `modeling_attg_mae.pretraining` (the loop behind run_pretrain.py), so the
-comparison includes the map cropping in the collator and the weighted loss, nothing else.
+Both sides run `AttGTrainer` from `modeling_attg_mae.pretraining` (the loop behind run_pretrain.py) on the demo's
+training rows: undecoded images, a `__index__` column for the seeded per-row crops, and (AttG side) a stored
+16x16 float16 map column computed once before timing, as `python run_pretrain.py` does (`--attention_method
+column` on the synthetic object masks). So the comparison includes reading the map column, cutting the maps in
+the collator and the weighted loss, nothing else.
 
-    python benchmarks/pretrain_throughput.py                    # CPU, the demo model, 32 px
+Prints each side's images/s (median, min-max over the runs) and the AttG / stock ratio: ratio of the medians and
+the min-max of the per-pair ratios (each pair ran back to back). Other processes on the machine move single runs
+by several percent: read the spread, and rerun on a quiet machine for a claim. Also printed: CPU time per image
+of the training process plus its loader workers, which other processes' load moves much less than wall time:
+how much more work the AttG loop does, whether or not a spare core hides it.
+
+    python benchmarks/pretrain_throughput.py                    # CPU, the demo model and batch, 32 px
     python benchmarks/pretrain_throughput.py --preset small --image_size 224 --batch_size 64 --steps 50  # a GPU
 """
 
 import argparse
+import resource
 import statistics
+import sys
 import tempfile
+from pathlib import Path
 
 import torch
 from transformers import TrainingArguments, ViTMAEConfig, ViTMAEForPreTraining
 
-from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining
-from modeling_attg_mae.data import PretrainCollator, PretrainTransform, load_synthetic_dataset
-from modeling_attg_mae.object_discovery import add_attention_maps
-from modeling_attg_mae.pretraining import MODEL_PRESETS, AttGTrainer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package, not an installed one
+
+from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining  # noqa: E402
+from modeling_attg_mae.data import (  # noqa: E402
+    PretrainCollator,
+    PretrainTransform,
+    load_synthetic_dataset,
+    undecoded_images,
+)
+from modeling_attg_mae.object_discovery import add_attention_maps  # noqa: E402
+from modeling_attg_mae.pretraining import MODEL_PRESETS, AttGTrainer  # noqa: E402
+
+
+def spread(values: list[float], digits: int) -> str:
+    return (f"median {statistics.median(values):.{digits}f} (min {min(values):.{digits}f}, "
+            f"max {max(values):.{digits}f})")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", choices=sorted(MODEL_PRESETS))
     parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per timed run")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side")
+    parser.add_argument("--batch_size", type=int, default=128, help="the demo's per-device batch")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per timed run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per side")
     parser.add_argument("--map_grid", type=int, default=16, help="stored map side (the demo stores 16x16)")
+    parser.add_argument("--attention_method", default="column", choices=["column", "spectral_residual"],
+                        help="how the stored maps are made (column: the demo's, from the object masks)")
     parser.add_argument("--num_workers", type=int, default=1, help="dataloader workers (run_pretrain.py default: cores // 2)")
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
+    if args.repeats < 1 or args.steps < 1:
+        parser.error("--repeats and --steps must be >= 1")
 
     images = args.batch_size * args.steps
     data = load_synthetic_dataset(num_train=images, num_validation=8, image_size=args.image_size,
                                   cache_dir=tempfile.mkdtemp())["train"]
-    with_maps = add_attention_maps(data, "spectral_residual", grid_size=args.map_grid)
+    source_column = "object_mask" if args.attention_method == "column" else "image"
+    with_maps = add_attention_maps(data, args.attention_method, image_column=source_column, grid_size=args.map_grid)
+    # the rows run_pretrain.py trains on (load_pretraining_data + run): images decoded by the collator, row ids
+    # for the seeded crops
+    rows = {side: undecoded_images(part).add_column("__index__", list(range(len(part))))
+            for side, part in (("attg", with_maps), ("stock", data))}
     config = {**MODEL_PRESETS[args.preset], "image_size": args.image_size, "norm_pix_loss": True}
     patch = config["patch_size"]
     workdir = tempfile.mkdtemp()
 
-    def timed_run(side: str) -> float:
+    def cpu_seconds() -> float:  # this process + its finished children (the loader workers, joined after the run)
+        return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for field in ("ru_utime", "ru_stime"))
+
+    def timed_run(side: str) -> tuple[float, float]:
         torch.manual_seed(0)
         if side == "attg":
             model = AttGViTMAEForPreTraining(AttGViTMAEConfig(**config))
-            dataset, collator = with_maps, PretrainCollator(PretrainTransform(args.image_size, patch), seed=0)
         else:
             model = ViTMAEForPreTraining(ViTMAEConfig(**config))
-            dataset = data
-            collator = PretrainCollator(PretrainTransform(args.image_size, patch), require_attention_map=False, seed=0)
+        collator = PretrainCollator(PretrainTransform(args.image_size, patch), require_attention_map=side == "attg",
+                                    seed=0)
         training_args = TrainingArguments(
             output_dir=workdir, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
             learning_rate=1e-4, adam_beta2=0.95, weight_decay=0.05, remove_unused_columns=False, report_to=[],
             save_strategy="no", logging_strategy="no", dataloader_num_workers=args.num_workers,
             dataloader_pin_memory=torch.cuda.is_available(), bf16=args.bf16, disable_tqdm=True,
         )
-        trainer = AttGTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator)
-        return trainer.train().metrics["train_samples_per_second"]
+        trainer = AttGTrainer(model=model, args=training_args, train_dataset=rows[side], data_collator=collator)
+        start = cpu_seconds()
+        rate = trainer.train().metrics["train_samples_per_second"]
+        return rate, (cpu_seconds() - start) / images * 1e3
 
     timed_run("attg"), timed_run("stock")  # warm-up: allocator, kernels, file cache
-    rates = {"attg": [], "stock": []}
-    for i in range(args.repeats):
+    rates, cpu_ms = {"attg": [], "stock": []}, {"attg": [], "stock": []}
+    for i in range(args.repeats):  # the order flips every pair, so that neither side always runs first
         for side in (("attg", "stock") if i % 2 == 0 else ("stock", "attg")):
-            rates[side].append(timed_run(side))
+            rate, cpu = timed_run(side)
+            rates[side].append(rate)
+            cpu_ms[side].append(cpu)
     ratios = [a / s for a, s in zip(rates["attg"], rates["stock"])]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {device}; preset {args.preset}, {args.image_size} px, {args.map_grid}x{args.map_grid} maps, "
-          f"batch {args.batch_size}, "
-          f"{args.steps} steps x {args.repeats} runs per side, {args.num_workers} dataloader workers")
-    print(f"stock ViTMAE, no maps : median {statistics.median(rates['stock']):.1f} images/s  {rates['stock']}")
-    print(f"AttG-MAE with maps    : median {statistics.median(rates['attg']):.1f} images/s  {rates['attg']}")
-    print(f"median ratio AttG / stock: {statistics.median(ratios):.3f} (target >= 0.97)")
+    print(f"device: {device}; preset {args.preset}, {args.image_size} px, stored {args.map_grid}x{args.map_grid} maps "
+          f"({args.attention_method}), batch {args.batch_size}, {args.steps} steps x {args.repeats} runs per side, "
+          f"{args.num_workers} dataloader workers")
+    print(f"stock ViTMAE, no maps   : {spread(rates['stock'], 1)} images/s; runs {[round(r, 1) for r in rates['stock']]}")
+    print(f"AttG-MAE, stored maps   : {spread(rates['attg'], 1)} images/s; runs {[round(r, 1) for r in rates['attg']]}")
+    sd = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+    print(f"AttG / stock            : ratio of medians "
+          f"{statistics.median(rates['attg']) / statistics.median(rates['stock']):.3f}; per-pair ratios "
+          f"{spread(ratios, 3)}, mean {statistics.mean(ratios):.3f} +- {sd:.3f} (sd) (target >= 0.97)")
+    cpu_ratios = [a / s for a, s in zip(cpu_ms["attg"], cpu_ms["stock"])]
+    print(f"CPU ms per image (training process + loader workers): stock {spread(cpu_ms['stock'], 2)}, "
+          f"AttG {spread(cpu_ms['attg'], 2)}; AttG / stock per pair {spread(cpu_ratios, 3)}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Expected maps, patch sets and pixel values are computed by hand in the tests fro
 """
 
 import json
+import math
 import os
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 
 import datasets
 from modeling_attg_mae import AttGViTMAEForPreTraining
+from modeling_attg_mae.modeling_attg_mae import resample_attention_map
 from modeling_attg_mae.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -21,10 +23,13 @@ from modeling_attg_mae.data import (
     CropParameters,
     EvalTransform,
     JointRandomResizedCrop,
+    MapCrop,
     PretrainCollator,
     PretrainTransform,
+    as_attention_map,
     check_columns,
     crop_attention_map,
+    crop_attention_maps,
     load_image_dataset,
     load_synthetic_dataset,
     stack_pretrain_batch,
@@ -246,6 +251,87 @@ def test_crop_is_area_weighted_on_straddling_cells():
     # a map already on the patch grid, full box, no flip: unchanged (up to the rounding of a mean of 64 equals)
     grid_map = torch.rand(4, 4, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(crop_attention_map(grid_map, (0, 0, 1, 1), False, 32, (4, 4)), grid_map, rtol=1e-6, atol=0)
+
+
+def _per_sample_crop_reference(attention_map, box, flip, output_size, grid_size):
+    """The one-map-at-a-time crop as it was before the batched one (commit 4808263), frozen here: the demo's
+    numbers were produced by it, so the batched crop must give exactly its values."""
+    attention_map = as_attention_map(attention_map)
+    height, width = attention_map.shape
+    grid_h, grid_w = grid_size
+    x0, y0, x1, y1 = box
+    per_patch_h = max(output_size // grid_h, math.ceil(height * (y1 - y0) / grid_h))
+    per_patch_w = max(output_size // grid_w, math.ceil(width * (x1 - x0) / grid_w))
+    rows_rel = y0 + (np.arange(grid_h * per_patch_h, dtype=np.float64) + 0.5) / (grid_h * per_patch_h) * (y1 - y0)
+    cols_rel = x0 + (np.arange(grid_w * per_patch_w, dtype=np.float64) + 0.5) / (grid_w * per_patch_w) * (x1 - x0)
+    if flip:
+        cols_rel = cols_rel[::-1]
+    rows = np.clip(np.floor(rows_rel * height).astype(np.int64), 0, height - 1)
+    cols = np.clip(np.floor(cols_rel * width).astype(np.int64), 0, width - 1)
+    fine = attention_map[torch.from_numpy(rows)[:, None], torch.from_numpy(cols)[None, :]]
+    return resample_attention_map(fine[None], (grid_h, grid_w)).reshape(grid_h, grid_w)
+
+
+def _random_crops(count, image_size, seed):
+    """Boxes as PretrainTransform draws them (relative to a square image) and random flips."""
+    crop = JointRandomResizedCrop(image_size, 4)
+    generator = torch.Generator().manual_seed(seed)
+    crops = []
+    for _ in range(count):
+        p = crop.sample_parameters(image_size, image_size, generator)
+        crops.append(MapCrop((p.left / image_size, p.top / image_size, (p.left + p.width) / image_size,
+                              (p.top + p.height) / image_size), p.flip))
+    assert {c.flip for c in crops} == {False, True}
+    return crops
+
+
+def test_batched_map_crop_equals_the_per_sample_reference():
+    generator = torch.Generator().manual_seed(0)
+    # the demo: 16x16 float16 maps read from an Array2D column as nested lists, 32 px crops, patch 4 -> 8x8
+    maps = [torch.rand(16, 16, generator=generator).half().numpy().tolist() for _ in range(128)]
+    crops = _random_crops(128, 32, seed=1)
+    batched = crop_attention_maps(maps, crops, 32, (8, 8))
+    expected = torch.stack([_per_sample_crop_reference(m, c.box, c.flip, 32, (8, 8)) for m, c in zip(maps, crops)])
+    assert batched.dtype == torch.float32 and batched.shape == (128, 8, 8)
+    assert torch.equal(batched, expected)
+    # grids differing within a batch (a ragged list): a coarse map (upsampled), the demo's, and full-resolution
+    # masks, whose samples per patch depend on each box; 96 px crops onto a 6x6 grid (16 px patches)
+    shapes = [(5, 7), (16, 16), (96, 96), (200, 150)] * 16
+    maps = [torch.rand(h, w, generator=generator).numpy().tolist() for h, w in shapes]
+    crops = _random_crops(len(maps), 96, seed=2)
+    batched = crop_attention_maps(maps, crops, 96, (6, 6))
+    expected = torch.stack([_per_sample_crop_reference(m, c.box, c.flip, 96, (6, 6)) for m, c in zip(maps, crops)])
+    assert torch.equal(batched, expected)
+    # the single-map API is the batch of one
+    assert torch.equal(crop_attention_map(maps[2], crops[2].box, crops[2].flip, 96, (6, 6)), expected[2])
+    with pytest.raises(ValueError, match=r"crop box \(0.5, 0.0, 0.25, 1.0\) must satisfy"):
+        crop_attention_maps(maps[:2], [crops[0], MapCrop((0.5, 0.0, 0.25, 1.0))], 96, (6, 6))
+    with pytest.raises(ValueError, match="got 2 attention maps but 1 crops"):
+        crop_attention_maps(maps[:2], crops[:1], 96, (6, 6))
+
+
+def test_collator_maps_equal_per_example_crops(small):
+    # the pre-training route of run_pretrain.py: seeded per-row generators, float16 map rows as nested lists
+    rows = [{**small["train"][i], "__index__": 10 + i} for i in range(16)]
+    for row in rows:
+        row["attention_map"] = (np.asarray(row["object_mask"].resize((16, 16))) / 255).astype(np.float16).tolist()
+    transform = PretrainTransform(32, 4)
+    collator = PretrainCollator(transform, seed=0)
+    collator.epoch = 3
+    batch = collator(rows)
+    for i, row in enumerate(rows):
+        parameters = transform.crop.sample_parameters(32, 32, collator._generator(row))
+        box = (parameters.left / 32, parameters.top / 32, (parameters.left + parameters.width) / 32,
+               (parameters.top + parameters.height) / 32)
+        expected = _per_sample_crop_reference(row["attention_map"], box, parameters.flip, 32, (8, 8))
+        assert torch.equal(batch["attention_map"][i], expected), i
+        pixel_values, attention_map = transform(row["image"], row["attention_map"], collator._generator(row))
+        assert torch.equal(batch["pixel_values"][i], pixel_values) and torch.equal(attention_map, expected)
+    assert not torch.equal(batch["attention_map"][0], batch["attention_map"][1])
+    # an unreadable map is named by its dataset row
+    rows[5]["attention_map"] = "not a map"
+    with pytest.raises(ValueError, match=r"row 15: attention_map must be a 2-D grid of numbers"):
+        collator(rows)
 
 
 def test_random_crops_keep_weights_on_the_object():

@@ -1,7 +1,7 @@
 """Data for attg-mae: the embedded synthetic benchmark, dataset loading, joint image + map transforms, batching."""
 
 from .arguments import DataSourceArguments, LabelledDataArguments, convert_data_arguments
-from .collator import PretrainCollator, stack_pretrain_batch, transform_example, with_pretrain_transform
+from .collator import PretrainCollator, stack_pretrain_batch, transform_examples, with_pretrain_transform
 from .images import decode_image, undecoded_images
 from .loading import check_columns, check_image_folder, load_data_source, load_image_dataset
 from .synthetic import SHAPES, TEXTURE_FAMILIES, generate_synthetic_dataset, load_synthetic_dataset
@@ -11,9 +11,12 @@ from .transforms import (
     CropParameters,
     EvalTransform,
     JointRandomResizedCrop,
+    MapCrop,
     PretrainTransform,
     as_attention_map,
+    as_attention_maps,
     crop_attention_map,
+    crop_attention_maps,
     to_normalized_tensor,
     to_rgb_image,
 )
@@ -22,7 +25,8 @@ __all__ = [
     "DataSourceArguments", "LabelledDataArguments", "convert_data_arguments", "load_data_source",
     "SHAPES", "TEXTURE_FAMILIES", "generate_synthetic_dataset", "load_synthetic_dataset",
     "load_image_dataset", "check_columns", "check_image_folder", "decode_image", "undecoded_images",
-    "IMAGENET_MEAN", "IMAGENET_STD", "CropParameters", "JointRandomResizedCrop", "PretrainTransform",
-    "EvalTransform", "as_attention_map", "crop_attention_map", "to_normalized_tensor", "to_rgb_image",
-    "PretrainCollator", "with_pretrain_transform", "stack_pretrain_batch", "transform_example",
+    "IMAGENET_MEAN", "IMAGENET_STD", "CropParameters", "MapCrop", "JointRandomResizedCrop", "PretrainTransform",
+    "EvalTransform", "as_attention_map", "as_attention_maps", "crop_attention_map", "crop_attention_maps",
+    "to_normalized_tensor", "to_rgb_image",
+    "PretrainCollator", "with_pretrain_transform", "stack_pretrain_batch", "transform_examples",
 ]

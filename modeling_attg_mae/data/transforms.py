@@ -14,6 +14,10 @@ rounding). Nearest cells
 rather than bilinear interpolation: a map cell is the score of an image region, and blurring it across the
 crop would move weight onto neighbouring patches.
 
+The crop of a whole batch of maps is one gather and one area-average (`crop_attention_maps`): the collator decodes
+each image and draws its box one by one, then cuts every map at once (`transform_image` + `crop_maps`), which is
+where per-sample map handling cost a few percent of the CPU training loop (benchmarks/pretrain_throughput.py).
+
 `PretrainTransform` is MAE's pre-training augmentation (RandomResizedCrop scale (0.2, 1), ratio (3/4, 4/3),
 bicubic, horizontal flip, ImageNet normalisation); `EvalTransform` is resize(size * 256 / 224) + center crop.
 Both are callables `(image, attention_map=None, generator=None) -> (pixel_values (3, S, S), map (gh, gw) | None)`.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +52,15 @@ class CropParameters:
     left: int
     height: int
     width: int
+    flip: bool = False
+
+
+@dataclass(frozen=True)
+class MapCrop:
+    """Where an image's map must be cut: the image's crop `box` `(x0, y0, x1, y1)` in relative coordinates (0..1)
+    of the source image, and whether the crop was mirrored left-right."""
+
+    box: tuple[float, float, float, float]
     flip: bool = False
 
 
@@ -90,6 +104,36 @@ def as_attention_map(attention_map) -> torch.Tensor:
     return attention_map.float()
 
 
+def as_attention_maps(attention_maps, names=None) -> torch.Tensor | list[torch.Tensor]:
+    """The maps of a batch, each read as `as_attention_map` reads it: float32 `(B, h, w)` when they share a grid
+    (a `datasets` Array2D column), else a list of `(h, w)` maps.
+
+    Nested lists and arrays of one shape are converted in one numpy call (per-row conversion of a batch of
+    python lists is a measurable share of the loader's time); the float32 values are the same either way.
+    `names` (e.g. `["row 17", ...]`) prefix the error of a map that cannot be read.
+    """
+    if torch.is_tensor(attention_maps) and attention_maps.dim() == 3 and attention_maps.numel():
+        if not (attention_maps.is_floating_point() or attention_maps.dtype in (torch.uint8, torch.int32, torch.int64,
+                                                                                torch.bool)):
+            raise ValueError(f"attention maps must be real-valued, got dtype {attention_maps.dtype}")
+        return attention_maps.float()
+    maps = list(attention_maps)
+    if maps and all(isinstance(m, (list, np.ndarray)) for m in maps):
+        try:
+            batch = np.asarray(maps, dtype=np.float32)
+        except (TypeError, ValueError):  # ragged or malformed: read one by one below, which names the bad map
+            batch = None
+        if batch is not None and batch.ndim == 3 and batch.size:
+            return torch.from_numpy(batch)
+    decoded = []
+    for i, attention_map in enumerate(maps):
+        try:
+            decoded.append(as_attention_map(attention_map))
+        except ValueError as error:
+            raise ValueError(f"{names[i] if names is not None else f'map {i}'}: {error}") from None
+    return decoded
+
+
 def check_attention_map_column(dataset, column: str = "attention_map", split: str | None = None,
                                rows: tuple[int, ...] = (0, -1)) -> None:
     """Read a few rows of a map column (first and last by default) as `as_attention_map` will during training,
@@ -104,46 +148,98 @@ def check_attention_map_column(dataset, column: str = "attention_map", split: st
                              f"row {row}: not a usable attention map: {error}") from None
 
 
+def crop_attention_maps(
+    attention_maps,
+    crops: Sequence[MapCrop],
+    output_size: int,
+    grid_size: tuple[int, int],
+) -> torch.Tensor:
+    """Carry the crops (+ flips) of a batch of images over to their maps, and put the results on the patch grid.
+
+    Args:
+        attention_maps: B maps, each `(h, w)` covering its whole source image: a `(B, h, w)` tensor or a sequence
+            of anything `as_attention_map` reads (grids may differ between maps).
+        crops: B `MapCrop`s, the relative box and flip each image was cut with.
+        output_size: side of the output image in pixels (a map gets at least one sample per output pixel).
+        grid_size: `(gh, gw)`, the model's patch grid; `output_size` must be divisible by both.
+
+    Returns:
+        float32 `(B, gh, gw)`: each patch holds the area-weighted mean of the map cells it covers. Map i's result
+        is bit-identical to cutting it alone (`crop_attention_map`): the index arithmetic is the same float64
+        numpy expression per element, and the area average runs plane by plane.
+    """
+    maps = as_attention_maps(attention_maps)
+    if len(maps) != len(crops):
+        raise ValueError(f"got {len(maps)} attention maps but {len(crops)} crops; pass one crop per map")
+    if len(crops) == 0:
+        raise ValueError("no attention map to crop (empty batch)")
+    grid_h, grid_w = grid_size
+    if output_size % grid_h or output_size % grid_w:
+        raise ValueError(f"output_size {output_size} is not divisible by the patch grid {grid_h}x{grid_w}")
+    boxes = np.array([crop.box for crop in crops], dtype=np.float64).reshape(len(crops), -1)  # (B, 4) x0 y0 x1 y1
+    if boxes.shape[1] != 4:
+        raise ValueError(f"a crop box is (x0, y0, x1, y1), got {crops[0].box}")
+    x0, y0, x1, y1 = boxes.T
+    valid = (0.0 <= x0) & (x0 < x1) & (x1 <= 1.0) & (0.0 <= y0) & (y0 < y1) & (y1 <= 1.0)
+    if not valid.all():
+        box = crops[int(np.argmin(valid))].box
+        raise ValueError(f"crop box {box} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (relative coordinates)")
+    flips = np.array([bool(crop.flip) for crop in crops])
+    heights = np.array([m.shape[0] for m in maps], dtype=np.int64)
+    widths = np.array([m.shape[1] for m in maps], dtype=np.int64)
+    # samples per patch: one per output pixel (what the image shows), and no sparser than the map's cells
+    # inside the box, so that no cell of a fine map (e.g. a full-resolution mask) falls between two samples
+    per_patch_h = np.maximum(output_size // grid_h, np.ceil(heights * (y1 - y0) / grid_h).astype(np.int64))
+    per_patch_w = np.maximum(output_size // grid_w, np.ceil(widths * (x1 - x0) / grid_w).astype(np.int64))
+    # one gather + one area average per group of maps sharing a grid and a sampling lattice (the whole batch for
+    # a stored map column at the demo's sizes, where per_patch is output_size // grid)
+    groups: dict[tuple[int, int, int, int], list[int]] = {}
+    for i, key in enumerate(zip(heights.tolist(), widths.tolist(), per_patch_h.tolist(), per_patch_w.tolist())):
+        groups.setdefault(key, []).append(i)
+    out = torch.empty(len(crops), grid_h, grid_w)
+    for (height, width, pph, ppw), members in groups.items():
+        index = np.asarray(members)
+        n_h, n_w = grid_h * pph, grid_w * ppw
+        # index arithmetic in numpy float64: tiny arrays, where torch's per-op overhead dominates; written as the
+        # single-map expression y0 + (k + 0.5) / n * (y1 - y0), broadcast over the group, so each value is the same
+        rows_rel = y0[index, None] + (np.arange(n_h, dtype=np.float64) + 0.5) / n_h * (y1 - y0)[index, None]
+        cols_rel = x0[index, None] + (np.arange(n_w, dtype=np.float64) + 0.5) / n_w * (x1 - x0)[index, None]
+        # the left column of a flipped crop shows the right edge of the box
+        cols_rel = np.where(flips[index, None], cols_rel[:, ::-1], cols_rel)
+        rows = np.clip(np.floor(rows_rel * height).astype(np.int64), 0, height - 1)  # nearest cell under each sample
+        cols = np.clip(np.floor(cols_rel * width).astype(np.int64), 0, width - 1)
+        group = maps[torch.from_numpy(index)] if torch.is_tensor(maps) else torch.stack([maps[i] for i in members])
+        fine = group[torch.arange(len(members))[:, None, None], torch.from_numpy(rows)[:, :, None],
+                     torch.from_numpy(cols)[:, None, :]]  # (b, gh * pph, gw * ppw)
+        resampled = resample_attention_map(fine, (grid_h, grid_w)).reshape(-1, grid_h, grid_w)  # (b, gh, gw)
+        if len(groups) == 1:
+            return resampled
+        out[torch.from_numpy(index)] = resampled
+    return out
+
+
 def crop_attention_map(
-    attention_map: torch.Tensor,
+    attention_map,
     box: tuple[float, float, float, float],
     flip: bool,
     output_size: int,
     grid_size: tuple[int, int],
 ) -> torch.Tensor:
-    """Carry a crop (+ flip) of the image over to its map, and put the result on the patch grid.
+    """Carry a crop (+ flip) of one image over to its map, and put the result on the patch grid.
 
     Args:
-        attention_map: `(h, w)` map covering the whole source image.
+        attention_map: `(h, w)` map covering the whole source image (anything `as_attention_map` reads).
         box: `(x0, y0, x1, y1)` of the crop in relative coordinates of the source image (0..1).
         flip: whether the crop is mirrored left-right.
         output_size: side of the output image in pixels (the map gets at least one sample per output pixel).
         grid_size: `(gh, gw)`, the model's patch grid; `output_size` must be divisible by both.
 
     Returns:
-        float32 `(gh, gw)`: each patch holds the area-weighted mean of the map cells it covers.
+        float32 `(gh, gw)`: each patch holds the area-weighted mean of the map cells it covers
+        (`crop_attention_maps` of a batch of one).
     """
-    attention_map = as_attention_map(attention_map)
-    height, width = attention_map.shape
-    grid_h, grid_w = grid_size
-    x0, y0, x1, y1 = box
-    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
-        raise ValueError(f"crop box {box} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (relative coordinates)")
-    if output_size % grid_h or output_size % grid_w:
-        raise ValueError(f"output_size {output_size} is not divisible by the patch grid {grid_h}x{grid_w}")
-    # samples per patch: one per output pixel (what the image shows), and no sparser than the map's cells
-    # inside the box, so that no cell of a fine map (e.g. a full-resolution mask) falls between two samples
-    per_patch_h = max(output_size // grid_h, math.ceil(height * (y1 - y0) / grid_h))
-    per_patch_w = max(output_size // grid_w, math.ceil(width * (x1 - x0) / grid_w))
-    # index arithmetic in numpy: a data-loader hot path of tiny arrays, where torch's per-op overhead dominates
-    rows_rel = y0 + (np.arange(grid_h * per_patch_h, dtype=np.float64) + 0.5) / (grid_h * per_patch_h) * (y1 - y0)
-    cols_rel = x0 + (np.arange(grid_w * per_patch_w, dtype=np.float64) + 0.5) / (grid_w * per_patch_w) * (x1 - x0)
-    if flip:
-        cols_rel = cols_rel[::-1]  # the left column of the flipped crop shows the right edge of the box
-    rows = np.clip(np.floor(rows_rel * height).astype(np.int64), 0, height - 1)  # nearest cell under each sample
-    cols = np.clip(np.floor(cols_rel * width).astype(np.int64), 0, width - 1)
-    fine = attention_map[torch.from_numpy(rows)[:, None], torch.from_numpy(cols)[None, :]]  # (gh * pph, gw * ppw)
-    return resample_attention_map(fine[None], (grid_h, grid_w)).reshape(grid_h, grid_w)
+    return crop_attention_maps([as_attention_map(attention_map)], [MapCrop(tuple(box), bool(flip))], output_size,
+                               grid_size)[0]
 
 
 def _check_size(size: int, patch_size: int | None) -> tuple[int, int] | None:
@@ -246,10 +342,10 @@ class JointRandomResizedCrop:
         flip = bool(torch.rand(1, generator=generator).item() < self.flip_probability)
         return CropParameters(*box, flip=flip)
 
-    def apply(self, image, attention_map, parameters: CropParameters):
-        """Crop, resize and flip `image` and `attention_map` (`(h, w)` or None) with the given parameters.
+    def apply_to_image(self, image, parameters: CropParameters) -> tuple[Image.Image, MapCrop]:
+        """Crop, resize and flip `image` with the given parameters.
 
-        Returns `(PIL RGB image size x size, map float32 (gh, gw) or None)`.
+        Returns `(PIL RGB image size x size, the MapCrop that carries the same cut over to its map)`.
         """
         image = to_rgb_image(image)
         width, height = image.size
@@ -262,10 +358,17 @@ class JointRandomResizedCrop:
         image = image.resize((self.size, self.size), resample=_PIL_RESAMPLING[self.interpolation], box=box)
         if p.flip:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        return image, MapCrop((box[0] / width, box[1] / height, box[2] / width, box[3] / height), p.flip)
+
+    def apply(self, image, attention_map, parameters: CropParameters):
+        """Crop, resize and flip `image` and `attention_map` (`(h, w)` or None) with the given parameters.
+
+        Returns `(PIL RGB image size x size, map float32 (gh, gw) or None)`.
+        """
+        image, crop = self.apply_to_image(image, parameters)
         if attention_map is None:
             return image, None
-        relative_box = (box[0] / width, box[1] / height, box[2] / width, box[3] / height)
-        return image, crop_attention_map(attention_map, relative_box, p.flip, self.size, self.grid_size)
+        return image, crop_attention_map(attention_map, crop.box, crop.flip, self.size, self.grid_size)
 
     def __call__(self, image, attention_map=None, generator: torch.Generator | None = None):
         """Sample a box and a flip, apply them to both. Returns `(PIL image, map (gh, gw) or None)`."""
@@ -281,7 +384,8 @@ class PretrainTransform:
     image processor values when continuing from one).
 
     Call: `(image, attention_map=None, generator=None) -> (pixel_values float32 (3, size, size),
-    attention_map float32 (size // patch_size, size // patch_size) or None)`.
+    attention_map float32 (size // patch_size, size // patch_size) or None)`. For a batch (the collator):
+    `transform_image` per image, then `crop_maps` once for all maps; the same numbers as calling it per image.
     """
 
     def __init__(
@@ -300,9 +404,22 @@ class PretrainTransform:
         self.mean, self.std = _check_normalization(mean, std)
         self.size, self.patch_size, self.grid_size = size, patch_size, self.crop.grid_size
 
+    def transform_image(self, image, generator: torch.Generator | None = None) -> tuple[torch.Tensor, MapCrop]:
+        """Draw a box and a flip, apply them to `image`. Returns `(pixel_values (3, size, size), MapCrop)`."""
+        image = to_rgb_image(image)
+        parameters = self.crop.sample_parameters(image.size[1], image.size[0], generator)
+        image, crop = self.crop.apply_to_image(image, parameters)
+        return to_normalized_tensor(image, self.mean, self.std), crop
+
+    def crop_maps(self, attention_maps, crops: Sequence[MapCrop]) -> torch.Tensor:
+        """The maps of a batch cut like their images: float32 `(B, gh, gw)` (`crop_attention_maps`)."""
+        return crop_attention_maps(attention_maps, crops, self.size, self.grid_size)
+
     def __call__(self, image, attention_map=None, generator: torch.Generator | None = None):
-        image, attention_map = self.crop(image, attention_map, generator)
-        return to_normalized_tensor(image, self.mean, self.std), attention_map
+        pixel_values, crop = self.transform_image(image, generator)
+        if attention_map is None:
+            return pixel_values, None
+        return pixel_values, self.crop_maps([as_attention_map(attention_map)], [crop])[0]
 
 
 class EvalTransform:
@@ -312,7 +429,8 @@ class EvalTransform:
     returned on the `(size // patch_size)` grid; without it, passing a map is an error.
 
     Call: `(image, attention_map=None, generator=None) -> (pixel_values float32 (3, size, size), map or None)`;
-    `generator` is accepted (and unused) so that both transforms share one signature.
+    `generator` is accepted (and unused) so that both transforms share one signature (also `transform_image` /
+    `crop_maps`, the batch route).
     """
 
     def __init__(
@@ -333,7 +451,8 @@ class EvalTransform:
         self.resize_size = int(size * resize_ratio)
         self.mean, self.std = _check_normalization(mean, std)
 
-    def __call__(self, image, attention_map=None, generator: torch.Generator | None = None):
+    def transform_image(self, image, generator: torch.Generator | None = None) -> tuple[torch.Tensor, MapCrop]:
+        """Resize, center crop, normalise. Returns `(pixel_values (3, size, size), MapCrop)`; `generator` unused."""
         image = to_rgb_image(image)
         width, height = image.size
         # torchvision Resize(int): the shorter side becomes resize_size, the other keeps the aspect (floored)
@@ -344,12 +463,19 @@ class EvalTransform:
         image = image.resize((new_w, new_h), resample=_PIL_RESAMPLING[self.interpolation])
         top, left = int(round((new_h - self.size) / 2.0)), int(round((new_w - self.size) / 2.0))
         image = image.crop((left, top, left + self.size, top + self.size))
-        pixel_values = to_normalized_tensor(image, self.mean, self.std)
-        if attention_map is None:
-            return pixel_values, None
+        # the resize keeps relative coordinates, so the crop's box in the resized image is the map's box
+        box = (left / new_w, top / new_h, (left + self.size) / new_w, (top + self.size) / new_h)
+        return to_normalized_tensor(image, self.mean, self.std), MapCrop(box, False)
+
+    def crop_maps(self, attention_maps, crops: Sequence[MapCrop]) -> torch.Tensor:
+        """The maps of a batch cut like their images: float32 `(B, gh, gw)` (`crop_attention_maps`)."""
         if self.grid_size is None:
             raise ValueError("EvalTransform got an attention_map but no patch_size: pass patch_size=<the model's> "
                              "to crop the map onto the patch grid")
-        # the resize keeps relative coordinates, so the crop's box in the resized image is the map's box
-        box = (left / new_w, top / new_h, (left + self.size) / new_w, (top + self.size) / new_h)
-        return pixel_values, crop_attention_map(attention_map, box, False, self.size, self.grid_size)
+        return crop_attention_maps(attention_maps, crops, self.size, self.grid_size)
+
+    def __call__(self, image, attention_map=None, generator: torch.Generator | None = None):
+        pixel_values, crop = self.transform_image(image, generator)
+        if attention_map is None:
+            return pixel_values, None
+        return pixel_values, self.crop_maps([as_attention_map(attention_map)], [crop])[0]

@@ -17,14 +17,15 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from ..checkpointing import WEIGHTS_FILE, load_checkpoint_weights
+from ..checkpointing import FullWeightsResumeMixin
 from ..modeling_attg_mae import normalize_attention_map, patch_grid, resample_attention_map
+from ..seeding import seeded_generator
 
 logger = logging.getLogger(__name__)
 
 
-class AttGTrainer(Trainer):
-    """Trainer that also logs tau and the share of the (weighted) loss that falls on object patches, and
+class AttGTrainer(FullWeightsResumeMixin, Trainer):
+    """Trainer (resuming with every weight, see `FullWeightsResumeMixin`) that also logs tau and the share of the (weighted) loss that falls on object patches, and
     evaluates with its own (non-augmenting) collator."""
 
     def __init__(self, *args, eval_data_collator=None, **kwargs):
@@ -33,29 +34,6 @@ class AttGTrainer(Trainer):
         self._warned_constant_maps = False
         self.eval_data_collator = eval_data_collator  # evaluation sees center crops, not training augmentation
         self.can_return_loss = True  # the reconstruction loss needs no `labels`: report eval_loss anyway
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        # the stock method loads the raw file without key conversion and drops every layer weight (see
-        # checkpointing.py); FSDP / DeepSpeed / sharded checkpoints keep their own loaders
-        target = self.model if model is None else model
-        if self._loads_plain_checkpoint(resume_from_checkpoint, target):
-            load_checkpoint_weights(target, resume_from_checkpoint)
-        else:
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    def _load_best_model(self):
-        best = self.state.best_model_checkpoint
-        if self._loads_plain_checkpoint(best, self.model):
-            logger.info("loading the best model from %s (score: %s)", best, self.state.best_metric)
-            load_checkpoint_weights(self.model, best)
-        else:
-            super()._load_best_model()
-
-    def _loads_plain_checkpoint(self, checkpoint, model) -> bool:
-        from transformers import PreTrainedModel
-
-        return (checkpoint is not None and isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled
-                and not self.is_deepspeed_enabled and (Path(checkpoint) / WEIGHTS_FILE).is_file())
 
     def get_eval_dataloader(self, eval_dataset=None):
         if self.eval_data_collator is None:
@@ -96,9 +74,7 @@ class AttGTrainer(Trainer):
         step = self.state.global_step
         micro = self._micro_batch + 1 if getattr(self, "_noise_step", None) == step else 0
         self._noise_step, self._micro_batch = step, micro
-        mixed = (self.args.seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D
-                 + self.args.process_index * 0x27D4EB2F)
-        generator = torch.Generator().manual_seed(mixed % (2**63))
+        generator = seeded_generator(self.args.seed, step, micro, self.args.process_index)
         grid_h, grid_w = patch_grid(self.model.config, pixel_values)
         return torch.rand(pixel_values.shape[0], grid_h * grid_w, generator=generator).to(pixel_values.device)
 
