@@ -246,3 +246,33 @@ def test_bad_combinations_fail_before_any_data_work(tmp_path, monkeypatch, flags
     monkeypatch.setattr(wiring, "load_data_source", no_data)
     with pytest.raises(ValueError, match=message):
         run(*parse_arguments(tiny_pretrain_args(tmp_path, *flags)))
+
+
+def test_map_iou_thresholds_the_map_at_its_mean_and_the_mask_at_half_a_cell():
+    from modeling_attg_mae.pretraining.self_maps import map_iou, mask_grids
+
+    maps = torch.tensor([[[0.9, 0.8], [0.1, 0.0]], [[1.0, 0.0], [0.0, 0.0]]])  # means 0.45 and 0.25
+    masks = torch.tensor([[[True, False], [False, False]], [[True, True], [False, False]]])
+    # image 1: predicted {0, 1}, mask {0}: IoU 1/2; image 2: predicted {0}, mask {0, 1}: IoU 1/2
+    assert map_iou(maps, masks) == pytest.approx(0.5)
+    assert map_iou(maps, maps >= 0.5) == pytest.approx((1.0 + 1.0) / 2)
+    # a 4x4 mask with 3 foreground pixels in the top-left 2x2 cell (75%) and 1 in the top-right (25%)
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    mask[0, 0] = mask[0, 1] = mask[1, 0] = mask[0, 3] = 255
+    assert mask_grids([Image.fromarray(mask)], 2).tolist() == [[[True, False], [False, False]]]
+
+
+def test_the_study_reaches_the_label_free_arms_and_leaves_the_others_as_they_were():
+    from pathlib import Path
+
+    from benchmarks.attg_vs_mae import LABEL_FREE_ARMS, run_arguments
+
+    for arm in ("none", "attg"):
+        argv = run_arguments(0, arm, Path("out"), [])
+        assert not any(flag in argv for flag in ("--attention_online", "--attention_refresh_epochs"))
+        assert argv[argv.index("--attg_guidance") + 1] == arm
+    _, data, attg, _ = parse_arguments(run_arguments(0, "self", Path("out"), []))
+    assert (attg.attg_guidance, data.attention_method, data.attention_refresh_epochs) == ("attg", "self", 2)
+    _, data, attg, _ = parse_arguments(run_arguments(0, "online_sr", Path("out"), []))
+    assert (attg.attg_guidance, data.attention_method, data.attention_online) == ("attg", "spectral_residual", True)
+    assert set(LABEL_FREE_ARMS) == {"self", "online_sr"}
