@@ -46,6 +46,15 @@ STUDY_DEFAULTS = {
     "num_pictures": 2, "report_to": ["tensorboard"],
 }
 DATA_SOURCE_FLAGS = ("--dataset_name", "--train_dir")
+# Arms beyond the attg_guidance values (which are arms as they are): label-free map sources, each the AttG loss with
+# maps that need neither the dataset's masks nor a second pretrained model. Their flags come after the user's.
+#   self: the model's own last-layer CLS attention, first after 2 epochs of MAE, refreshed every 2 epochs;
+#   online_sr: spectral residual saliency of every augmented crop, computed online (no stored column).
+LABEL_FREE_ARMS = {
+    "self": {"attg_guidance": "attg", "attention_method": "self", "attention_refresh_epochs": 2,
+             "attention_warmup_epochs": 2},
+    "online_sr": {"attg_guidance": "attg", "attention_method": "spectral_residual", "attention_online": True},
+}
 KNN_K = 20
 
 
@@ -65,7 +74,8 @@ def run_arguments(seed: int, arm: str, output_dir: Path, user_argv: list[str]) -
     """run_pretrain.py's arguments for one arm of one seed: the defaults, the user's, then what the study fixes."""
     synthetic = not any(flag in user_argv for flag in DATA_SOURCE_FLAGS)
     fixed = {"output_dir": str(output_dir), "seed": seed, "attg_guidance": arm, "knn_monitor": True,
-             "maps_for_vanilla_mae": True, "run_knn": True, "overwrite_output_dir": True}
+             "maps_for_vanilla_mae": True, "run_knn": True, "overwrite_output_dir": True,
+             **LABEL_FREE_ARMS.get(arm, {})}
     defaults = STUDY_DEFAULTS
     if synthetic:
         fixed["synthetic_seed"] = seed  # each seed draws its own data: the spread includes the data
@@ -152,7 +162,8 @@ def main(argv=None):
     parser.add_argument("--setting", default="main", help="name of this comparison (records go to RECORDS/NAME)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--arms", nargs="+", default=["none", "attg"],
-                        help="attg_guidance values; 'none' is the MAE baseline every other arm is paired with")
+                        help="attg_guidance values, or a label-free map source (self, online_sr: see "
+                             "LABEL_FREE_ARMS); 'none' is the MAE baseline every other arm is paired with")
     parser.add_argument("--records", default=str(RECORDS), help="folder of the JSON records")
     parser.add_argument("--work", default="outputs/study", help="folder of the checkpoints and logs")
     parser.add_argument("--overwrite", action="store_true", help="rerun (setting, seed, arm)s that have a record")

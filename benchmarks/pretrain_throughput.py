@@ -15,6 +15,13 @@ how much more work the AttG loop does, whether or not a spare core hides it.
 
     python benchmarks/pretrain_throughput.py                    # CPU, the demo model and batch, 32 px
     python benchmarks/pretrain_throughput.py --preset small --image_size 224 --batch_size 64 --steps 50  # a GPU
+
+`--online` adds the online-maps rows (`run_pretrain.py --attention_online`): AttG with online DINO maps from a
+ViT-S/16 detector (random weights, built from a config: the cost does not depend on them) against AttG with
+stored maps, for the demo-size encoder (32 px) and the ViT-B encoder (224 px); ratios printed.
+
+    python benchmarks/pretrain_throughput.py --online --batch_size 8 --steps 3 --repeats 1   # CPU: minutes
+    python benchmarks/pretrain_throughput.py --online --batch_size 64 --steps 20 --bf16      # a GPU
 """
 
 import argparse
@@ -57,9 +64,13 @@ def main():
                         help="how the stored maps are made (column: the demo's, from the object masks)")
     parser.add_argument("--num_workers", type=int, default=1, help="dataloader workers (run_pretrain.py default: cores // 2)")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--online", action="store_true",
+                        help="instead: online DINO maps (ViT-S/16 detector) vs stored maps, demo and ViT-B encoders")
     args = parser.parse_args()
     if args.repeats < 1 or args.steps < 1:
         parser.error("--repeats and --steps must be >= 1")
+    if args.online:
+        return online_rows(args)
 
     images = args.batch_size * args.steps
     data = load_synthetic_dataset(num_train=images, num_validation=8, image_size=args.image_size,
@@ -118,6 +129,71 @@ def main():
     cpu_ratios = [a / s for a, s in zip(cpu_ms["attg"], cpu_ms["stock"])]
     print(f"CPU ms per image (training process + loader workers): stock {spread(cpu_ms['stock'], 2)}, "
           f"AttG {spread(cpu_ms['attg'], 2)}; AttG / stock per pair {spread(cpu_ratios, 3)}")
+
+
+def _training_args(args, workdir: str) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=workdir, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+        learning_rate=1e-4, adam_beta2=0.95, weight_decay=0.05, remove_unused_columns=False, report_to=[],
+        save_strategy="no", logging_strategy="no", dataloader_num_workers=args.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(), bf16=args.bf16, disable_tqdm=True,
+    )
+
+
+def vit_s16_detector(folder: str) -> str:
+    """A ViT-S/16 (DINO's facebook/dino-vits16 architecture) with random weights, saved to `folder`."""
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                       image_size=224, patch_size=16)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def online_rows(args) -> None:
+    """Images/s of AttG with online DINO maps vs AttG with stored maps, per encoder; stored maps are spectral
+    residual maps on a `--map_grid` grid (what is stored does not change the cost of reading it)."""
+    from modeling_attg_mae.object_discovery import OnlineAttentionMaps
+    from modeling_attg_mae.pretraining.wiring import training_dtype
+
+    detector = vit_s16_detector(tempfile.mkdtemp())
+    workdir = tempfile.mkdtemp()
+    results = {}
+    for preset in ("demo", "base"):
+        config = {**MODEL_PRESETS[preset], "norm_pix_loss": True}
+        size, patch = config["image_size"], config["patch_size"]
+        images = args.batch_size * args.steps
+        data = load_synthetic_dataset(num_train=images, num_validation=8, image_size=size,
+                                      cache_dir=tempfile.mkdtemp())["train"]
+        with_maps = add_attention_maps(data, "spectral_residual", grid_size=args.map_grid)
+        training_args = _training_args(args, workdir)
+        online = OnlineAttentionMaps.build("dino", detector, device=training_args.device,
+                                           dtype=training_dtype(training_args))
+
+        def timed_run(side: str) -> float:
+            torch.manual_seed(0)
+            model = AttGViTMAEForPreTraining(AttGViTMAEConfig(**config))
+            stored = side == "stored"
+            collator = PretrainCollator(PretrainTransform(size, patch), require_attention_map=stored, seed=0)
+            trainer = AttGTrainer(model=model, args=training_args, train_dataset=with_maps if stored else data,
+                                  data_collator=collator, online_attention_maps=None if stored else online)
+            return trainer.train().metrics["train_samples_per_second"]
+
+        timed_run("stored"), timed_run("online")  # warm-up
+        rates = {"stored": [], "online": []}
+        for i in range(args.repeats):
+            for side in (("stored", "online") if i % 2 == 0 else ("online", "stored")):
+                rates[side].append(timed_run(side))
+        results[preset] = rates
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {device}; online DINO maps from a ViT-S/16 detector at 224 px (random weights, "
+          f"{training_dtype(_training_args(args, workdir))}); batch {args.batch_size}, {args.steps} steps x "
+          f"{args.repeats} runs per side, {args.num_workers} dataloader workers")
+    for preset, rates in results.items():
+        stored, online = statistics.median(rates["stored"]), statistics.median(rates["online"])
+        size = MODEL_PRESETS[preset]["image_size"]
+        print(f"{preset:>4} encoder ({size} px): stored maps {stored:.1f} images/s, online maps {online:.1f} images/s, "
+              f"ratio online / stored {online / stored:.3f}")
 
 
 if __name__ == "__main__":

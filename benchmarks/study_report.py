@@ -43,7 +43,7 @@ PRIMARY = ("knn", "cls")  # k-NN top-1 (k = 20, DINO's weighted vote) on CLS fea
 BAR_SPLITS = ("validation", "validation_mixed_rand")
 ALPHA = 0.05
 
-ARM_NAMES = {"none": "MAE", "attg": "AttG"}
+ARM_NAMES = {"none": "MAE", "attg": "AttG", "self": "AttG, self maps", "online_sr": "AttG, online spectral residual"}
 ARM_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
 METRIC_NAMES = {"knn": "k-NN", "linear": "linear"}
 

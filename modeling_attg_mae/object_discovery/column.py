@@ -38,6 +38,7 @@ class ColumnMap(ObjectDiscoveryMethod):
     """Mask / segmentation column -> foreground-fraction map `(B, H, W)` at `image_size`."""
 
     name = "column"
+    online = False  # reads a dataset column, not pixels
 
     def __init__(self, image_size: int | Sequence[int] = 224, threshold: float = 0.0, device="cpu"):
         self.image_size = to_size(image_size)

@@ -12,13 +12,16 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from transformers import Dinov2Model, Dinov2WithRegistersModel, ViTModel
+from transformers import Dinov2Model, Dinov2WithRegistersModel, ViTMAEModel, ViTModel
 
 from ..configuration_attg_mae import patch_size_of  # reads any ViT config: int or square pair
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, to_size
 from .registry import DetectorMethod, register
 
-VIT_DETECTORS = {"vit": ViTModel, "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}
+# vit_mae: a MAE encoder (ours or stock) as its own detector, run with masking off and patch order kept (the
+# self-bootstrapped maps of pre-training use the training model's encoder this way)
+VIT_DETECTORS = {"vit": ViTModel, "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel,
+                 "vit_mae": ViTMAEModel}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DetectorDtype = Literal["float32", "float16", "bfloat16"]
 HeadReduction = Literal["mean", "max"] | int
@@ -96,11 +99,15 @@ def last_block_query_key(model, pixel_values: torch.Tensor) -> tuple[torch.Tenso
         raise _StopForward
 
     handle = attention.register_forward_pre_hook(hook, with_kwargs=True)
-    extra = {}
-    if isinstance(model, ViTModel) and tuple(pixel_values.shape[-2:]) != to_size(model.config.image_size):
-        extra["interpolate_pos_encoding"] = True  # DINOv2 interpolates on its own
+    resized = tuple(pixel_values.shape[-2:]) != to_size(model.config.image_size)
     try:
-        model(pixel_values=pixel_values.to(model.dtype), **extra)
+        if isinstance(model, ViTMAEModel):  # masking off, patch order kept: every patch, in row-major order
+            from ..features import encode_tokens
+
+            encode_tokens(model, pixel_values.to(model.dtype), interpolate_pos_encoding=resized)
+        else:  # DINOv2 interpolates on its own
+            extra = {"interpolate_pos_encoding": True} if isinstance(model, ViTModel) and resized else {}
+            model(pixel_values=pixel_values.to(model.dtype), **extra)
     except _StopForward:
         pass
     finally:

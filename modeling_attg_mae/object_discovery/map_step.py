@@ -178,11 +178,17 @@ class AttentionMapStep:
             if getattr(self, "split", None) is None:
                 raise
             raise ValueError(f"split {self.split!r}: {error}") from error
-        grid = resample_attention_map(maps.float(), (self.grid_size, self.grid_size))  # (B, G * G)
-        if self.normalize:
-            grid = normalize_attention_map(grid)
-        grid = grid.view(-1, self.grid_size, self.grid_size).cpu().numpy().astype(np.float16)  # (B, G, G)
+        grid = to_stored_grid(maps, self.grid_size, self.normalize).numpy()  # (B, G, G) float16
         return {"attention_map": list(grid)}
+
+
+def to_stored_grid(maps: torch.Tensor, grid_size: int, normalize: bool = True) -> torch.Tensor:
+    """Maps `(B, h, w)` on a detector's grid -> a stored map column's rows: `(B, G, G)` float16 on the CPU,
+    resampled with `resample_attention_map` and (with `normalize`) min-max normalised per image."""
+    grid = resample_attention_map(maps.float(), (grid_size, grid_size))  # (B, G * G)
+    if normalize:
+        grid = normalize_attention_map(grid)
+    return grid.view(-1, grid_size, grid_size).cpu().to(torch.float16)  # (B, G, G)
 
 
 def _named_split(part: datasets.Dataset, split: str) -> datasets.Dataset:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 # one decode and one RGB conversion for every path (pre-training, evaluation, maps): they live in the data module
@@ -65,3 +66,25 @@ def _rows(count: int, row_offset) -> list:
     if len(rows) != count:
         raise ValueError(f"got {len(rows)} row indices for {count} images")
     return rows
+
+
+def resize_pixels(pixels: torch.Tensor, image_size: int | Sequence[int]) -> torch.Tensor:
+    """The tensor twin of the PIL path's resize: `(B, C, H, W)` in [0, 1] -> `(B, C, *image_size)` in [0, 1].
+
+    Bicubic with antialiasing (torch's PIL-compatible filter when shrinking), clamped to [0, 1] as PIL's uint8
+    output is; unchanged when the size already matches. Online maps (computed on the training device from the
+    augmented crop) go through here, so that they see what the stored maps' detector saw, up to PIL's uint8
+    rounding.
+    """
+    height, width = to_size(image_size)
+    if tuple(pixels.shape[-2:]) == (height, width):
+        return pixels
+    resized = F.interpolate(pixels.float(), size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+    return resized.clamp_(0.0, 1.0)
+
+
+def normalize_pixels(pixels: torch.Tensor, image_mean: Sequence[float], image_std: Sequence[float]) -> torch.Tensor:
+    """`(B, 3, H, W)` in [0, 1] -> `(pixels - mean) / std` with the detector's statistics, on the pixels' device."""
+    mean = torch.tensor(image_mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(image_std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float() - mean) / std

@@ -27,12 +27,19 @@ class ObjectDiscoveryMethod:
     """
 
     name: ClassVar[str]
+    online: ClassVar[bool] = True  # has a `preprocess_pixels` (tensor) path: usable for online maps
     needs_model: ClassVar[bool] = False
     default_model: ClassVar[str | None] = None
     device: torch.device = torch.device("cpu")
 
     def preprocess(self, images: Sequence, row_offset=None) -> torch.Tensor:
         raise NotImplementedError
+
+    def preprocess_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The tensor path of `preprocess`, for online maps: `(B, 3, H, W)` RGB in [0, 1] on the method's device
+        (already decoded and cropped) -> the inputs of `compute`, with the same resize and normalisation."""
+        raise ValueError(f"method {self.name!r} cannot compute maps from pixels on the training device (online); "
+                         f"the online methods are {sorted(n for n, c in METHODS.items() if c.online)}")
 
     def compute(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -72,6 +79,11 @@ class DetectorMethod(ObjectDiscoveryMethod):
         from .preprocessing import preprocess_images
 
         return preprocess_images(images, self.image_size, self.image_mean, self.image_std, row_offset)
+
+    def preprocess_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        from .preprocessing import normalize_pixels, resize_pixels
+
+        return normalize_pixels(resize_pixels(pixels, self.image_size), self.image_mean, self.image_std)
 
     def method_params(self) -> dict:
         return {}

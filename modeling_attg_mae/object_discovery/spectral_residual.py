@@ -20,6 +20,8 @@ from PIL import Image
 from .preprocessing import decode_image, to_rgb, to_size, _rows
 from .registry import ObjectDiscoveryMethod, register
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # PIL's convert("L"): L = R * 299/1000 + G * 587/1000 + B * 114/1000
+
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of `(B, H, W)`, reflect padding, kernel radius ceil(3 sigma) (capped by the size)."""
@@ -79,6 +81,15 @@ class SpectralResidual(ObjectDiscoveryMethod):
             gray = to_rgb(decode_image(image, row)).convert("L").resize((width, height), Image.BICUBIC)
             arrays.append(np.asarray(gray, dtype=np.float32) / 255.0)
         return torch.from_numpy(np.stack(arrays))
+
+    def preprocess_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """RGB `(B, 3, H, W)` in [0, 1] -> grayscale `(B, h, w)`: PIL's "L" weights (ITU-R 601-2), then the
+        bicubic resize of `preprocess` (unlike PIL, the gray values are not rounded to 1/255)."""
+        from .preprocessing import resize_pixels
+
+        weights = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        gray = (pixels.float() * weights).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+        return resize_pixels(gray, self.image_size)[:, 0]
 
     def params(self) -> dict:
         return {"image_size": self.image_size, "blur_sigma": self.blur_sigma}

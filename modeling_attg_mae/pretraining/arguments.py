@@ -78,7 +78,9 @@ class DataArguments(LabelledDataArguments):
         "help": "Column with precomputed maps; computed with --attention_method when the dataset lacks it."})
     attention_method: str = field(default="spectral_residual", metadata={
         "help": "Object discovery when maps must be computed: dino | tokencut | gradcam | spectral_residual | "
-                "column. The paper's best is tokencut on facebook/dino-vits16; spectral_residual needs no weights."})
+                "column | self. The paper's best is tokencut on facebook/dino-vits16; spectral_residual needs no "
+                "weights; self needs no second model (the training model's own last-layer CLS attention, "
+                "refreshed every --attention_refresh_epochs)."})
     attention_model_name_or_path: str | None = field(default=None, metadata={
         "help": "Detector checkpoint for dino / tokencut / gradcam (e.g. facebook/dino-vits16, microsoft/resnet-50)."})
     attention_source_column: str | None = field(default=None, metadata={
@@ -88,6 +90,16 @@ class DataArguments(LabelledDataArguments):
         "help": "Processes for the map computation (one per GPU)."})
     attention_grid_size: int = field(default=28, metadata={
         "help": "Side of the stored map grid, covering the whole image; crops are cut from it during training."})
+    attention_online: bool = field(default=False, metadata={
+        "help": "Compute the map of every training batch on the training device from the augmented crop (dino, "
+                "tokencut, gradcam, spectral_residual): no stored column, no map cropping, exact alignment, works "
+                "with a streaming source. The detector is frozen and not saved; costs one detector forward a batch."})
+    attention_refresh_epochs: int | None = field(default=None, metadata={
+        "help": "With --attention_method self: recompute the maps from the current weights every K epochs (K >= 1), "
+                "on the un-augmented images; the collator crops them like stored maps."})
+    attention_warmup_epochs: int | None = field(default=None, metadata={
+        "help": "With --attention_method self: epochs of plain MAE (guidance none) before the first maps; unset "
+                "means --attention_refresh_epochs."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -98,6 +110,33 @@ class DataArguments(LabelledDataArguments):
         for name in ("attention_batch_size", "attention_grid_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        check_label_free_arguments(self)
+
+
+def check_label_free_arguments(data_args) -> None:
+    """The combinations of the online / self-bootstrapped map flags that cannot work, refused at parse time."""
+    method = data_args.attention_method
+    if data_args.attention_online:
+        if method in ("column", "self"):
+            why = ("reads a dataset column, not pixels" if method == "column" else
+                   "is refreshed every --attention_refresh_epochs from the model's own weights, not per batch")
+            raise ValueError(f"--attention_online cannot be used with --attention_method {method}: it {why}; use "
+                             "dino, tokencut, gradcam or spectral_residual, or drop --attention_online")
+    for name in ("attention_refresh_epochs", "attention_warmup_epochs"):
+        if getattr(data_args, name) is not None and method != "self":
+            raise ValueError(f"--{name} is for --attention_method self (self-bootstrapped maps), but "
+                             f"--attention_method is {method!r}; drop --{name}")
+    if method == "self":
+        if data_args.attention_refresh_epochs is None:
+            raise ValueError("--attention_method self needs --attention_refresh_epochs K (>= 1): the maps are "
+                             "recomputed from the model's weights every K epochs")
+        if data_args.attention_refresh_epochs < 1:
+            raise ValueError(f"--attention_refresh_epochs must be >= 1, got {data_args.attention_refresh_epochs}")
+        if data_args.attention_warmup_epochs is not None and data_args.attention_warmup_epochs < 0:
+            raise ValueError(f"--attention_warmup_epochs must be >= 0, got {data_args.attention_warmup_epochs}")
+        if data_args.attention_model_name_or_path:
+            raise ValueError("--attention_method self uses the training model's own encoder; drop "
+                             f"--attention_model_name_or_path {data_args.attention_model_name_or_path!r}")
 
 
 @dataclass

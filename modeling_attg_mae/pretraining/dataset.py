@@ -8,6 +8,8 @@ every CLI, `modeling_attg_mae.data.load_data_source`.
 
 from __future__ import annotations
 
+import datasets
+
 from ..data.loading import load_data_source
 from .arguments import DataArguments, ModelArguments
 
@@ -35,7 +37,9 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
     for split in wanted:
         part = dataset[split]
         limit = data_args.max_train_samples if split == data_args.train_split else data_args.max_eval_samples
-        if limit is not None and limit < len(part):
+        if isinstance(part, datasets.IterableDataset):  # streaming: no length, the first `limit` rows
+            part = part.take(limit) if limit is not None else part
+        elif limit is not None and limit < len(part):
             part = part.select(range(limit))
         if with_maps:
             if data_args.attention_column not in part.column_names:
@@ -75,7 +79,12 @@ def check_knn_splits(dataset, data_args: DataArguments) -> None:
 def check_attention_arguments(data_args: DataArguments) -> None:
     """Fail before any data or model work when the object-discovery arguments cannot work."""
     from ..object_discovery.map_step import AttentionMapStep
+    from ..object_discovery.online import check_online_method
 
+    if data_args.attention_method == "self":  # the training model is the detector: nothing to load or check
+        return
+    if data_args.attention_online:
+        check_online_method(data_args.attention_method)
     AttentionMapStep(data_args.attention_method, data_args.attention_model_name_or_path,
                      image_column=_attention_input_column(data_args), grid_size=data_args.attention_grid_size,
                      model_flag="--attention_model_name_or_path")

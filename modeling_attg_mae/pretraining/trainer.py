@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -28,8 +29,14 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
     """Trainer (resuming with every weight, see `FullWeightsResumeMixin`) that also logs tau and the share of the (weighted) loss that falls on object patches, and
     evaluates with its own (non-augmenting) collator."""
 
-    def __init__(self, *args, eval_data_collator=None, **kwargs):
+    def __init__(self, *args, eval_data_collator=None, online_attention_maps=None, maps_optional: bool = False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        # online maps (object_discovery/online.py): the detector lives here, not on the model, so that it is in no
+        # state dict, optimizer or checkpoint
+        self.online_attention_maps = online_attention_maps
+        # self-bootstrapped maps: a batch without maps (warm-up, evaluation) trains / evaluates as a plain MAE
+        self.maps_optional = maps_optional
         self._object_share = []
         self._warned_constant_maps = False
         self.eval_data_collator = eval_data_collator  # evaluation sees center crops, not training augmentation
@@ -46,11 +53,17 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         guidance = getattr(self.model.config, "attg_guidance", "none")  # a stock ViTMAE trains here too
+        if self.online_attention_maps is not None and inputs.get("attention_map") is None:
+            inputs = {**inputs, "attention_map": self.online_attention_maps(inputs["pixel_values"])}
+        vanilla = self.maps_optional and inputs.get("attention_map") is None
+        if vanilla:
+            guidance = "none"
         if model.training and "noise" not in inputs and guidance != "input_masking":
             inputs = {**inputs, "noise": self._masking_noise(inputs["pixel_values"])}
         if model.training and inputs.get("attention_map") is not None and guidance != "none":
             self._warn_constant_maps(inputs["attention_map"])
-        outputs = model(**inputs)
+        with vanilla_mae(self.model.config) if vanilla else nullcontext():
+            outputs = model(**inputs)
         loss = outputs.loss
         if model.training and inputs.get("attention_map") is not None and hasattr(outputs, "patch_weights"):
             self._object_share.append(object_loss_share(outputs, inputs["attention_map"]))
@@ -86,6 +99,21 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
                 logs["object_loss_share"] = round(float(torch.stack(self._object_share).mean()), 4)
                 self._object_share.clear()
         super().log(logs, *args, **kwargs)
+
+
+@contextmanager
+def vanilla_mae(config):
+    """Within the block the model computes MAE's unweighted loss (`attg_guidance` "none"), then its own again: the
+    warm-up of self-bootstrapped maps, before any map exists."""
+    guidance = getattr(config, "attg_guidance", None)  # a stock ViTMAE config has none: nothing to switch off
+    if guidance is None:
+        yield
+        return
+    config.attg_guidance = "none"
+    try:
+        yield
+    finally:
+        config.attg_guidance = guidance
 
 
 @torch.no_grad()
@@ -127,7 +155,9 @@ class ReconstructionPictureCallback(TrainerCallback):
 
         from ..visualize import reconstruction_grid
 
-        picture = reconstruction_grid(model, self.examples, self.mean, self.std)
+        # no maps (self-bootstrapped maps, which the validation images do not have): drawn as a plain MAE
+        with vanilla_mae(model.config) if self.examples.get("attention_map") is None else nullcontext():
+            picture = reconstruction_grid(model, self.examples, self.mean, self.std)
         path = Path(args.output_dir) / "pictures" / f"step-{state.global_step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path)

@@ -93,20 +93,43 @@ def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, at
         raise ValueError("--run_knn evaluates on the splits besides the training one, but --train_dir was given "
                          "without --validation_dir; add one, or drop --run_knn and run run_knn.py later")
     config = build_config(model_args, attg_args)
+    check_label_free_run(data_args, attg_args, training_args)
     if attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae:
         check_attention_arguments(data_args)
     return config
 
 
+def check_label_free_run(data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments) -> None:
+    """Online / self-bootstrapped maps against the rest of the run (their own flag combinations are checked when
+    the data arguments are parsed)."""
+    if data_args.attention_method == "self":
+        if attg_args.attg_guidance == "none":
+            raise ValueError("--attention_method self gives maps for the guided loss, but --attg_guidance is none "
+                             "(a plain MAE); choose a guidance mode (e.g. attg) or drop --attention_method self")
+        if training_args.dataloader_persistent_workers:
+            raise ValueError("--attention_method self hands each epoch's workers the maps of the last refresh; "
+                             "persistent workers would keep the first ones: drop --dataloader_persistent_workers")
+    if data_args.attention_online and attg_args.attg_guidance == "none" and not attg_args.maps_for_vanilla_mae:
+        raise ValueError("--attention_online computes maps, but --attg_guidance none uses none; add "
+                         "--maps_for_vanilla_mae (to log object_loss_share) or drop --attention_online")
+
+
 def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArguments,
-        training_args: TrainingArguments) -> dict:
-    """Pre-train, save a stock-loadable checkpoint with image processor and model card; return where things are."""
+        training_args: TrainingArguments, dataset=None) -> dict:
+    """Pre-train, save a stock-loadable checkpoint with image processor and model card; return where things are.
+
+    `dataset`: a `DatasetDict` or a streaming `IterableDatasetDict` to train on instead of the source the data
+    arguments name. A streaming source needs `--max_steps` and maps that need no pass over the data (online, or
+    none); it has no length, so no k-NN evaluation."""
     from transformers import set_seed
 
     from ..data import EvalTransform, PretrainCollator, PretrainTransform
 
     config = check_run_arguments(model_args, data_args, attg_args, training_args)
-    needs_maps = attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae
+    uses_maps = attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae
+    self_maps = data_args.attention_method == "self"
+    # a stored map column (computed once, or given): not for online maps nor for self-bootstrapped ones
+    needs_maps = uses_maps and not data_args.attention_online and not self_maps
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
     size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -117,8 +140,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         except OSError:
             logger.warning("no image processor in %s: using ImageNet mean/std", model_args.model_name_or_path)
 
-    with training_args.main_process_first(desc="dataset loading"):
-        source = load_data_source(data_args, model_args.cache_dir)
+    if dataset is None:
+        with training_args.main_process_first(desc="dataset loading"):
+            source = load_data_source(data_args, model_args.cache_dir)
+    else:
+        source = dataset
+    streaming = check_streaming_run(source, data_args, attg_args, training_args, needs_maps or self_maps)
     splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
                                    run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
     set_seed(training_args.seed)
@@ -128,17 +155,38 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     # augmentation and masking draw from (seed, epoch/step, row) streams, not from the global RNG: a resumed run
     # repeats the uninterrupted one exactly (the Trainer restores RNG states only after prefetching a batch)
     # (add_column concatenates an in-memory column: the image data is not rewritten, unlike a map)
-    train = train.add_column("__index__", list(range(len(train))))
+    if streaming:  # no length: the row index comes with each example
+        train = train.map(lambda example, index: {"__index__": index}, with_indices=True)
+    else:
+        train = train.add_column("__index__", list(range(len(train))))
     collator = PretrainCollator(PretrainTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
                                 require_attention_map=needs_maps, seed=training_args.seed)
     eval_collator = PretrainCollator(EvalTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
                                      require_attention_map=needs_maps)
+    online = None
+    if data_args.attention_online and uses_maps:
+        online = build_online_maps(data_args, training_args, mean, std)
+    refresher = None
+    if self_maps:
+        from .self_maps import SelfAttentionMapCallback, SelfMapCollator
+
+        collator = SelfMapCollator(collator)
+        refresher = SelfAttentionMapCallback(
+            collator, train, data_args.image_column_name, mean, std, data_args.attention_grid_size,
+            data_args.attention_refresh_epochs, _warmup_epochs(data_args), data_args.attention_batch_size,
+            attg_args.num_pictures)
     callbacks = [AttGTemperatureCallback(), AugmentationEpochCallback(collator)]
+    if refresher is not None:
+        callbacks.append(refresher)
     pictures = None
     if validation is None:
         training_args.eval_strategy = "no"
     elif attg_args.num_pictures > 0:
-        examples = eval_collator([validation[i] for i in range(min(attg_args.num_pictures, len(validation)))])
+        rows = (list(validation.take(attg_args.num_pictures)) if streaming else
+                [validation[i] for i in range(min(attg_args.num_pictures, len(validation)))])
+        examples = eval_collator(rows)
+        if online is not None:  # the frozen detector's maps of the pictures' center crops: the same at every step
+            examples["attention_map"] = online(examples["pixel_values"]).cpu()
         pictures = ReconstructionPictureCallback(examples, mean, std)
         callbacks.append(pictures)
     monitor = None
@@ -146,8 +194,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         monitor = build_knn_monitor(source, data_args, attg_args, training_args, size, mean, std, len(train))
         callbacks.append(monitor)
     trainer = AttGTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
-                          data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks)
-    for callback in (pictures, monitor):
+                          data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks,
+                          online_attention_maps=online, maps_optional=self_maps)
+    for callback in (pictures, monitor, refresher):
         if callback is not None:
             callback.trainer = trainer
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -173,6 +222,48 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         push_checkpoint_to_hub(output_dir, training_args.hub_model_id or output_dir.name,
                                private=bool(training_args.hub_private_repo))
     return paths
+
+
+def check_streaming_run(source, data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
+                        stored_maps: bool) -> bool:
+    """Whether the training split streams (an `IterableDataset`); if so, refuse what needs its length or a pass
+    over it, before any model is built."""
+    import datasets
+
+    if data_args.train_split not in source:
+        return False  # load_pretraining_data names the missing split
+    if not isinstance(source[data_args.train_split], datasets.IterableDataset):
+        return False
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise ValueError("a streaming training split has no length: pass --max_steps (the number of optimizer steps)")
+    if stored_maps:
+        raise ValueError("a streaming training split cannot get a stored map column (nor self-bootstrapped maps, "
+                         "which are recomputed over every row): use --attention_online, or --attg_guidance none")
+    if attg_args.run_knn or attg_args.knn_monitor:
+        raise ValueError("--run_knn / --knn_monitor need splits with a length; a streaming source has none: drop "
+                         "them and run run_knn.py on the exported checkpoint")
+    return True
+
+
+def _warmup_epochs(data_args: DataArguments) -> int:
+    """`--attention_warmup_epochs`, unset meaning `--attention_refresh_epochs`: K epochs of plain MAE first."""
+    if data_args.attention_warmup_epochs is None:
+        return data_args.attention_refresh_epochs
+    return data_args.attention_warmup_epochs
+
+
+def training_dtype(training_args: TrainingArguments) -> str:
+    """The precision the model trains in, for the frozen detector of online maps."""
+    return "bfloat16" if training_args.bf16 else "float16" if training_args.fp16 else "float32"
+
+
+def build_online_maps(data_args: DataArguments, training_args: TrainingArguments, mean, std):
+    """The frozen detector of `--attention_online` on the training device, in the training precision."""
+    from ..object_discovery.online import OnlineAttentionMaps
+
+    return OnlineAttentionMaps.build(data_args.attention_method, data_args.attention_model_name_or_path,
+                                     device=training_args.device, dtype=training_dtype(training_args),
+                                     image_mean=mean, image_std=std)
 
 
 def build_knn_monitor(source, data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
