@@ -2,6 +2,7 @@
 features keep the feature-cache key of earlier versions (a file cached before still hits)."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,3 +73,25 @@ def test_features_of_an_unchecked_split_are_refused(checkpoint, tmp_path):
     session = EvaluationSession(EvaluationData(data_args, checkpoint, dataset=colour_dataset()), model_args, run_args)
     with pytest.raises(ValueError, match=r"split 'validation_shifted' is neither the train split nor an eval split"):
         session.features("validation_shifted")
+
+
+def test_a_checkpoints_normalisation_is_read_in_one_place(checkpoint, tmp_path):
+    """model_source.checkpoint_normalisation serves evaluation, fine-tuning and continued pre-training: the saved
+    processor's mean / std; None without one (pre-training then warns and uses ImageNet's, evaluation uses
+    ImageNet's); a malformed entry is refused with the file named."""
+    import json
+    import shutil
+
+    from transformers import ViTImageProcessor
+
+    from modeling_attg_mae.model_source import checkpoint_normalisation, image_normalisation
+
+    assert checkpoint_normalisation(checkpoint) is None
+    assert image_normalisation(checkpoint) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    own = Path(shutil.copytree(checkpoint, tmp_path / "own"))
+    ViTImageProcessor(image_mean=[0.5, 0.4, 0.3], image_std=[0.25, 0.2, 0.1]).save_pretrained(own)
+    assert checkpoint_normalisation(own) == ((0.5, 0.4, 0.3), (0.25, 0.2, 0.1)) == image_normalisation(own)
+    config = json.loads((own / "preprocessor_config.json").read_text())
+    (own / "preprocessor_config.json").write_text(json.dumps({**config, "image_std": [0.2, 0.2]}))
+    with pytest.raises(ValueError, match=r"preprocessor_config.json: image_mean / image_std must have 3 entries"):
+        checkpoint_normalisation(own)
