@@ -17,8 +17,9 @@ With `--save_embedding_plot` (needs `pip install 'attg-mae[plots]'`), also a t-S
 features coloured by class, `<output_dir>/embedding.png` (`modeling_attg_mae/evaluation/embedding_plot.py`).
 """
 
+from modeling_attg_mae.cli import parse_cli, print_summary
 from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments
-from modeling_attg_mae.evaluation.pipelines import parse_cli, print_summary, run_knn
+from modeling_attg_mae.evaluation.pipelines import run_knn
 
 
 # the argument groups, in parsing order (the data flags: the shared `modeling_attg_mae.data.arguments` ones)

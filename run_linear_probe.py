@@ -26,13 +26,14 @@ exceed `--max_token_cache_gb`.
 Results: `<output_dir>/linear_probe_results.json` and the checkpoint folder's README.md.
 """
 
+from modeling_attg_mae.cli import parse_cli, print_summary
 from modeling_attg_mae.evaluation.arguments import (
     EvalDataArguments,
     EvalModelArguments,
     EvalRunArguments,
     LinearProbeArguments,
 )
-from modeling_attg_mae.evaluation.pipelines import parse_cli, print_summary, run_linear_probe
+from modeling_attg_mae.evaluation.pipelines import run_linear_probe
 
 
 # the argument groups, in parsing order (the data flags: the shared `modeling_attg_mae.data.arguments` ones)

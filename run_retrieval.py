@@ -21,8 +21,8 @@ or `python run_retrieval.py args.json` with the same fields. Results go to `<out
 (schema in `modeling_attg_mae/evaluation/retrieval.py`) and, as mAP, into the checkpoint folder's model card.
 """
 
+from modeling_attg_mae.cli import parse_cli
 from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, RetrievalArguments
-from modeling_attg_mae.evaluation.pipelines import parse_cli
 from modeling_attg_mae.evaluation.retrieval import print_retrieval_summary, run_retrieval
 
 

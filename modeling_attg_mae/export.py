@@ -39,6 +39,8 @@ from typing import Literal
 
 import torch
 
+from .configuration_attg_mae import patch_size_of
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("hf", "timm")
@@ -195,7 +197,7 @@ def vit_config_from(mae_config):
     shared = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
               "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
               "image_size", "patch_size", "num_channels", "qkv_bias")
-    patch = mae_config.patch_size if isinstance(mae_config.patch_size, int) else mae_config.patch_size[0]
+    patch = patch_size_of(mae_config)
     return ViTConfig(**{name: getattr(mae_config, name) for name in shared}, encoder_stride=patch,
                      pooler_output_size=mae_config.hidden_size, pooler_act="linear", architectures=["ViTModel"])
 
@@ -251,7 +253,7 @@ def timm_config(mae_config, processor) -> dict:
     in `create_model`: the key "attg_mae" (ignored by timm) records the call.
     """
     size = mae_config.image_size if isinstance(mae_config.image_size, (list, tuple)) else [mae_config.image_size] * 2
-    patch = mae_config.patch_size if isinstance(mae_config.patch_size, int) else mae_config.patch_size[0]
+    patch = patch_size_of(mae_config)
     model_args = {
         "img_size": list(size), "patch_size": patch, "in_chans": mae_config.num_channels,
         "embed_dim": mae_config.hidden_size, "depth": mae_config.num_hidden_layers,

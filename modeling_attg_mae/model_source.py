@@ -1,4 +1,5 @@
-"""Where a model comes from: one check of a `--model_name_or_path` value, used by every model loader.
+"""Where a model comes from: one check of a `--model_name_or_path` value, the config, the image normalisation a
+checkpoint was trained with, and the frozen encoder the evaluations load (`load_encoder`).
 
 A value that is plainly a file-system path (`./x`, `../x`, `/x`, `~/x`, `a/b/c`) but does not exist is
 reported as a missing path; transformers would otherwise try it as a Hub id and answer "Repo id must be in the
@@ -7,7 +8,13 @@ form 'repo_name' or 'namespace/repo_name'".
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Model types whose encoders `features.extract_features` understands (CLS first, then optional registers, then patches).
+VIT_MODEL_TYPES = ("vit_mae", "vit", "deit", "dinov2", "dinov2_with_registers", "vit_msn")
 
 
 def _plainly_a_path(text: str) -> bool:
@@ -53,4 +60,111 @@ def load_config(model_name_or_path, flag: str = "--model_name_or_path", **kwargs
                          f"{error}") from error
 
 
-__all__ = ["check_model_path", "load_config"]
+def checkpoint_normalisation(model_name_or_path, cache_dir=None, revision=None) -> tuple[tuple, tuple] | None:
+    """`(mean, std)` from the checkpoint's `preprocessor_config.json` (a key it lacks: ImageNet's), or None when the
+    checkpoint has no such file. Every consumer of a checkpoint's normalisation reads it here: evaluation,
+    fine-tuning, and pre-training continued from a checkpoint."""
+    from transformers.utils import cached_file
+
+    from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    path = cached_file(
+        model_name_or_path,
+        "preprocessor_config.json",
+        cache_dir=cache_dir,
+        revision=revision,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    if path is None:
+        return None
+    config = json.loads(Path(path).read_text())
+    mean, std = config.get("image_mean", IMAGENET_MEAN), config.get("image_std", IMAGENET_STD)
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"{path}: image_mean / image_std must have 3 entries, got {mean} / {std}")
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def image_normalisation(model_name_or_path, cache_dir=None, revision=None) -> tuple[tuple, tuple]:
+    """Mean/std from the checkpoint's `preprocessor_config.json`, else ImageNet's (as MAE and DINO use)."""
+    from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return checkpoint_normalisation(model_name_or_path, cache_dir, revision) or (IMAGENET_MEAN, IMAGENET_STD)
+
+
+@dataclass
+class EncoderInfo:
+    """What the evaluation needs to know about a checkpoint besides its weights."""
+
+    model_name_or_path: str
+    model_type: str
+    image_size: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    hidden_size: int
+    patch_size: int
+    commit_hash: str | None
+
+    def transform_description(self) -> dict:
+        """The evaluation transform, as the feature cache's key records it (do not change: cached files would miss)."""
+        return {
+            "name": "resize_center_crop",
+            "image_size": self.image_size,
+            "resize": int(self.image_size * 256 / 224),
+            "interpolation": "bicubic",
+            "mean": list(self.image_mean),
+            "std": list(self.image_std),
+        }
+
+
+def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision: str | None = None):
+    """`(encoder, EncoderInfo)` for any ViT checkpoint: ours, stock `facebook/vit-mae-*`, ViT, DeiT, DINO(v2).
+
+    ViTMAE checkpoints (ours included: model_type stays "vit_mae") load as `ViTMAEModel`, i.e. the encoder
+    only; others through `AutoModel`. Anything else (a ResNet, a text model) is a ValueError, before any weights load.
+    """
+    from transformers import AutoModel, ViTMAEModel
+    from transformers.utils import logging as transformers_logging
+
+    from .configuration_attg_mae import image_size_of, patch_size_of
+
+    config = load_config(model_name_or_path, "--model_name_or_path", cache_dir=cache_dir, revision=revision)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in VIT_MODEL_TYPES:
+        raise ValueError(
+            f"{model_name_or_path!r} is a {model_type!r} checkpoint, not a ViT; evaluation supports {VIT_MODEL_TYPES}"
+        )
+    # sizes before the weights: a non-square or missing size fails without loading anything
+    image_size, patch_size = image_size_of(config), patch_size_of(config)
+    loader = ViTMAEModel if model_type == "vit_mae" else AutoModel
+    kwargs = {"add_pooling_layer": False} if model_type in ("vit", "deit") else {}
+    verbosity = transformers_logging.get_verbosity()
+    if model_type == "vit_mae":  # the decoder weights of a pre-training checkpoint are unused here, by design
+        transformers_logging.set_verbosity_error()
+    try:
+        model = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision, **kwargs)
+    except Exception as error:  # safetensors / torch / OS errors that name neither the checkpoint nor the file
+        weights = [os.path.join(model_name_or_path, name) for name in ("model.safetensors", "pytorch_model.bin")
+                   if os.path.isfile(os.path.join(os.fspath(model_name_or_path), name))]
+        raise ValueError(f"cannot load the weights of --model_name_or_path {model_name_or_path!r} "
+                         f"({', '.join(weights) or 'from the Hub'}): {type(error).__name__}: {error}; the file may "
+                         "be truncated or incomplete (an interrupted copy or save): copy or export it again") from error
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    model.eval().requires_grad_(False)
+    mean, std = image_normalisation(model_name_or_path, cache_dir, revision)
+    info = EncoderInfo(
+        model_name_or_path=str(model_name_or_path),
+        model_type=model_type,
+        image_size=image_size,
+        image_mean=mean,
+        image_std=std,
+        hidden_size=int(config.hidden_size),
+        patch_size=patch_size,
+        commit_hash=getattr(config, "_commit_hash", None),
+    )
+    return model, info
+
+
+__all__ = ["check_model_path", "load_config", "checkpoint_normalisation", "image_normalisation", "EncoderInfo",
+           "VIT_MODEL_TYPES", "load_encoder"]

@@ -21,7 +21,8 @@ from modeling_attg_mae.evaluation.linear_probe import (
     select_linear_probe_hparams,
     train_linear_probe_on_features,
 )
-from modeling_attg_mae.evaluation.pipelines import format_results_table, run_linear_probe
+from modeling_attg_mae.cli import format_results_table
+from modeling_attg_mae.evaluation.pipelines import run_linear_probe
 from tests.conftest import colour_dataset, eval_arguments, reference_features
 
 NUM_CLASSES, COPIES, DIM = 4, 3, 32
@@ -202,7 +203,8 @@ def test_attentive_bad_input_fails_clearly_and_before_any_work(checkpoint, tmp_p
                                          r"validation, the train split twice for the lr sweep\), over "
                                          r"--max_token_cache_gb 1e-06; raise --max_token_cache_gb"):
         run_linear_probe(model_args, data_args, run_args, small, dataset=dataset)
-    from modeling_attg_mae.evaluation.runner import load_encoder, token_features_gb
+    from modeling_attg_mae.evaluation.runner import token_features_gb
+    from modeling_attg_mae.model_source import load_encoder
 
     assert token_features_gb(load_encoder(str(checkpoint))[1], 60) == pytest.approx(130560 / 1e9)
     assert not (tmp_path / "cache").exists()  # no image was encoded

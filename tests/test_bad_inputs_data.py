@@ -23,7 +23,7 @@ import run_linear_probe
 import run_retrieval
 from modeling_attg_mae.data import PretrainCollator, PretrainTransform
 from modeling_attg_mae.data import loading as data_loading
-from modeling_attg_mae.evaluation import runner
+from modeling_attg_mae.evaluation import runner, session
 from modeling_attg_mae.evaluation.arguments import KNNArguments
 from modeling_attg_mae.evaluation.pipelines import run_knn as knn_pipeline
 from modeling_attg_mae.object_discovery import __main__ as maps_cli
@@ -253,7 +253,8 @@ def test_bad_input(case, checkpoint, detector_checkpoints, tmp_path, monkeypatch
         raise AssertionError(f"{case['id']}: {case['before']} work started before the error")
 
     if case["before"] == "features":
-        monkeypatch.setattr(runner, "extract_split_features", must_not_run)
+        monkeypatch.setattr(session, "extract_split_features", must_not_run)  # the labelled evaluations
+        monkeypatch.setattr(runner, "extract_split_features", must_not_run)  # retrieval's revisited layout
     if case["before"] == "data":
         monkeypatch.setattr(maps_cli, "load_data_source", must_not_run)
         monkeypatch.setattr(data_loading, "load_data_source", must_not_run)  # the evaluations import it when run

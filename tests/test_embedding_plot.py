@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_attg_mae.evaluation import embedding_plot, pipelines
+from modeling_attg_mae.evaluation import embedding_plot, pipelines, session
 from modeling_attg_mae.evaluation.arguments import (
     EmbeddingPlotArguments,
     EvalDataArguments,
@@ -227,7 +227,7 @@ def _no_feature_extraction(monkeypatch):
     def extracted(*args, **kwargs):
         raise AssertionError("features were extracted before the error")
 
-    monkeypatch.setattr(pipelines, "split_features", extracted)
+    monkeypatch.setattr(session, "extract_split_features", extracted)
 
 
 def test_missing_scikit_learn_is_named_when_the_flag_is_parsed(checkpoints, tmp_path, monkeypatch):

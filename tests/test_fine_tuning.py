@@ -407,6 +407,26 @@ def test_both_subset_flags_and_a_second_smoothing_are_refused():
         parse_fine_tune_arguments(["--model_name_or_path", "x", "--label_smoothing_factor", "0.1"])
 
 
+def test_explicit_flags_in_every_spelling_keep_the_users_values_over_the_recipe(tmp_path):
+    """A scan of argv for '--name' missed '--learning-rate', abbreviations and '--no_x': the recipe then replaced
+    the user's value (here: lr from base lr x batch / 256, 100 epochs, weight decay 0.05, no unused columns)."""
+    argv = ["--model_name_or_path", "x", "--output-dir", str(tmp_path / "o"), "--learning-rate", "0.01",
+            "--num_train_epoch", "3", "--weight_decay=0.0", "--remove_unused_columns"]  # hyphens, abbreviation, '='
+    _, _, fine_tune, training = parse_fine_tune_arguments(argv)
+    assert fine_tune.learning_rate_explicit and training.learning_rate == 0.01
+    assert training.num_train_epochs == 3.0 and training.weight_decay == 0.0 and training.remove_unused_columns is True
+    assert training.output_dir == str(tmp_path / "o")
+    _, _, fine_tune, training = parse_fine_tune_arguments(["--model_name_or_path", "x", "--no_remove_unused_columns"])
+    assert not fine_tune.learning_rate_explicit and training.remove_unused_columns is False
+    # the recipe's values where nothing was given (TrainingArguments' own defaults are 3 epochs, decay 0, "trainer_output")
+    assert training.num_train_epochs == 100.0 and training.weight_decay == 0.05 and training.output_dir == "outputs/fine_tune"
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({"model_name_or_path": "x", "learning_rate": 0.02, "num_train_epochs": 2}))
+    _, _, fine_tune, training = parse_fine_tune_arguments([str(path)])
+    assert fine_tune.learning_rate_explicit and (training.learning_rate, training.num_train_epochs) == (0.02, 2.0)
+    assert training.weight_decay == 0.05
+
+
 def test_non_empty_output_dir_is_not_overwritten(checkpoint, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep")

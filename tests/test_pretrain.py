@@ -50,7 +50,11 @@ def test_no_argument_means_the_demo():
 
 
 def test_explicit_flags_are_found_in_every_spelling_argparse_accepts(tmp_path):
-    from modeling_attg_mae.pretraining import explicit_flags
+    from modeling_attg_mae.cli import explicit_flags as flags_of
+    from modeling_attg_mae.pretraining import ARGUMENT_TYPES
+
+    def explicit_flags(argv):
+        return flags_of(ARGUMENT_TYPES, argv)
 
     argv = ["--output_dir", str(tmp_path), "--learning-rate", "0.01", "--adam_beta2=0.999", "--run_knn",
             "--no_remove_unused_columns", "--eval_splits", "validation", "validation_only_fg", "--seed=4",

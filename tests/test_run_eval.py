@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
+from modeling_attg_mae.cli import format_results_table
 from modeling_attg_mae.evaluation import knn_classify
 from modeling_attg_mae.evaluation.arguments import EvalModelArguments, KNNArguments, LinearProbeArguments
 from modeling_attg_mae.evaluation.pipelines import run_knn, run_linear_probe
@@ -82,7 +83,7 @@ def test_plain_vit_checkpoint_and_its_normalisation(tmp_path):
     """Any ViT AutoModel loads; mean/std come from its preprocessor_config.json."""
     from transformers import ViTImageProcessor
 
-    from modeling_attg_mae.evaluation.runner import load_encoder
+    from modeling_attg_mae.model_source import load_encoder
 
     path = tmp_path / "vit"
     ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)).save_pretrained(path)
@@ -217,7 +218,7 @@ def test_linear_probe_sweep_uses_only_train_and_flags_a_degenerate_head(checkpoi
     row = payload["results"][0]
     assert row["lr_selection"] == "fixed" and row["degenerate"], row
     assert row["degenerate_reason"].startswith("predicts class 0 for 100.0% of the 12 images")
-    assert "pick the lr on held-out train images" in caplog.text and "DEGENERATE" in pipelines.format_results_table(payload)
+    assert "pick the lr on held-out train images" in caplog.text and "DEGENERATE" in format_results_table(payload)
     written = json.loads(Path(payload["results_file"]).read_text())
     assert written["results"][0]["degenerate_reason"] == row["degenerate_reason"]
 

@@ -12,7 +12,7 @@ from .attentive_probe import (
 )
 from .embedding_plot import DEFAULT_MAX_POINTS, DEFAULT_PERPLEXITY, check_embedding_plot_arguments, require_tsne
 from .few_shot import held_out_count
-from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE
+from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE, check_temperature
 from .linear_probe import DEFAULT_LR_GRID
 
 # The optimisation flags' defaults per head, filled in when left unset: LARS (linear, MAE's recipe) and AdamW
@@ -101,8 +101,7 @@ class KNNArguments:
             raise ValueError(f"ks and few_shot_k must be >= 1, got ks={self.ks}, few_shot_k={self.few_shot_k}")
         if self.few_shot and min(self.few_shot) < 1:
             raise ValueError(f"few_shot sizes must be >= 1, got {self.few_shot}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        check_temperature(self.temperature)
         if not self.save_embedding_plot:
             # a plot setting without the plot is a forgotten flag, not a wish to be ignored
             changed = [f"--{name}" for name, default in _EMBEDDING_PLOT_DEFAULTS.items() if getattr(self, name) != default]

@@ -414,7 +414,8 @@ def redraw_embedding_plot(coordinates_file: str | os.PathLike, path: str | os.Pa
 def main(argv=None) -> dict:
     """The comparison command (module docstring): one row per `--checkpoints` entry."""
     from .arguments import EmbeddingPlotArguments, EvalDataArguments
-    from .pipelines import parse_cli, plot_embeddings
+    from ..cli import parse_cli
+    from .pipelines import plot_embeddings
 
     plot_args, data_args = parse_cli((EmbeddingPlotArguments, EvalDataArguments), argv)
     record = plot_embeddings(plot_args, data_args)

@@ -36,6 +36,15 @@ def _check_labels(name: str, labels: torch.Tensor, num_rows: int, features_name:
         raise ValueError(f"{name} must be >= 0, got {int(labels.min())}")
 
 
+def check_temperature(temperature: float) -> None:
+    """T of the vote weight must be > 0 (0 gives inf weights, a negative T votes for the farthest neighbours).
+
+    Called by `knn_classify` (a public entry point: benchmarks, the online monitor) and by `KNNArguments` (the CLI's
+    boundary, before any model is loaded): one rule, one message."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
 def knn_classify(
     bank_features: torch.Tensor,
     bank_labels: torch.Tensor,
@@ -75,8 +84,7 @@ def knn_classify(
         raise ValueError(f"ks must be positive integers, got {ks}")
     if ks[-1] > num_bank:
         raise ValueError(f"k={ks[-1]} is larger than the k-NN bank ({num_bank} features); choose k <= {num_bank}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     max_label = int(bank_labels.max()) + 1
     num_classes = max_label if num_classes is None else int(num_classes)
     if num_classes < max_label:
@@ -108,4 +116,4 @@ def knn_classify(
     return ranked
 
 
-__all__ = ["knn_classify", "DEFAULT_KS", "DEFAULT_TEMPERATURE"]
+__all__ = ["knn_classify", "check_temperature", "DEFAULT_KS", "DEFAULT_TEMPERATURE"]

@@ -83,8 +83,8 @@ class KNNMonitorCallback(TrainerCallback):
         try:
             def features(name, data):
                 data, column, transform = self._pixels(name, data)
-                return extract_split_features(model, data, column, transform, self.pooling, self.batch_size,
-                                              accelerator=accelerator, progress=False)
+                return extract_split_features(model, data, column, transform, pooling=self.pooling,
+                                              batch_size=self.batch_size, accelerator=accelerator, progress=False)
 
             bank = features("__bank__", self.bank)
             results = {}

@@ -43,7 +43,6 @@ cached features as `held_out_check`). `degenerate` flags a head that did not tra
 how); the summary row of few-shot seeds is degenerate when any seed is.
 """
 
-import json
 import logging
 from pathlib import Path
 
@@ -63,148 +62,12 @@ from .linear_probe import (
     train_linear_probe_on_features,
 )
 from .metrics import top_k_accuracy
-from .runner import (
-    check_label_column,
-    check_split,
-    eval_transform_for,
-    load_encoder,
-    num_classes_of,
-    probe_train_transform_for,
-    split_features,
-    token_features_gb,
-    write_results,
-)
+from .runner import probe_train_transform_for, token_features_gb
+from .session import EvaluationData, EvaluationSession
 
 logger = logging.getLogger(__name__)
 # The protocol's fixed lr is reported as off when the best grid point beats it on the held-out slice by this much.
 HELD_OUT_CHECK_MARGIN = 5.0
-
-
-def _dataset_description(data_args) -> dict:
-    from ..data.source import data_source, dataset_label
-
-    return {**data_source(data_args), "label": dataset_label(data_source(data_args))}
-
-
-def _dataset_label(data_args) -> str:
-    from ..data.source import data_source, dataset_label
-
-    return dataset_label(data_source(data_args))
-
-
-class _Setup:
-    """Encoder, dataset, splits checked up front, and a features(split) function through the cache."""
-
-    def __init__(self, model_args, data_args, run_args, dataset=None, accelerator=None):
-        from accelerate import Accelerator
-
-        self.accelerator = accelerator or Accelerator()
-        self.model_args, self.data_args, self.run_args = model_args, data_args, run_args
-        from ..data.loading import load_data_source
-        from ..data.source import use_recorded_source
-
-        use_recorded_source(data_args, model_args.model_name_or_path)
-        self.dataset = dataset if dataset is not None else load_data_source(data_args, model_args.cache_dir)
-        # Bad splits and columns fail here, before a model is loaded or a feature extracted.
-        check_split(self.dataset, data_args.train_split)
-        self.eval_splits = data_args.eval_splits or [s for s in self.dataset if s != data_args.train_split]
-        if data_args.train_split in self.eval_splits:
-            raise ValueError(
-                f"--eval_splits {' '.join(self.eval_splits)} includes the train split {data_args.train_split!r}, the "
-                "k-NN bank / probe training set: every query would find itself (100% for k-NN). Evaluate on other "
-                "splits, or choose another bank with --train_split"
-            )
-        if not self.eval_splits:
-            raise ValueError(f"no eval split: the dataset has only {sorted(self.dataset.keys())}; pass --eval_splits")
-        for split in [data_args.train_split, *self.eval_splits]:
-            check_split(self.dataset, split)
-            check_label_column(self.dataset[split], split, data_args.image_column_name, data_args.label_column_name)
-        self.model, self.info = load_encoder(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision)
-        self.model.to(self.accelerator.device)
-        self.transform = eval_transform_for(self.info)
-        self.cache_hits: dict[str, bool] = {}
-        # what the features are: the global pooling, or "tokens" for the attentive probe (also its cache key and the
-        # model card's label)
-        self.pooling = model_args.pooling
-
-    @property
-    def is_main(self) -> bool:
-        return self.accelerator.is_main_process
-
-    def features(self, split: str, scales=None) -> tuple[torch.Tensor, torch.Tensor]:
-        features, labels, hit = split_features(
-            self.model,
-            self.info,
-            self.dataset,
-            split,
-            _dataset_description(self.data_args),
-            self.data_args.image_column_name,
-            self.data_args.label_column_name,
-            self.transform,
-            self.pooling,
-            self.run_args.batch_size,
-            self.run_args.feature_cache_dir,
-            self.run_args.overwrite_cache,
-            self.run_args.num_workers,
-            self.accelerator,
-            self.run_args.progress and self.is_main,
-            scales,
-        )
-        self.cache_hits[split] = hit
-        return features, labels
-
-    def num_classes(self, labels: torch.Tensor) -> int:
-        split = self.dataset[self.data_args.train_split]
-        return num_classes_of(split, self.data_args.label_column_name, labels)
-
-    def payload(self, rows: list[dict], num_classes: int) -> dict:
-        return {
-            "schema_version": 1,
-            "checkpoint": self.info.model_name_or_path,
-            "dataset": _dataset_label(self.data_args),
-            "train_split": self.data_args.train_split,
-            "pooling": self.pooling,
-            "num_classes": num_classes,
-            "num_processes": self.accelerator.num_processes,
-            "results": rows,
-        }
-
-    def class_names(self, num_classes: int) -> list[str]:
-        """The `ClassLabel` names of the train split, else the class ids as text."""
-        names = getattr(self.dataset[self.data_args.train_split].features[self.data_args.label_column_name], "names", None)
-        return list(names) if names else [str(c) for c in range(num_classes)]
-
-    def finish(self, rows: list[dict], num_classes: int, filename: str, **fields) -> dict:
-        """Write the JSON (the payload plus `fields`), update (and push) the model card; main process only."""
-        payload = {**self.payload(rows, num_classes), **fields}
-        if not self.is_main:
-            return payload
-        return write_results_and_card(payload, filename, self.model_args, self.run_args, _dataset_label(self.data_args),
-                                      self.pooling)
-
-
-def write_results_and_card(payload: dict, filename: str, model_args, run_args, dataset_label: str,
-                           pooling: str | None = None) -> dict:
-    """`<output_dir>/<filename>` and the checkpoint folder's model card (pushed with `push_to_hub`); the caller
-    runs it on the main process only. `pooling` names the features on the card (default: `model_args.pooling`).
-    Returns the payload with `results_file` (and `model_card`) added."""
-    path = write_results(Path(run_args.output_dir) / filename, payload)
-    payload["results_file"] = str(path)
-    from ..hub import push_model_card, update_model_card_results
-
-    checkpoint_dir = Path(model_args.model_name_or_path)
-    repo_id = run_args.hub_model_id or (None if checkpoint_dir.is_dir() else model_args.model_name_or_path)
-    if run_args.update_model_card and checkpoint_dir.is_dir():
-        update_model_card_results(checkpoint_dir, payload["results"], dataset=dataset_label,
-                                  pooling=pooling or model_args.pooling)
-        payload["model_card"] = str(checkpoint_dir / "README.md")
-    if run_args.push_to_hub:
-        if repo_id is None:
-            raise ValueError("push_to_hub needs --hub_model_id for a local checkpoint folder")
-        if not checkpoint_dir.is_dir():
-            raise ValueError("push_to_hub updates the card of a local checkpoint folder; download the checkpoint first")
-        push_model_card(checkpoint_dir, repo_id)
-    return payload
 
 
 def _accuracy_row(method: str, split: str, ranked: torch.Tensor, labels: torch.Tensor, **fields) -> dict:
@@ -239,16 +102,17 @@ def _summary_row(rows: list[dict]) -> dict:
     }
 
 
-def _check_knn_sizes(bank_split, split: str, label_column: str, knn_args) -> None:
+def _check_knn_sizes(data: EvaluationData, knn_args) -> None:
     """k and the few-shot settings against the bank's size and per-class counts, from the labels alone: before
-    any feature is extracted."""
-    size = len(bank_split)
+    the encoder is loaded. (The few-shot banks drawn later have exactly `shots` images of every class present.)"""
+    split = data.train_split
+    size = len(data.dataset[split])
     if max(knn_args.ks) > size:
         raise ValueError(f"k={max(knn_args.ks)} is larger than the k-NN bank ({size} train images in split "
                          f"{split!r}); pass --ks no larger than {size}")
     if not knn_args.few_shot:
         return
-    counts = torch.bincount(torch.as_tensor(bank_split[label_column], dtype=torch.long))
+    counts = torch.bincount(data.train_labels)
     present = counts[counts > 0]
     for shots in knn_args.few_shot:
         if shots > int(present.min()):
@@ -262,20 +126,21 @@ def _check_knn_sizes(bank_split, split: str, label_column: str, knn_args) -> Non
 
 def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator=None) -> dict:
     """Weighted k-NN (all `ks`) and few-shot k-NN on every eval split; returns the results payload."""
-    setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
-    _check_knn_sizes(setup.dataset[data_args.train_split], data_args.train_split, data_args.label_column_name, knn_args)
+    data = EvaluationData(data_args, model_args.model_name_or_path, model_args.cache_dir, dataset)
+    _check_knn_sizes(data, knn_args)
     plot = knn_args.save_embedding_plot
     if plot:
-        check_plot_sizes(setup.dataset, setup.eval_splits, data_args.label_column_name, knn_args.embedding_plot_max_points)
-    bank, bank_labels = setup.features(data_args.train_split)
-    num_classes = setup.num_classes(bank_labels)
+        check_plot_sizes(data.dataset, data.eval_splits, data.label_column, knn_args.embedding_plot_max_points)
+    setup = EvaluationSession(data, model_args, run_args, accelerator)
+    bank, bank_labels = setup.features(data.train_split)
+    num_classes = data.num_classes
     bank = bank.to(setup.accelerator.device)  # the similarity matmuls run where the model ran (the GPU if any)
     subsets = {
         (shots, seed): sample_few_shot(bank_labels, shots, seed) for shots in knn_args.few_shot for seed in run_args.seeds
     }
     rows = []
     plotted = {}  # split -> the subsample the embedding plot shows (kept small, not the whole split)
-    for split in setup.eval_splits:
+    for split in data.eval_splits:
         queries, query_labels = setup.features(split)
         if not setup.is_main:
             continue
@@ -288,10 +153,6 @@ def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator
             per_seed = []
             for seed in run_args.seeds:
                 idx = subsets[(shots, seed)]
-                if knn_args.few_shot_k > idx.numel():
-                    raise ValueError(
-                        f"few_shot_k={knn_args.few_shot_k} is larger than the {shots}-shot bank ({idx.numel()} images)"
-                    )
                 few = knn_classify(bank[idx], bank_labels[idx], queries, [knn_args.few_shot_k], knn_args.temperature, num_classes)
                 per_seed.append(
                     _accuracy_row("knn_few_shot", split, few[knn_args.few_shot_k], query_labels, k=knn_args.few_shot_k, shots=shots, seed=seed)
@@ -301,17 +162,15 @@ def run_knn(model_args, data_args, run_args, knn_args, dataset=None, accelerator
     if plot and setup.is_main:
         record = save_embedding_plot(
             [(setup.info.model_name_or_path, plotted)], Path(run_args.output_dir) / "embedding.png",
-            setup.class_names(num_classes), _plot_title(model_args.pooling, data_args),
+            data.class_names, _plot_title(model_args.pooling, data.label),
             knn_args.embedding_plot_perplexity, knn_args.embedding_plot_seed,
         )
         extra = {"embedding_plot": record["image"], "embedding_coordinates": str(coordinates_path(record["image"]))}
-    payload = setup.finish(rows, num_classes, "knn_results.json", **extra)
-    payload["cache_hits"] = setup.cache_hits
-    return payload
+    return setup.finish(rows, "knn_results.json", **extra)
 
 
-def _plot_title(pooling: str, data_args) -> str:
-    return f"t-SNE of {pooling} features, coloured by class - {_dataset_label(data_args)}"
+def _plot_title(pooling: str, dataset_label: str) -> str:
+    return f"t-SNE of {pooling} features, coloured by class - {dataset_label}"
 
 
 def plot_embeddings(plot_args, data_args, dataset=None, accelerator=None) -> dict:
@@ -323,7 +182,7 @@ def plot_embeddings(plot_args, data_args, dataset=None, accelerator=None) -> dic
     """
     import copy
 
-    from ..data.source import use_recorded_source
+    from ..data.source import data_source, dataset_label, use_recorded_source
     from .arguments import EvalModelArguments, EvalRunArguments
 
     # every checkpoint's data source first (a json read each): a mismatch fails before any model is loaded
@@ -332,7 +191,7 @@ def plot_embeddings(plot_args, data_args, dataset=None, accelerator=None) -> dic
         own = copy.deepcopy(data_args)
         use_recorded_source(own, checkpoint)
         per_checkpoint.append(own)
-    labels = {checkpoint: _dataset_label(own) for checkpoint, own in zip(plot_args.checkpoints, per_checkpoint)}
+    labels = {checkpoint: dataset_label(data_source(own)) for checkpoint, own in zip(plot_args.checkpoints, per_checkpoint)}
     if len(set(labels.values())) > 1:
         listed = "; ".join(f"{checkpoint}: {label}" for checkpoint, label in labels.items())
         raise ValueError(f"the checkpoints were pre-trained on different data ({listed}), so their rows would show "
@@ -344,26 +203,25 @@ def plot_embeddings(plot_args, data_args, dataset=None, accelerator=None) -> dic
         overwrite_cache=plot_args.overwrite_cache, batch_size=plot_args.batch_size, num_workers=plot_args.num_workers,
         update_model_card=False, progress=plot_args.progress,
     )
-    rows, setup = [], None
+    # the dataset is loaded and checked once and shared: the same splits, and the same subsample, in every row
+    data = EvaluationData(data_args, plot_args.checkpoints[0], plot_args.cache_dir, dataset)
+    check_plot_sizes(data.dataset, data.eval_splits, data.label_column, plot_args.embedding_plot_max_points)
+    rows = []
     for checkpoint in plot_args.checkpoints:
         model_args = EvalModelArguments(model_name_or_path=checkpoint, pooling=plot_args.pooling, cache_dir=plot_args.cache_dir)
-        # the dataset is loaded once and shared: the same splits, and the same subsample, in every row
-        setup = _Setup(model_args, data_args, run_args, dataset if setup is None else setup.dataset,
-                       accelerator if setup is None else setup.accelerator)
-        if not rows:
-            check_plot_sizes(setup.dataset, setup.eval_splits, data_args.label_column_name, plot_args.embedding_plot_max_points)
+        session = EvaluationSession(data, model_args, run_args, accelerator)
+        accelerator = session.accelerator
         samples = {}
-        for split in setup.eval_splits:
-            features, split_labels = setup.features(split)
+        for split in data.eval_splits:
+            features, split_labels = session.features(split)
             samples[split] = subsample_split(features, split_labels, plot_args.embedding_plot_max_points,
                                              plot_args.embedding_plot_seed)
         rows.append((checkpoint, samples))
-        setup.model = None  # one encoder in memory at a time
-    if not setup.is_main:
+        session = None  # one encoder in memory at a time
+    if not accelerator.is_main_process:
         return {}
-    train_labels = torch.as_tensor(setup.dataset[data_args.train_split][data_args.label_column_name], dtype=torch.long)
     return save_embedding_plot(
-        rows, plot_args.output, setup.class_names(setup.num_classes(train_labels)), _plot_title(plot_args.pooling, data_args),
+        rows, plot_args.output, data.class_names, _plot_title(plot_args.pooling, data.label),
         plot_args.embedding_plot_perplexity, plot_args.embedding_plot_seed,
     )
 
@@ -389,14 +247,15 @@ def _degenerate_advice(fast: bool, sweep: bool) -> str:
             "or use --mode features, which picks the lr on held-out train images")
 
 
-def _check_token_memory(setup, train_split: str, eval_splits: list[str], sweep: bool, max_gb: float) -> None:
+def _check_token_memory(setup: EvaluationSession, sweep: bool, max_gb: float) -> None:
     """The attentive probe holds every split's tokens in memory: refuse, before encoding anything, a run whose
     tokens would not fit under `max_gb` (the alternative, streaming tokens from disk every epoch, is not built).
 
     The lr sweep indexes the train tokens into fit and held-out parts, a second copy of them: counted too.
     """
+    train_split, eval_splits, dataset = setup.data.train_split, setup.data.eval_splits, setup.data.dataset
     train_copies = 2 if sweep else 1
-    num_images = train_copies * len(setup.dataset[train_split]) + sum(len(setup.dataset[s]) for s in eval_splits)
+    num_images = train_copies * len(dataset[train_split]) + sum(len(dataset[s]) for s in eval_splits)
     size = token_features_gb(setup.info, num_images)
     if size > max_gb:
         num_tokens = 1 + (setup.info.image_size // setup.info.patch_size) ** 2
@@ -420,29 +279,27 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
     `probe_args.sweep` is off; the protocol keeps its fixed recipe and gets the same sweep, on cached un-augmented
     features, as a held-out check of its lr. Every row is checked with `degenerate_reason`.
     """
-    setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
-    accelerator = setup.accelerator
     fast = probe_args.mode == "features"
-    attentive = probe_args.head == "attentive"
-    if attentive and not fast:  # LinearProbeArguments refuses it too; this guards a caller that changed mode after
-        raise ValueError("--head attentive needs --mode features (cached tokens); the protocol mode is linear only")
+    attentive = probe_args.head == "attentive"  # features mode only: LinearProbeArguments refuses the protocol's
     sweep = fast and probe_args.sweep
     seed = run_args.seeds[0]
-    train_labels = torch.as_tensor(setup.dataset[data_args.train_split][data_args.label_column_name], dtype=torch.long)
-    if sweep or not fast:  # a class too small to split fails here, before any feature is extracted
+    data = EvaluationData(data_args, model_args.model_name_or_path, model_args.cache_dir, dataset)
+    train_labels, num_classes = data.train_labels, data.num_classes
+    if sweep or not fast:  # a class too small to split fails here, before the encoder is loaded
         held_out_split(train_labels, probe_args.held_out_fraction, seed)
-    num_classes = setup.num_classes(train_labels)
+    # the attentive probe trains on every token: "tokens" is then the features' (and the cache key's) pooling
+    setup = EvaluationSession(data, model_args, run_args, accelerator, pooling=TOKENS if attentive else None)
+    accelerator = setup.accelerator
     head_fields = {}
-    if attentive:  # a bad head shape or too many tokens fail here too, before any image is encoded
-        setup.pooling = TOKENS
+    if attentive:  # a bad head shape or too many tokens fail here, before any image is encoded
         head_fields = {"attentive_num_queries": probe_args.attentive_num_queries,
                        "attentive_num_heads": probe_args.attentive_num_heads}
         check_attentive_head(setup.info.hidden_size, probe_args.attentive_num_heads, probe_args.attentive_num_queries)
-        _check_token_memory(setup, data_args.train_split, setup.eval_splits, sweep, probe_args.max_token_cache_gb)
+        _check_token_memory(setup, sweep, probe_args.max_token_cache_gb)
     # fast mode trains on these; the protocol's held-out check sweeps on them
-    train_features, _ = setup.features(data_args.train_split)
+    train_features, _ = setup.features(data.train_split)
     num_features = train_features.shape[-1]
-    eval_features = {split: setup.features(split) for split in setup.eval_splits}
+    eval_features = {split: setup.features(split) for split in data.eval_splits}
     suffix = "_features" if fast else ""
     method, few_shot_method = (("attentive_probe", "attentive_few_shot") if attentive
                                else ("linear_probe" + suffix, "linear_few_shot" + suffix))
@@ -450,8 +307,7 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
     progress = run_args.progress and setup.is_main
     if not fast:
         augmented = _AugmentedImages(
-            setup.dataset[data_args.train_split], data_args.image_column_name, data_args.label_column_name,
-            probe_train_transform_for(setup.info),
+            data.dataset[data.train_split], data.image_column, data.label_column, probe_train_transform_for(setup.info),
         )
     attentive_kwargs = dict(num_queries=probe_args.attentive_num_queries, num_heads=probe_args.attentive_num_heads,
                             device=accelerator.device)
@@ -520,14 +376,12 @@ def run_linear_probe(model_args, data_args, run_args, probe_args, dataset=None, 
         for seed in run_args.seeds:
             head, fields = train(sample_few_shot(train_labels, shots, seed), seed)
             per_seed += evaluate(head, fields, few_shot_method, shots=shots, seed=seed)
-        for split in setup.eval_splits if setup.is_main else []:
+        for split in data.eval_splits if setup.is_main else []:
             rows += [r for r in per_seed if r["split"] == split]
             rows.append(_summary_row([r for r in per_seed if r["split"] == split]))
     if setup.is_main:
         _warn_untrustworthy(rows, _degenerate_advice(fast, sweep))
-    payload = setup.finish(rows, num_classes, "linear_probe_results.json")
-    payload["cache_hits"] = setup.cache_hits
-    return payload
+    return setup.finish(rows, "linear_probe_results.json")
 
 
 def _protocol_held_out_check(selection, base_lr: float) -> dict:
@@ -556,40 +410,4 @@ def _warn_untrustworthy(rows: list[dict], advice: str) -> None:
             )
 
 
-def format_results_table(payload: dict) -> str:
-    """A plain-text table of the result rows (few-shot: the mean over seeds, with its std; params: the probe head's
-    trainable parameters)."""
-    lines = [f"{'method':<26}{'split':<26}{'k':>5}{'shots':>7}{'top1':>13}{'top5':>9}{'base_lr':>9}{'params':>10}  flag"]
-    for row in payload["results"]:
-        if row.get("shots") is not None and row.get("seed") is not None:
-            continue
-        top1 = f"{row['top1']:.2f}" + (f"±{row['top1_std']:.1f}" if "top1_std" in row else "")
-        base_lr = f"{row['base_lr']:g}" if "base_lr" in row else "-"
-        params = f"{row['num_parameters']:,}" if "num_parameters" in row else "-"  # the probe head's, trainable
-        flag = "DEGENERATE (head did not train)" if row.get("degenerate") else ""
-        lines.append(
-            f"{row['method']:<26}{row['split']:<26}{row['k'] or '-':>5}{row['shots'] or '-':>7}{top1:>13}{row['top5']:>9.2f}"
-            f"{base_lr:>9}{params:>10}  {flag}".rstrip()
-        )
-    return "\n".join(lines)
-
-
-__all__ = ["run_knn", "run_linear_probe", "plot_embeddings", "format_results_table"]
-
-
-def parse_cli(dataclass_types, argv=None) -> tuple:
-    """The evaluation CLIs' arguments: flags, or a JSON file as the only argument (see `modeling_attg_mae.cli`)."""
-    from ..cli import parse_cli as parse
-
-    return parse(dataclass_types, argv)
-
-
-def print_summary(payload: dict, format_table=None) -> None:
-    """The results table (`format_table(payload)`, default `format_results_table`) and where things went; prints only
-    on the main process (which has `results_file`)."""
-    if "results_file" not in payload:
-        return
-    print((format_table or format_results_table)(payload))
-    card = f"  model card: {payload['model_card']}" if "model_card" in payload else ""
-    print(f"results: {payload['results_file']}{card}")
-    print(f"feature cache hits: {json.dumps(payload['cache_hits'])}")
+__all__ = ["run_knn", "run_linear_probe", "plot_embeddings"]

@@ -609,8 +609,9 @@ def _scales(retrieval_args) -> tuple[float, ...]:
 def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator) -> dict:
     from ..data.arguments import has_data_flags
     from .feature_cache import cache_key, checkpoint_fingerprint
-    from .pipelines import write_results_and_card
-    from .runner import cached_features_of_all_processes, extract_split_features, load_encoder
+    from ..model_source import load_encoder
+    from .runner import cached_features_of_all_processes, extract_split_features
+    from .session import write_results_and_card
 
     if has_data_flags(data_args):
         raise ValueError("--gnd_file evaluates the revisited Oxford / Paris layout; it cannot be combined with "
@@ -640,8 +641,9 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
         def compute():
             # one image per forward pass: the images differ in size, as in DINO (which loads them with batch size 1)
             return extract_split_features(
-                model, images, "image", transform, model_args.pooling, 1, run_args.num_workers, accelerator,
-                run_args.progress and accelerator.is_main_process, split, scales,
+                model, images, "image", transform, pooling=model_args.pooling, batch_size=1,
+                num_workers=run_args.num_workers, accelerator=accelerator,
+                progress=run_args.progress and accelerator.is_main_process, split=split, scales=scales,
             ), labels
 
         result, _, hit = cached_features_of_all_processes(run_args.feature_cache_dir, key, compute, run_args.overwrite_cache,
@@ -671,23 +673,24 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
 
 
 def _run_labelled(model_args, data_args, run_args, retrieval_args, dataset, accelerator) -> dict:
-    from .pipelines import _Setup
+    from .session import EvaluationData, EvaluationSession
 
-    setup = _Setup(model_args, data_args, run_args, dataset, accelerator)
-    for split in [data_args.train_split, *setup.eval_splits]:  # before any feature is extracted
-        if len(setup.dataset[split]) == 0:
-            role = "database" if split == data_args.train_split else "query"
+    data = EvaluationData(data_args, model_args.model_name_or_path, model_args.cache_dir, dataset)
+    for split in data.splits:  # before the encoder is loaded
+        if len(data.dataset[split]) == 0:
+            role = "database" if split == data.train_split else "query"
             raise ValueError(f"split {split!r} is empty: the {role} set of the retrieval has no image")
-        labels = setup.dataset[split][data_args.label_column_name]
+        labels = data.dataset[split][data.label_column]
         if min(labels) < 0:  # datasets' -1 = no label: the query would have no positive, and mAP would be wrong
             raise ValueError(f"split {split!r} has label {min(labels)} (no label): label-based retrieval needs every "
                              f"image of the database and query splits labelled; choose labelled splits (--train_split / --eval_splits)")
     # single scale: the k-NN features (same cache entries); multi-scale: DINO's average, L2-normalised
     scales = MULTI_SCALES if retrieval_args.multi_scale else None
-    database, database_labels = setup.features(data_args.train_split, scales)
+    setup = EvaluationSession(data, model_args, run_args, accelerator)
+    database, database_labels = setup.features(data.train_split, scales)
     database = database.to(setup.accelerator.device)
     rows = []
-    for split in setup.eval_splits:
+    for split in data.eval_splits:
         queries, query_labels = setup.features(split, scales)
         if not setup.is_main:
             continue
@@ -695,12 +698,10 @@ def _run_labelled(model_args, data_args, run_args, retrieval_args, dataset, acce
         rows.append(_row(split, "same_label", scores, database.shape[0], retrieval_args.multi_scale))
     if setup.is_main:
         _warn_empty(rows)
-    payload = setup.finish(
-        rows, setup.num_classes(database_labels), RESULTS_FILE, input="labels", multi_scale=retrieval_args.multi_scale,
+    return setup.finish(
+        rows, RESULTS_FILE, input="labels", multi_scale=retrieval_args.multi_scale,
         scales=list(_scales(retrieval_args)), kappas=list(retrieval_args.kappas), num_database=int(database.shape[0]),
     )
-    payload["cache_hits"] = setup.cache_hits
-    return payload
 
 
 def run_retrieval(model_args, data_args, run_args, retrieval_args, dataset=None, accelerator=None) -> dict:
@@ -712,10 +713,7 @@ def run_retrieval(model_args, data_args, run_args, retrieval_args, dataset=None,
     """
     from accelerate import Accelerator
 
-    from ..features import POOLINGS
-
-    if model_args.pooling not in POOLINGS:  # checked here too: extract_features would only fail on the first batch
-        raise ValueError(f"unknown pooling {model_args.pooling!r}; retrieval features are one of {POOLINGS}")
+    # model_args.pooling was checked by EvalModelArguments (the boundary); extract_features checks its own callers
     accelerator = accelerator or Accelerator()
     if retrieval_args.gnd_file:
         if dataset is not None:
@@ -737,7 +735,7 @@ def format_retrieval_table(payload: dict) -> str:
 
 def print_retrieval_summary(payload: dict) -> None:
     """The table and where things went; prints only on the main process (which has `results_file`)."""
-    from .pipelines import print_summary
+    from ..cli import print_summary
 
     print_summary(payload, format_retrieval_table)
 

@@ -1,129 +1,18 @@
-"""Wiring for the evaluation CLIs: checkpoint -> encoder + transform, dataset -> split features (cached, sharded).
+"""From images to features: the evaluation transforms, and the features of a split (decoded, transformed, encoded,
+sharded over processes) with the feature cache shared by every process.
 
-Everything here is plumbing between the pieces that hold the logic (`features.extract_features`, `knn`,
-`linear_probe`, `feature_cache`, the data module); `run_knn.py` / `run_linear_probe.py` call `run_knn` /
-`run_linear_probe` in `evaluation.pipelines`.
+`EvaluationSession.features` (session.py) is the caller for the labelled evaluations; the online k-NN monitor and
+retrieval's revisited layout call `extract_split_features` directly. The encoder itself comes from
+`model_source.load_encoder`.
 """
-
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..features import extract_features, extract_multi_scale_features
-from .feature_cache import cache_key, cached_features, checkpoint_fingerprint
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Model types whose encoders `extract_features` understands (CLS first, then optional registers, then patches).
-VIT_MODEL_TYPES = ("vit_mae", "vit", "deit", "dinov2", "dinov2_with_registers", "vit_msn")
-
-
-@dataclass
-class EncoderInfo:
-    """What the evaluation needs to know about a checkpoint besides its weights."""
-
-    model_name_or_path: str
-    model_type: str
-    image_size: int
-    image_mean: tuple[float, ...]
-    image_std: tuple[float, ...]
-    hidden_size: int
-    patch_size: int
-    commit_hash: str | None
-
-    def transform_description(self) -> dict:
-        return {
-            "name": "resize_center_crop",
-            "image_size": self.image_size,
-            "resize": int(self.image_size * 256 / 224),
-            "interpolation": "bicubic",
-            "mean": list(self.image_mean),
-            "std": list(self.image_std),
-        }
-
-
-def _image_size(config) -> int:
-    size = getattr(config, "image_size", None)
-    if isinstance(size, (list, tuple)):
-        if len(set(size)) != 1:
-            raise ValueError(f"non-square image_size {size} is not supported by the evaluation transform")
-        size = size[0]
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"the checkpoint's config has no usable image_size (got {size!r})")
-    return size
-
-
-def _normalisation(model_name_or_path: str, cache_dir=None, revision=None) -> tuple[tuple, tuple]:
-    """Mean/std from the checkpoint's `preprocessor_config.json`, else ImageNet's (as MAE and DINO use)."""
-    from transformers.utils import cached_file
-
-    path = cached_file(
-        model_name_or_path,
-        "preprocessor_config.json",
-        cache_dir=cache_dir,
-        revision=revision,
-        _raise_exceptions_for_missing_entries=False,
-        _raise_exceptions_for_connection_errors=False,
-    )
-    if path is None:
-        return IMAGENET_MEAN, IMAGENET_STD
-    config = json.loads(Path(path).read_text())
-    mean, std = config.get("image_mean", IMAGENET_MEAN), config.get("image_std", IMAGENET_STD)
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"{path}: image_mean / image_std must have 3 entries, got {mean} / {std}")
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-
-def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision: str | None = None):
-    """`(encoder, EncoderInfo)` for any ViT checkpoint: ours, stock `facebook/vit-mae-*`, ViT, DeiT, DINO(v2).
-
-    ViTMAE checkpoints (ours included: model_type stays "vit_mae") load as `ViTMAEModel`, i.e. the encoder
-    only; others through `AutoModel`. Anything else (a ResNet, a text model) is a ValueError, before any weights load.
-    """
-    from transformers import AutoModel, ViTMAEModel
-    from transformers.utils import logging as transformers_logging
-
-    from ..model_source import load_config
-
-    config = load_config(model_name_or_path, "--model_name_or_path", cache_dir=cache_dir, revision=revision)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in VIT_MODEL_TYPES:
-        raise ValueError(
-            f"{model_name_or_path!r} is a {model_type!r} checkpoint, not a ViT; evaluation supports {VIT_MODEL_TYPES}"
-        )
-    loader = ViTMAEModel if model_type == "vit_mae" else AutoModel
-    kwargs = {"add_pooling_layer": False} if model_type in ("vit", "deit") else {}
-    verbosity = transformers_logging.get_verbosity()
-    if model_type == "vit_mae":  # the decoder weights of a pre-training checkpoint are unused here, by design
-        transformers_logging.set_verbosity_error()
-    try:
-        model = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision, **kwargs)
-    except Exception as error:  # safetensors / torch / OS errors that name neither the checkpoint nor the file
-        weights = [os.path.join(model_name_or_path, name) for name in ("model.safetensors", "pytorch_model.bin")
-                   if os.path.isfile(os.path.join(os.fspath(model_name_or_path), name))]
-        raise ValueError(f"cannot load the weights of --model_name_or_path {model_name_or_path!r} "
-                         f"({', '.join(weights) or 'from the Hub'}): {type(error).__name__}: {error}; the file may "
-                         "be truncated or incomplete (an interrupted copy or save): copy or export it again") from error
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-    model.eval().requires_grad_(False)
-    mean, std = _normalisation(model_name_or_path, cache_dir, revision)
-    info = EncoderInfo(
-        model_name_or_path=str(model_name_or_path),
-        model_type=model_type,
-        image_size=_image_size(config),
-        image_mean=mean,
-        image_std=std,
-        hidden_size=int(config.hidden_size),
-        patch_size=int(config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]),
-        commit_hash=getattr(config, "_commit_hash", None),
-    )
-    return model, info
+from ..model_source import EncoderInfo
+from .feature_cache import cached_features
 
 
 class _PixelsOnly:
@@ -157,31 +46,6 @@ def probe_train_transform_for(info: EncoderInfo, seed: int | None = None):
         info.image_size, info.patch_size, scale=(0.08, 1.0), mean=info.image_mean, std=info.image_std, seed=seed
     )
     return _PixelsOnly(transform)
-
-
-def check_split(dataset, split: str) -> None:
-    if split not in dataset:
-        raise ValueError(f"unknown split {split!r}; the dataset has splits {sorted(dataset.keys())}")
-
-
-def check_label_column(split_dataset, split: str, image_column: str, label_column: str) -> None:
-    """Both columns must exist (and the image column hold images); the message lists the columns that do."""
-    import datasets
-
-    from ..data import check_columns
-
-    check_columns(datasets.DatasetDict({split: split_dataset}), image_column, label_column)
-    feature = split_dataset.features[label_column]
-    dtype = getattr(feature, "dtype", type(feature).__name__)
-    if not (isinstance(feature, datasets.ClassLabel) or (isinstance(feature, datasets.Value) and (
-            dtype.startswith("int") or dtype.startswith("uint")))):
-        # torch.as_tensor(..., dtype=long) would truncate floats (2.7 -> 2) and fail on strings with
-        # "too many dimensions 'str'"
-        raise ValueError(
-            f"label_column {label_column!r} in split {split!r} has dtype {dtype}, not integer class ids; convert it "
-            f"first, e.g. dataset = dataset.class_encode_column({label_column!r}) (one id per distinct value), or "
-            f"pass --label_column_name for the column that holds the class ids"
-        )
 
 
 def num_classes_of(split_dataset, label_column: str, labels: torch.Tensor) -> int:
@@ -221,6 +85,7 @@ def extract_split_features(
     split_dataset,
     image_column: str,
     transform,
+    *,
     pooling: str = "cls",
     batch_size: int = 64,
     num_workers: int = 0,
@@ -265,53 +130,6 @@ def extract_split_features(
     return features[:num_images].cpu()
 
 
-def split_features(
-    model,
-    info: EncoderInfo,
-    dataset,
-    split: str,
-    dataset_description: dict,
-    image_column: str,
-    label_column: str,
-    transform,
-    pooling: str,
-    batch_size: int,
-    cache_dir: str | None,
-    overwrite_cache: bool = False,
-    num_workers: int = 0,
-    accelerator=None,
-    progress: bool = True,
-    scales=None,
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """`(features (N, D), labels (N,), cache_hit)` of one split, through the feature cache (`scales`: see
-    `extract_split_features`; `(N, 1 + P, D)` tokens with `pooling="tokens"`, cached under their own key)."""
-    check_split(dataset, split)
-    split_dataset = dataset[split]
-    check_label_column(split_dataset, split, image_column, label_column)
-    labels = torch.as_tensor(split_dataset[label_column], dtype=torch.long)
-    key = cache_key(
-        checkpoint=checkpoint_fingerprint(info.model_name_or_path, info.commit_hash),
-        dataset={**dataset_description, "fingerprint": split_dataset._fingerprint, "num_rows": len(split_dataset)},
-        split=split,
-        transform=info.transform_description(),
-        pooling=pooling,
-    )
-    if scales is not None:  # only then: the k-NN / probe keys (and their cache files) stay what they were
-        key["scales"] = [float(s) for s in scales]
-
-    def compute():
-        features = extract_split_features(
-            model, split_dataset, image_column, transform, pooling, batch_size, num_workers, accelerator, progress,
-            split, scales,
-        )
-        return features, labels
-
-    features, cached_labels, hit = cached_features_of_all_processes(cache_dir, key, compute, overwrite_cache, accelerator)
-    if not torch.equal(cached_labels, labels):
-        raise ValueError(f"cached labels of split {split!r} differ from the dataset's; rerun with overwrite_cache")
-    return features, labels, hit
-
-
 def cached_features_of_all_processes(cache_dir, key: dict, compute, overwrite: bool = False, accelerator=None):
     """`cached_features` when every process runs this: only the main process writes, and all of them read the
     same file state, because they must agree on hit or miss (a miss runs a collective gather)."""
@@ -331,26 +149,12 @@ def token_features_gb(info: EncoderInfo, num_images: int) -> float:
     return num_images * num_tokens * info.hidden_size * 4 / 1e9
 
 
-def write_results(path: str | os.PathLike, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
-
-
 __all__ = [
-    "EncoderInfo",
-    "VIT_MODEL_TYPES",
-    "load_encoder",
     "eval_transform_for",
     "eval_pixels_transform",
     "probe_train_transform_for",
-    "check_split",
-    "check_label_column",
     "num_classes_of",
     "extract_split_features",
-    "split_features",
     "cached_features_of_all_processes",
     "token_features_gb",
-    "write_results",
 ]

@@ -127,21 +127,14 @@ def parse_fine_tune_arguments(argv: list[str] | None = None):
     defaults (`FINE_TUNE_TRAINING_DEFAULTS`) wherever the user did not set the value."""
     from transformers import TrainingArguments
 
-    from ..cli import parse_cli, parse_json
+    from ..cli import parse_cli_with_explicit
     from ..evaluation.arguments import EvalDataArguments
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         raise ValueError("--model_name_or_path is required (a checkpoint folder or Hub id; see --help)")
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(argv[0], encoding="utf-8") as f:
-            explicit = set(parse_json(f.read(), f"arguments file {argv[0]}"))
-    else:
-        explicit = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
-    # the Trainer's own output_dir default would be "trainer_output": parse with ours in place
-    if "output_dir" not in explicit and not (len(argv) == 1 and argv[0].endswith(".json")):
-        argv = [*argv, "--output_dir", FINE_TUNE_TRAINING_DEFAULTS["output_dir"]]
-    model_args, data_args, fine_tune_args, training_args = parse_cli(
+    # `explicit`: the names the user set, in any spelling argparse accepts (hyphens, abbreviations, --no_x)
+    (model_args, data_args, fine_tune_args, training_args), explicit = parse_cli_with_explicit(
         (FineTuneModelArguments, EvalDataArguments, FineTuneArguments, TrainingArguments), argv)
     for key, value in FINE_TUNE_TRAINING_DEFAULTS.items():
         if key not in explicit:

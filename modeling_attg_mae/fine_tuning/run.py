@@ -219,10 +219,9 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
 
     from ..evaluation.few_shot import mean_std
     from ..evaluation.metrics import top_k_accuracy
-    from ..data.loading import load_data_source
-    from ..data.source import use_recorded_source
-    from ..evaluation.pipelines import _dataset_label, write_results_and_card
-    from ..evaluation.runner import _normalisation, check_label_column, check_split, eval_pixels_transform, num_classes_of
+    from ..evaluation.runner import eval_pixels_transform
+    from ..evaluation.session import EvaluationData, write_results_and_card
+    from ..model_source import image_normalisation
 
     # 1. everything that needs neither data nor weights
     seeds = fine_tune_args.seeds or [training_args.seed]
@@ -232,30 +231,20 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
                          "--resume_from_checkpoint last (finished seeds are kept, the interrupted one continues)")
     _check_output_dir(training_args, fine_tune_args)
     classifier_config(model_args, 2)  # model type, patch divisibility: before the data is read
-    # 2. the data: splits, columns, low-shot sizes, before any weight is loaded
+    # 2. the data: splits, columns (checked once, by EvaluationData), low-shot sizes, before any weight is loaded
     with training_args.main_process_first(desc="dataset loading"):
-        use_recorded_source(data_args, model_args.model_name_or_path)
-        dataset = dataset if dataset is not None else load_data_source(data_args, model_args.cache_dir)
-    train_split = data_args.train_split
-    check_split(dataset, train_split)
-    eval_splits = data_args.eval_splits or [s for s in dataset if s != train_split]
-    if train_split in eval_splits or not eval_splits:
-        raise ValueError(f"--eval_splits {eval_splits} must be other splits than the train split {train_split!r}; the "
-                         f"dataset has {sorted(dataset.keys())}")
-    for split in [train_split, *eval_splits]:
-        check_split(dataset, split)
-        check_label_column(dataset[split], split, data_args.image_column_name, data_args.label_column_name)
-    train_labels = torch.as_tensor(dataset[train_split][data_args.label_column_name], dtype=torch.long)
+        data = EvaluationData(data_args, model_args.model_name_or_path, model_args.cache_dir, dataset)
+    dataset, train_split, eval_splits = data.dataset, data.train_split, data.eval_splits
+    train_labels, num_classes = data.train_labels, data.num_classes
     if fine_tune_args.shots_per_class is not None:
         check_shots(train_labels, fine_tune_args.shots_per_class, train_split)
-    num_classes = num_classes_of(dataset[train_split], data_args.label_column_name, train_labels)
-    names = getattr(dataset[train_split].features[data_args.label_column_name], "names", None)
+    names = getattr(dataset[train_split].features[data.label_column], "names", None)
     config, size = classifier_config(model_args, num_classes, dict(enumerate(names)) if names else None)
     recipe = recipe_defaults(config.num_hidden_layers, config.hidden_size)
     base_lr = fine_tune_args.base_learning_rate or recipe["base_learning_rate"]
     layer_decay = fine_tune_args.layer_decay or recipe["layer_decay"]
     drop_path = recipe["drop_path"] if model_args.drop_path is None else model_args.drop_path
-    mean, std = _normalisation(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision)
+    mean, std = image_normalisation(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision)
     extra = {"interpolate_pos_encoding": True} if size != config.image_size else {}
     eval_transform = eval_pixels_transform(size, mean, std)
     rand_augment = (RandAugment(fine_tune_args.rand_augment_magnitude, fine_tune_args.rand_augment_magnitude_std)
@@ -316,7 +305,7 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
                      "seed": None, "top1": top1, "top1_std": top1_std, "top5": top5, "top5_std": top5_std,
                      "num_seeds": len(per_seed)})
     pooling = "mean" if model_args.global_pool else "cls"
-    payload = {"schema_version": 1, "checkpoint": model_args.model_name_or_path, "dataset": _dataset_label(data_args),
+    payload = {"schema_version": 1, "checkpoint": model_args.model_name_or_path, "dataset": data.label,
                "train_split": train_split, "pooling": pooling, "num_classes": num_classes,
                "num_processes": training_args.world_size,
                "recipe": {"base_learning_rate": base_lr, "layer_decay": layer_decay, "drop_path": drop_path,
@@ -329,7 +318,7 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
     if training_args.process_index != 0:
         return payload
     run_args = _CardArguments(str(output_dir), fine_tune_args.update_model_card)
-    return write_results_and_card(payload, RESULTS_FILE, model_args, run_args, _dataset_label(data_args), pooling)
+    return write_results_and_card(payload, RESULTS_FILE, model_args, run_args, data.label, pooling)
 
 
 class _CardArguments:

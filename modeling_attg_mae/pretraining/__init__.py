@@ -11,6 +11,7 @@ logging; these modules add only what AttG-MAE needs on top. The names below are 
 """
 
 from .arguments import (
+    ARGUMENT_TYPES,
     CONFIG_FIELDS,
     DEMO_ARGUMENTS,
     MAE_TRAINING_DEFAULTS,
@@ -20,7 +21,6 @@ from .arguments import (
     ModelArguments,
     apply_mae_defaults,
     effective_batch_size,
-    explicit_flags,
     parse_arguments,
 )
 from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
@@ -29,8 +29,8 @@ from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictu
 from .wiring import build_config, build_model, check_run_arguments, run
 
 __all__ = [
-    "CONFIG_FIELDS", "DEMO_ARGUMENTS", "MAE_TRAINING_DEFAULTS", "MODEL_PRESETS", "AttGArguments", "DataArguments",
-    "ModelArguments", "apply_mae_defaults", "effective_batch_size", "explicit_flags", "parse_arguments",
+    "ARGUMENT_TYPES", "CONFIG_FIELDS", "DEMO_ARGUMENTS", "MAE_TRAINING_DEFAULTS", "MODEL_PRESETS", "AttGArguments", "DataArguments",
+    "ModelArguments", "apply_mae_defaults", "effective_batch_size", "parse_arguments",
     "export_checkpoint", "run_knn_on_checkpoint", "write_model_card", "load_pretraining_data",
     "AttGTrainer", "AugmentationEpochCallback", "ReconstructionPictureCallback", "object_loss_share",
     "build_config", "build_model", "check_run_arguments", "run",

@@ -11,16 +11,13 @@ no `--no_flag` form, and the model card can print the arguments as they are.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
 from ..data.arguments import LabelledDataArguments
 from ..configuration_attg_mae import GUIDANCE_MODES, TEMPERATURE_SCHEDULES, AttGViTMAEConfig
@@ -251,8 +248,9 @@ def dataloader_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def argument_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, AttGArguments, TrainingArguments))
+# the run's argument groups, in the order parse_arguments returns them
+ARGUMENT_TYPES = (ModelArguments, DataArguments, AttGArguments, TrainingArguments)
+
 
 
 def parse_arguments(argv: list[str] | None = None):
@@ -260,52 +258,16 @@ def parse_arguments(argv: list[str] | None = None):
 
     With no argument at all, the demo arguments are used.
     """
+    from ..cli import parse_cli_with_explicit, parse_dict
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argument_parser()
-    if not argv:
-        values = dict(DEMO_ARGUMENTS)
-    elif len(argv) == 1 and argv[0].endswith(".json"):
-        path = Path(argv[0])
-        if not path.is_file():
-            raise ValueError(f"arguments file {path} does not exist")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"arguments file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
-                             f"column {error.colno}") from None
+    if argv:
+        groups, explicit = parse_cli_with_explicit(ARGUMENT_TYPES, argv)
     else:
-        values = None
-    if values is not None:
-        explicit = set(values)
-        unknown = explicit - _field_names(parser)
-        if unknown:
-            raise ValueError(f"unknown argument(s) {sorted(unknown)}")
-        model_args, data_args, attg_args, training_args = parser.parse_dict(values)
-    else:
-        model_args, data_args, attg_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-        explicit = explicit_flags(argv)
+        groups, explicit = parse_dict(ARGUMENT_TYPES, DEMO_ARGUMENTS, "the demo arguments"), set(DEMO_ARGUMENTS)
+    model_args, data_args, attg_args, training_args = groups
     apply_mae_defaults(training_args, attg_args, explicit)
     return model_args, data_args, attg_args, training_args
-
-
-def _field_names(parser: HfArgumentParser) -> set[str]:
-    return {f.name for dataclass_type in parser.dataclass_types for f in fields(dataclass_type)}
-
-
-def explicit_flags(argv: list[str]) -> set[str]:
-    """The fields the command line sets, whatever the spelling: `--flag value`, `--flag=value`, a bare boolean
-    `--flag`, `--no_flag`, `--flag-with-hyphens`, or an abbreviation argparse accepts.
-
-    argparse itself decides: a second parser whose every default is SUPPRESS leaves out of its namespace exactly
-    the fields the command line did not mention (a value equal to the default still counts as given). (Per action:
-    HfArgumentParser gives each argument its own default, which `argument_default` would not override, and
-    `set_defaults` would type-convert the SUPPRESS marker.)
-    """
-    parser = argument_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    given, _ = parser.parse_known_args(argv)
-    return set(vars(given))
 
 
 def effective_batch_size(training_args: TrainingArguments) -> int:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
-from transformers import ViTImageProcessorPil as ViTImageProcessor  # the same saved config, no torchvision needed
 
 from ..checkpointing import check_output_dir, resolve_resume_checkpoint
-from ..configuration_attg_mae import AttGViTMAEConfig, validate_attg_config
+from ..configuration_attg_mae import AttGViTMAEConfig, image_size_of, patch_size_of, validate_attg_config
 from ..data.loading import load_data_source
 from ..data.source import write_data_source
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..model_source import checkpoint_normalisation
 from ..modeling_attg_mae import AttGViTMAEForPreTraining
 from ..temperature import AttGTemperatureCallback
 from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments
@@ -130,15 +130,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     self_maps = data_args.attention_method == "self"
     # a stored map column (computed once, or given): not for online maps nor for self-bootstrapped ones
     needs_maps = uses_maps and not data_args.attention_online and not self_maps
-    patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
-    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+    patch, size = patch_size_of(config), image_size_of(config)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if model_args.model_name_or_path:
-        try:
-            processor = ViTImageProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
-            mean, std = tuple(processor.image_mean), tuple(processor.image_std)
-        except OSError:
+    if model_args.model_name_or_path:  # continued pre-training keeps the checkpoint's normalisation
+        recorded = checkpoint_normalisation(model_args.model_name_or_path, model_args.cache_dir)
+        if recorded is None:
             logger.warning("no image processor in %s: using ImageNet mean/std", model_args.model_name_or_path)
+        else:
+            mean, std = recorded
 
     if dataset is None:
         with training_args.main_process_first(desc="dataset loading"):
