@@ -41,6 +41,7 @@ from modeling_attg_mae.data import (  # noqa: E402
     PretrainCollator,
     PretrainTransform,
     load_synthetic_dataset,
+    training_rows,
     undecoded_images,
 )
 from modeling_attg_mae.object_discovery import add_attention_maps  # noqa: E402
@@ -78,9 +79,11 @@ def main():
     source_column = "object_mask" if args.attention_method == "column" else "image"
     with_maps = add_attention_maps(data, args.attention_method, image_column=source_column, grid_size=args.map_grid)
     # the rows run_pretrain.py trains on (load_pretraining_data + run): images decoded by the collator, row ids
-    # for the seeded crops
+    # for the seeded crops, batches read through Arrow (training_rows); the stock side reads `datasets` rows one
+    # Python dict at a time, as transformers' run_mae.py does
     rows = {side: undecoded_images(part).add_column("__index__", list(range(len(part))))
             for side, part in (("attg", with_maps), ("stock", data))}
+    rows["attg"] = training_rows(rows["attg"], ["image", "attention_map", "__index__"])
     config = {**MODEL_PRESETS[args.preset], "image_size": args.image_size, "norm_pix_loss": True}
     patch = config["patch_size"]
     workdir = tempfile.mkdtemp()

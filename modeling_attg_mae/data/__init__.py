@@ -4,6 +4,7 @@ from .arguments import DataSourceArguments, LabelledDataArguments, convert_data_
 from .collator import PretrainCollator, stack_pretrain_batch, transform_examples, with_pretrain_transform
 from .images import decode_image, undecoded_images
 from .loading import check_columns, check_image_folder, load_data_source, load_image_dataset
+from .rows import ArrowBatchRows, training_rows
 from .synthetic import SHAPES, TEXTURE_FAMILIES, generate_synthetic_dataset, load_synthetic_dataset
 from .transforms import (
     IMAGENET_MEAN,
@@ -28,5 +29,5 @@ __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "CropParameters", "MapCrop", "JointRandomResizedCrop", "PretrainTransform",
     "EvalTransform", "as_attention_map", "as_attention_maps", "crop_attention_map", "crop_attention_maps",
     "to_normalized_tensor", "to_rgb_image",
-    "PretrainCollator", "with_pretrain_transform", "stack_pretrain_batch", "transform_examples",
+    "PretrainCollator", "ArrowBatchRows", "training_rows", "with_pretrain_transform", "stack_pretrain_batch", "transform_examples",
 ]

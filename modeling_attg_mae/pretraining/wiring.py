@@ -123,7 +123,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     none); it has no length, so no k-NN evaluation."""
     from transformers import set_seed
 
-    from ..data import EvalTransform, PretrainCollator, PretrainTransform
+    from ..data import EvalTransform, PretrainCollator, PretrainTransform, training_rows
 
     config = check_run_arguments(model_args, data_args, attg_args, training_args)
     uses_maps = attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae
@@ -192,7 +192,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     if attg_args.knn_monitor:
         monitor = build_knn_monitor(source, data_args, attg_args, training_args, size, mean, std, len(train))
         callbacks.append(monitor)
-    trainer = AttGTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
+    # batches of the collator's columns read through Arrow in one call (stored maps as one array), see data/rows.py
+    rows = training_rows(train, [data_args.image_column_name, "attention_map", "__index__"])
+    trainer = AttGTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=validation,
                           data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks,
                           online_attention_maps=online, maps_optional=self_maps)
     for callback in (pictures, monitor, refresher):
