@@ -54,6 +54,8 @@ LABEL_FREE_ARMS = {
     "self": {"attg_guidance": "attg", "attention_method": "self", "attention_refresh_epochs": 2,
              "attention_warmup_epochs": 2},
     "online_sr": {"attg_guidance": "attg", "attention_method": "spectral_residual", "attention_online": True},
+    #   sr: the same spectral residual maps, computed once on the whole image and stored (cut with each crop)
+    "sr": {"attg_guidance": "attg", "attention_method": "spectral_residual"},
 }
 KNN_K = 20
 
@@ -144,6 +146,9 @@ def make_record(setting: str, seed: int, arm: str, argv: list[str], output_dir: 
              for e in state["log_history"] if any(key.startswith(prefix) for key in e)]
     share = [{"step": e["step"], "value": e["object_loss_share"]} for e in state["log_history"]
              if "object_loss_share" in e]
+    # the self-bootstrapped maps' IoU with the object masks at each refresh (logged by the run)
+    self_iou = [{"step": e["step"], "epoch": e.get("epoch"), "value": e["self_map_iou"]} for e in state["log_history"]
+                if "self_map_iou" in e]
     runtime = next((e["train_runtime"] for e in state["log_history"] if "train_runtime" in e), None)
     synthetic = "--synthetic_seed" in argv
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
@@ -152,7 +157,31 @@ def make_record(setting: str, seed: int, arm: str, argv: list[str], output_dir: 
         "data_seed": seed if synthetic else None, "arm": arm, "argv": argv,
         "knn": {"cls": knn_cls, "mean": extra["knn_mean"]}, "linear": {"cls": extra["linear_cls"]},
         "curve": curve, "object_loss_share": share, "train_seconds": runtime, "wall_seconds": round(seconds, 1),
+        "map_iou": self_iou or detector_map_iou(argv),
     }
+
+
+def detector_map_iou(argv: list[str]) -> list[dict] | None:
+    """The IoU with the object masks of the maps a run's loss uses when they come from a fixed detector (stored or
+    online: the same detector on the whole image; `map_iou`'s rule, as the self maps are measured), as one entry;
+    None for a run whose loss uses no map (MAE), self maps (logged per refresh instead) or data without masks."""
+    import torch
+
+    from modeling_attg_mae.data import load_data_source
+    from modeling_attg_mae.object_discovery import add_attention_maps
+    from modeling_attg_mae.pretraining.self_maps import QUALITY_COLUMN, map_iou, mask_grids
+
+    model_args, data_args, attg_args, _ = parse_arguments(argv)
+    if attg_args.attg_guidance == "none" or data_args.attention_method == "self":
+        return None
+    train = load_data_source(data_args, model_args.cache_dir)[data_args.train_split]
+    if QUALITY_COLUMN not in train.column_names:
+        return None
+    source = data_args.attention_source_column if data_args.attention_method == "column" else data_args.image_column_name
+    maps = add_attention_maps(train, data_args.attention_method, model_name_or_path=data_args.attention_model_name_or_path,
+                              image_column=source, grid_size=data_args.attention_grid_size)
+    maps = torch.as_tensor(maps.with_format("numpy", columns=["attention_map"])[:]["attention_map"])
+    return [{"step": 0, "epoch": 0, "value": round(map_iou(maps, mask_grids(train[QUALITY_COLUMN], maps.shape[-1])), 4)}]
 
 
 def main(argv=None):
