@@ -319,7 +319,8 @@ def _place(rows, neighbours, width):
         for row in rows[1:] + rows[::-1]:
             wanted = []
             for item in row:
-                linked = [x[n] for n in neighbours.get(item, {}).get("up", []) + neighbours.get(item, {}).get("down", [])]
+                near = neighbours.get(item, {})
+                linked = [x[n] for n in near.get("up", []) + near.get("down", [])]
                 wanted.append(sum(linked) / len(linked) if linked else x[item])
             right = list(wanted)  # push overlapping items rightwards, then pull back anything past its right neighbour
             for i in range(1, len(row)):

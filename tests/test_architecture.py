@@ -81,9 +81,8 @@ def test_a_part_imports_nothing_from_the_parts_it_must_not_know(graph, source, f
 
 @pytest.mark.parametrize("source", ["object_discovery/", "data/"])
 def test_maps_and_data_take_only_the_map_functions_from_the_model_file(graph, source):
-    taken = {name for item in graph.imports
-             if node_of(import_graph.REPO / item.source_file) == source and node_of(item.target) == "modeling_attg_mae.py"
-             for name in item.names}
+    taken = {name for item in graph.imports if node_of(import_graph.REPO / item.source_file) == source
+             and node_of(item.target) == "modeling_attg_mae.py" for name in item.names}
     assert taken and taken <= MAP_FUNCTIONS, f"{source} takes {sorted(taken - MAP_FUNCTIONS)} from the model file"
 
 
