@@ -43,7 +43,8 @@ PRIMARY = ("knn", "cls")  # k-NN top-1 (k = 20, DINO's weighted vote) on CLS fea
 BAR_SPLITS = ("validation", "validation_mixed_rand")
 ALPHA = 0.05
 
-ARM_NAMES = {"none": "MAE", "attg": "AttG", "self": "AttG, self maps", "online_sr": "AttG, online spectral residual"}
+ARM_NAMES = {"none": "MAE", "attg": "AttG", "self": "AttG, self maps", "online_sr": "AttG, online spectral residual",
+             "sr": "AttG, stored spectral residual"}
 ARM_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
 METRIC_NAMES = {"knn": "k-NN", "linear": "linear"}
 
@@ -219,6 +220,26 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_
         mean, sd = mean_and_sd([100 * last_epoch_share(record) for record in arms[arm]])
         lines.append(f"| {arm_name(arm)} | {mean:.1f} +- {sd:.1f} |")
 
+    with_iou = [arm for arm in order if all(record.get("map_iou") for record in arms[arm])]
+    if with_iou:
+        lines += ["", ("IoU of each arm's maps with the object masks (map >= its mean vs cells at least half object), "
+                       "mean +- sd over seeds: once for a fixed detector, at each refresh (epoch) for self maps; and "
+                       "the training wall-clock (one torch thread, other jobs on the machine):"), "",
+                  "| arm | map IoU | training s |", "|---|---|---|"]
+        for arm in order:
+            if arm in with_iou:
+                epochs = sorted({entry["epoch"] for record in arms[arm] for entry in record["map_iou"]})
+                cells = []
+                for epoch in epochs:
+                    ious = [entry["value"] for record in arms[arm] for entry in record["map_iou"] if entry["epoch"] == epoch]
+                    mean, sd = mean_and_sd(ious)
+                    cells.append(f"{mean:.3f} +- {sd:.3f}" + (f" (epoch {epoch:g})" if len(epochs) > 1 else ""))
+                iou = "; ".join(cells)
+            else:
+                iou = "-"
+            seconds = [record["train_seconds"] for record in arms[arm] if record.get("train_seconds") is not None]
+            lines.append(f"| {arm_name(arm)} | {iou} | {mean_and_sd(seconds)[0]:.0f} +- {mean_and_sd(seconds)[1]:.0f} |")
+
     if draw:
         plot_setting(setting, arms, plot_dir)
     knn_path, share_path = plot_paths(setting, plot_dir)
@@ -227,19 +248,47 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_
     return "\n".join(lines)
 
 
-def render(records_dir: str, results_md: str, draw: bool) -> str:
-    """The markdown block for every setting under `records_dir`; `draw` also writes the plots next to the records."""
+def add_reference(settings: dict, reference_dir: str, arm: str) -> list[str]:
+    """Add `arm`'s records from `reference_dir` (same settings and seeds, made earlier) to `settings`, for the
+    settings whose MAE records reproduce the reference's MAE records exactly (k-NN, linear probe, curve, object
+    share): only then are they runs of the same code path on the same machine, and pairing them is sound.
+    Returns one line per setting saying what was done."""
+    reference = load_records(reference_dir)
+    notes = []
+    for setting, arms in settings.items():
+        if arm not in reference.get(setting, {}) or CONTROL_ARM not in reference[setting]:
+            notes.append(f"`{setting}`: no reference {arm_name(arm)} records in {reference_dir}.")
+            continue
+        fields = ("knn", "linear", "curve", "object_loss_share")
+        differ = sorted(seed for seed, record in arms.get(CONTROL_ARM, {}).items()
+                        if any(record.get(f) != reference[setting][CONTROL_ARM].get(seed, {}).get(f) for f in fields))
+        if differ:
+            notes.append(f"`{setting}`: the MAE runs of seed(s) {differ} do not reproduce the reference MAE records, "
+                         f"so the reference {arm_name(arm)} records are not paired with this study.")
+            continue
+        arms[arm] = dict(reference[setting][arm])
+        notes.append(f"`{setting}`: every MAE run reproduces the reference MAE record exactly (k-NN, linear probe, "
+                     f"online curve, object share), so the reference {arm_name(arm)} records (same machine, seeds "
+                     "and settings) are paired with this study's arms.")
+    return notes
+
+
+def render(records_dir: str, results_md: str, draw: bool, reference: tuple[str, str] | None = None,
+           command: str = "python benchmarks/study_report.py --write") -> str:
+    """The markdown block for every setting under `records_dir`; `draw` also writes the plots next to the records;
+    `reference` = (records folder, arm) adds an earlier study's arm, see `add_reference`."""
     settings = load_records(records_dir)
+    notes = add_reference(settings, *reference) if reference else []
     count = sum(len(runs) for arms in settings.values() for runs in arms.values())
     link_dir = os.path.dirname(os.path.abspath(results_md))
-    head = (f"Generated by `python benchmarks/study_report.py --write` from the {count} records in "
+    head = (f"Generated by `{command}` from the {count} records in "
             f"`{os.path.relpath(records_dir, link_dir)}/`; edit the records or the script, not this block. "
             f"Primary metric (fixed before the runs): {metric_name(PRIMARY)} top-1, k = 20. Bar: p < {ALPHA:g} "
             f"(two-sided paired t-test over seeds) with a positive mean difference on each of "
             f"{' and '.join(BAR_SPLITS)}.")
     blocks = [render_setting(setting, settings[setting], os.path.abspath(records_dir), link_dir, draw)
               for setting in sorted(settings)]
-    return "\n\n".join([head] + blocks)
+    return "\n\n".join([head + (" " + " ".join(notes) if notes else "")] + blocks)
 
 
 def write_between_markers(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
@@ -261,10 +310,17 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: docs/RESULTS.md)")
     parser.add_argument("--write", action="store_true", help="draw the plots and replace the block between the "
                         "markers; without it the markdown goes to stdout and nothing is written")
+    parser.add_argument("--block", default="study", help="the markers' name: <!-- NAME:begin --> ... "
+                        "<!-- NAME:end --> (default: study, the method study's block)")
+    parser.add_argument("--reference", nargs=2, metavar=("RECORDS", "ARM"), help="also pair ARM's records from "
+                        "RECORDS, when this study's MAE records reproduce RECORDS' exactly (see add_reference)")
     args = parser.parse_args(argv)
-    text = render(args.records, args.results_md, draw=args.write)
+    command = "python benchmarks/study_report.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]))
+    text = render(args.records, args.results_md, draw=args.write, reference=args.reference,
+                  command=command if args.block != "study" else "python benchmarks/study_report.py --write")
     if args.write:
-        write_between_markers(args.results_md, text)
+        write_between_markers(args.results_md, text, f"<!-- {args.block}:begin -->", f"<!-- {args.block}:end -->")
     else:
         print(text)
 
