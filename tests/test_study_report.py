@@ -139,3 +139,30 @@ def test_results_md_has_the_markers():
     with open(report.RESULTS_MD) as f:
         content = f.read()
     assert content.count(report.BEGIN) == 1 and content.count(report.END) == 1
+
+
+def test_a_reference_arm_is_paired_only_when_mae_reproduces_the_reference(tmp_path):
+    report = load_report()
+    reference = write_records(tmp_path / "reference")  # MAE + AttG, the earlier study
+    study = tmp_path / "study"
+    (study / "main").mkdir(parents=True)
+    for seed in SEEDS:  # this study: the same MAE records, and a label-free arm with map IoUs
+        mae = json.loads((reference / "main" / f"seed{seed}-none.json").read_text())
+        (study / "main" / f"seed{seed}-none.json").write_text(json.dumps(mae))
+        self_arm = {**mae, "arm": "self", "map_iou": [{"step": 64, "epoch": 2.0, "value": 0.3 + seed / 100},
+                                                      {"step": 128, "epoch": 4.0, "value": 0.5}]}
+        (study / "main" / f"seed{seed}-self.json").write_text(json.dumps(self_arm))
+    text = report.render(str(study), str(tmp_path / "RESULTS.md"), draw=False, reference=(str(reference), "attg"))
+    assert "every MAE run reproduces the reference MAE record exactly" in text
+    assert "**Bar for AttG vs MAE: not met**" in text and "**Bar for AttG, self maps vs MAE: not met**" in text
+    ious = [0.3 + seed / 100 for seed in SEEDS]
+    mean, sd = sum(ious) / 5, (sum((v - sum(ious) / 5) ** 2 for v in ious) / 4) ** 0.5
+    assert f"| AttG, self maps | {mean:.3f} +- {sd:.3f} (epoch 2); 0.500 +- 0.000 (epoch 4) | 1 +- 0 |" in text
+    assert "| MAE | - | 1 +- 0 |" in text
+
+    changed = json.loads((study / "main" / "seed5-none.json").read_text())
+    changed["knn"]["cls"]["validation"] += 0.1  # one MAE run that does not reproduce: no pairing
+    (study / "main" / "seed5-none.json").write_text(json.dumps(changed))
+    text = report.render(str(study), str(tmp_path / "RESULTS.md"), draw=False, reference=(str(reference), "attg"))
+    assert "the MAE runs of seed(s) [5] do not reproduce the reference MAE records" in text
+    assert "Bar for AttG vs MAE" not in text
