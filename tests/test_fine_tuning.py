@@ -343,6 +343,28 @@ def test_resume_last_keeps_finished_seeds(checkpoint, tmp_path):
     assert any(r["seed"] == 1 for r in again["results"])
 
 
+def test_every_process_saves_the_model_and_only_the_main_one_writes_the_rest(checkpoint, tmp_path, monkeypatch):
+    """Under FSDP / DeepSpeed `save_model` gathers the weights from every process: called on the main process only,
+    it hangs. A process that is not the world's process zero must still call it (the Trainer decides who writes,
+    by `args.should_save`), and must not write the image processor or the seed's results."""
+    from modeling_attg_mae.fine_tuning.run import FineTuneTrainer
+
+    saved_to = []
+    original = FineTuneTrainer.save_model
+
+    def spy(self, output_dir=None, _internal_call=False):
+        saved_to.append(output_dir)
+        return original(self, output_dir, _internal_call)
+
+    monkeypatch.setattr(FineTuneTrainer, "save_model", spy)
+    monkeypatch.setattr(FineTuneTrainer, "is_world_process_zero", lambda self: False)
+    _run(checkpoint, tmp_path, max_steps=1)
+    seed_dir = tmp_path / "out" / "seed-42"
+    assert saved_to == [str(seed_dir)]
+    assert (seed_dir / "model.safetensors").is_file() and (seed_dir / "config.json").is_file()
+    assert not (seed_dir / "preprocessor_config.json").exists() and not (seed_dir / "seed_results.json").exists()
+
+
 def test_two_process_launch_matches_the_single_process_rows(checkpoint, tmp_path):
     root = tmp_path / "data"
     dataset = _dataset()

@@ -290,8 +290,10 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
                               "train_fraction": fraction, "seed": seed, "top1": 100.0 * accuracy["top1"],
                               "top5": 100.0 * accuracy["top5"], "num_queries": int(labels.shape[0]),
                               "num_train_images": len(train), "eval_loss": prediction.metrics.get(f"eval_{split}_loss")})
+        # every process: under FSDP / DeepSpeed the weights are gathered from all of them (the Trainer writes on the
+        # main one only); a rank-0-only call would hang there
+        trainer.save_model(str(seed_dir))
         if trainer.is_world_process_zero():
-            trainer.save_model(str(seed_dir))
             ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std),
                                  resample=3).save_pretrained(seed_dir)
             (seed_dir / SEED_RESULTS_FILE).write_text(json.dumps({"results": seed_rows}, indent=2) + "\n")
