@@ -303,6 +303,63 @@ def test_three_step_fine_tune_reports_every_split_and_saves_a_stock_loadable_mod
     del state
 
 
+def test_resized_position_embeddings_equal_the_stock_interpolation_and_keep_the_cls_row():
+    from modeling_attg_mae.fine_tuning.modeling import resize_position_embeddings
+
+    model = _tiny_vit()  # 32 px, 8 px patches: a 4 x 4 grid
+    table = torch.randn(1, 17, 32)
+    with torch.no_grad():
+        model.vit.embeddings.position_embeddings.copy_(table)
+    resized = resize_position_embeddings(table, 6)
+    assert resized.shape == (1, 37, 32) and torch.equal(resized[:, 0], table[:, 0])
+    # transformers' per-forward interpolation (the same bicubic rule as MAE's interpolate_pos_embed), at 48 px
+    stock = model.vit.embeddings.interpolate_pos_encoding(torch.zeros(1, 37, 32), 48, 48)
+    torch.testing.assert_close(resized, stock, rtol=0, atol=1e-6)
+    assert resize_position_embeddings(table, 4) is table
+    constant = torch.full((1, 17, 32), 0.5)  # bicubic (weights summing to 1) keeps a constant grid constant
+    torch.testing.assert_close(resize_position_embeddings(constant, 3), torch.full((1, 10, 32), 0.5))
+    with pytest.raises(ValueError, match="not CLS \\+ a square grid"):
+        resize_position_embeddings(torch.zeros(1, 16, 32), 3)
+
+
+def test_fine_tune_at_another_size_saves_a_model_stock_pipelines_run(checkpoint, tmp_path, monkeypatch):
+    """--image_size 48 on a 32 px checkpoint: the saved config must say 48 (the processor resizes to 48), else the
+    stock image-classification pipeline, which passes no interpolate_pos_encoding, refuses the input."""
+    from transformers import AutoImageProcessor, ViTForImageClassification, pipeline
+
+    from modeling_attg_mae.fine_tuning import run as run_module
+
+    built, build = [], run_module.build_classifier
+
+    def keep(*args, **kwargs):  # the run's model, trained in place: the fine-tuned model
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(run_module, "build_classifier", keep)
+    # the classifier built at 48 px gives the logits of the checkpoint's 32 px grid interpolated on every forward
+    config, checkpoint_size = run_module.classifier_config(FineTuneModelArguments(str(checkpoint), global_pool=False,
+                                                                                   image_size=48), 3)
+    assert (config.image_size, checkpoint_size) == (48, 32)
+    torch.manual_seed(0)
+    at_48 = keep(FineTuneModelArguments(str(checkpoint), global_pool=False, image_size=48), config, 0.0, 32).eval()
+    at_32 = ViTForImageClassification.from_pretrained(checkpoint, num_labels=3).eval()
+    at_32.classifier.load_state_dict(at_48.classifier.state_dict())
+    pixels = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(at_48(pixels).logits, at_32(pixels, interpolate_pos_encoding=True).logits)
+    built.clear()
+
+    _run(checkpoint, tmp_path, model={"global_pool": False, "image_size": 48}, max_steps=2)
+    saved = tmp_path / "out" / "seed-42"
+    assert json.loads((saved / "config.json").read_text())["image_size"] == 48
+    fine_tuned = built[0].eval()
+    image = _image(1, np.random.default_rng(5))
+    classify = pipeline("image-classification", model=str(saved), device="cpu")
+    scores = {row["label"]: row["score"] for row in classify(image, top_k=3, function_to_apply="none")}
+    with torch.no_grad():
+        logits = fine_tuned(AutoImageProcessor.from_pretrained(saved)(image, return_tensors="pt")["pixel_values"]).logits[0]
+    torch.testing.assert_close(torch.tensor([scores[name] for name in "rgb"]), logits, rtol=1e-5, atol=1e-6)
+
+
 def test_global_pool_checkpoint_round_trips_and_its_row_says_the_pooling(checkpoint, tmp_path):
     payload = _run(checkpoint, tmp_path, fine_tune={"train_fraction": 0.5, "seeds": [0, 1]})
     assert payload["pooling"] == "mean" and payload["recipe"]["layer_decay"] == 0.75

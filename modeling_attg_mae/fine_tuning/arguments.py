@@ -55,7 +55,8 @@ class FineTuneModelArguments:
                                         "0.2 for ViT-L, 0.3 for ViT-H)."})
     image_size: int | None = field(
         default=None, metadata={"help": "Training and evaluation image side (default: the checkpoint's; another size "
-                                        "interpolates the position embeddings)."})
+                                        "resizes the position embeddings once at load, bicubic, as MAE, and the "
+                                        "saved model's config has this size)."})
     cache_dir: str | None = field(default=None, metadata={"help": "Hugging Face cache for models and datasets."})
     model_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub checkpoint."})
 
