@@ -217,6 +217,21 @@ def test_pixels_an_op_uncovers_get_the_normalisation_mean():
     torch.testing.assert_close(columns[:, uncovered], torch.zeros(3, int(uncovered.sum())), atol=0.01, rtol=0)
 
 
+@pytest.mark.parametrize("size,resized", [(224, 256), (192, 219), (240, 240)])
+def test_fine_tune_evaluation_crops_as_mae_up_to_224_px_and_not_above(size, resized):
+    # MAE's main_finetune.py: crop_pct 224/256 up to 224 px, 1.0 above; a 2:1 image's shorter side goes to `resized`
+    from modeling_attg_mae.fine_tuning.augment import fine_tune_eval_transform
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8))
+    scaled = image.resize((2 * resized, resized), resample=Image.BICUBIC)
+    left, top = round((2 * resized - size) / 2), round((resized - size) / 2)
+    crop = np.asarray(scaled.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
+    mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
+    expected = torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1)).float()
+    torch.testing.assert_close(fine_tune_eval_transform(size, mean.tolist(), std.tolist())(image), expected,
+                               rtol=0, atol=1e-5)
+
+
 # ---- low-shot ----------------------------------------------------------------------------------------------------
 
 def test_fraction_subset_is_class_balanced_and_seeded():

@@ -4,7 +4,8 @@ evaluation's `EvalDataArguments` for the data) and MAE's fine-tuning recipe as t
 MAE's recipe (`main_finetune.py` and FINETUNE.md of facebookresearch/mae): AdamW, weight decay 0.05, layer-wise
 lr decay, `lr = base_lr * effective_batch / 256`, warmup 5 epochs then cosine, drop path, label smoothing 0.1,
 Mixup 0.8 / CutMix 1.0 (switch 0.5), RandAugment m9 mstd0.5, RandomErasing 0.25, evaluation at resize
-`size / 0.875` + center crop. Three knobs depend on the model size, as in FINETUNE.md: see `recipe_defaults`.
+`size / 0.875` + center crop up to 224 px, resize to `size` + center crop above (`augment.eval_resize_ratio`).
+Three knobs depend on the model size, as in FINETUNE.md: see `recipe_defaults`.
 """
 
 from __future__ import annotations

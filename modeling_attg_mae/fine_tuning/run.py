@@ -29,7 +29,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..checkpointing import RESUME_LATEST, FullWeightsResumeMixin, resolve_resume_checkpoint
 from .arguments import recipe_defaults
-from .augment import FineTuneTrainTransform, RandAugment
+from .augment import FineTuneTrainTransform, RandAugment, fine_tune_eval_transform
 from .drop_path import add_drop_path
 from .layer_decay import layer_decay_param_groups
 from .low_shot import check_shots, low_shot_indices
@@ -236,7 +236,6 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
 
     from ..evaluation.few_shot import mean_std
     from ..evaluation.metrics import top_k_accuracy
-    from ..evaluation.runner import eval_pixels_transform
     from ..evaluation.session import EvaluationData, write_results_and_card
     from ..model_source import image_normalisation
 
@@ -263,7 +262,7 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
     layer_decay = fine_tune_args.layer_decay or recipe["layer_decay"]
     drop_path = recipe["drop_path"] if model_args.drop_path is None else model_args.drop_path
     mean, std = image_normalisation(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision)
-    eval_transform = eval_pixels_transform(size, mean, std)
+    eval_transform = fine_tune_eval_transform(size, mean, std)
     rand_augment = (RandAugment(fine_tune_args.rand_augment_magnitude, fine_tune_args.rand_augment_magnitude_std)
                     if fine_tune_args.rand_augment else None)
     train_transform = FineTuneTrainTransform(size, config.patch_size, rand_augment, fine_tune_args.random_erase, mean, std)
