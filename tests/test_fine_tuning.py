@@ -470,6 +470,14 @@ def test_no_label_column_is_refused_before_training(checkpoint, tmp_path):
     assert not (tmp_path / "out" / "seed-42").exists()
 
 
+def test_unlabelled_training_rows_are_refused_before_training(checkpoint, tmp_path):
+    dataset = _dataset()
+    dataset["train"] = dataset["train"].map(lambda row, i: {"label": -1 if i < 2 else row["label"]}, with_indices=True)
+    with pytest.raises(ValueError, match=r"split 'train' has label -1 in 2 rows, outside the class ids \[0, 3\)"):
+        _run(checkpoint, tmp_path, dataset=dataset)
+    assert not (tmp_path / "out" / "seed-42").exists()
+
+
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
 def test_fraction_outside_zero_one_is_refused(fraction):
     with pytest.raises(ValueError, match=r"--train_fraction must be in \(0, 1\]"):
