@@ -509,6 +509,15 @@ def test_both_subset_flags_and_a_second_smoothing_are_refused():
         parse_fine_tune_arguments(["--model_name_or_path", "x", "--label_smoothing_factor", "0.1"])
 
 
+def test_persistent_workers_are_refused_at_parsing():
+    # a persistent worker never sees _EpochCallback's epoch: every epoch would repeat the first one's augmentation
+    with pytest.raises(ValueError, match="--dataloader_persistent_workers is not supported.*every epoch would repeat"):
+        parse_fine_tune_arguments(["--model_name_or_path", "x", "--dataloader_num_workers", "2",
+                                   "--dataloader_persistent_workers", "true"])
+    _, _, _, training = parse_fine_tune_arguments(["--model_name_or_path", "x", "--dataloader_num_workers", "2"])
+    assert training.dataloader_num_workers == 2 and not training.dataloader_persistent_workers
+
+
 def test_explicit_flags_in_every_spelling_keep_the_users_values_over_the_recipe(tmp_path):
     """A scan of argv for '--name' missed '--learning-rate', abbreviations and '--no_x': the recipe then replaced
     the user's value (here: lr from base lr x batch / 256, 100 epochs, weight decay 0.05, no unused columns)."""

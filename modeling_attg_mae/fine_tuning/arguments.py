@@ -157,6 +157,11 @@ def check_training_arguments(training_args) -> None:
     if training_args.push_to_hub:
         raise ValueError("--push_to_hub is not supported by run_fine_tune.py: upload <output_dir>/seed-<n> with "
                          "`hf upload` after the run")
+    if training_args.dataloader_persistent_workers:
+        raise ValueError("--dataloader_persistent_workers is not supported by run_fine_tune.py: a persistent worker "
+                         "keeps its copy of the training set, whose epoch (a seed of every augmentation) then never "
+                         "advances, so every epoch would repeat the first one's crops, RandAugment and erasing; drop "
+                         "the flag (workers are restarted each epoch)")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")
