@@ -142,6 +142,27 @@ def test_mixup_lambda_switch_and_prob_follow_timms_distributions():
     assert all(c for _, c in only_cutmix)
 
 
+def test_mixing_stream_is_named_by_seed_step_micro_batch_and_process():
+    # the package's one seed-mixing rule (seeding.seeded_generator), written out by hand: a resumed run draws what
+    # the uninterrupted one drew at the same (step, micro-batch), and no two named streams coincide
+    from types import SimpleNamespace
+
+    from modeling_attg_mae.fine_tuning.run import FineTuneTrainer
+
+    def by_hand(seed, step, micro, process):
+        mixed = seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D + process * 0x27D4EB2F
+        return torch.Generator().manual_seed(mixed % 2**63)
+
+    trainer = SimpleNamespace(args=SimpleNamespace(seed=7, process_index=1), state=SimpleNamespace(global_step=3))
+    draws = []
+    for step, micro in [(3, 0), (3, 1), (4, 0)]:  # two micro-batches of step 3, then step 4 starts again at 0
+        trainer.state.global_step = step
+        got = torch.rand(4, generator=FineTuneTrainer._mix_generator(trainer))
+        assert torch.equal(got, torch.rand(4, generator=by_hand(7, step, micro, 1)))
+        draws.append(got)
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
 def test_random_erasing_fills_one_box_with_per_pixel_normal_noise():
     from modeling_attg_mae.fine_tuning import random_erasing
 

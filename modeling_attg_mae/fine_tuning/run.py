@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback
 
 from ..checkpointing import RESUME_LATEST, FullWeightsResumeMixin, resolve_resume_checkpoint
+from ..seeding import seeded_generator
 from .arguments import recipe_defaults
 from .augment import FineTuneTrainTransform, RandAugment, fine_tune_eval_transform
 from .drop_path import add_drop_path
@@ -189,8 +190,7 @@ class FineTuneTrainer(FullWeightsResumeMixin, Trainer):
         step = self.state.global_step
         micro = self._micro + 1 if getattr(self, "_mix_step", None) == step else 0
         self._mix_step, self._micro = step, micro
-        mixed = (self.args.seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D + self.args.process_index * 0x27D4EB2F)
-        return torch.Generator().manual_seed(mixed % (2**63))
+        return seeded_generator(self.args.seed, step, micro, self.args.process_index)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
