@@ -265,6 +265,17 @@ def test_fraction_subset_is_class_balanced_and_seeded():
     assert len(set(subset.tolist())) == subset.numel()
 
 
+def test_a_training_fraction_and_the_probes_held_out_slice_count_a_class_alike():
+    # one rule, evaluation.few_shot.per_class_count: round(fraction * n) (Python's round: half to even), at least 1
+    from modeling_attg_mae.evaluation.few_shot import held_out_split, per_class_count
+
+    assert [per_class_count(n, 0.1) for n in (4, 5, 15, 25, 35, 100)] == [1, 1, 2, 2, 4, 10]
+    labels = torch.tensor([0] * 15 + [1] * 25 + [2] * 35)
+    _, held_out = held_out_split(labels, 0.1, seed=0)
+    assert torch.bincount(labels[held_out]).tolist() == torch.bincount(labels[sample_fraction(labels, 0.1, 0)]).tolist() \
+        == [2, 2, 4]
+
+
 # ---- end to end --------------------------------------------------------------------------------------------------
 
 def _image(label, rng):
