@@ -104,8 +104,8 @@ def test_labels_outside_the_classes_are_refused_naming_the_split_and_values(tmp_
 
     _, data_args, _, _ = eval_arguments(tmp_path / "no_checkpoint", tmp_path, eval_splits=["validation"])
     unlabelled = colour_dataset()
-    unlabelled["validation"] = unlabelled["validation"].map(lambda row, i: {"label": -1 if i % 4 == 0 else row["label"]},
-                                                            with_indices=True)
+    unlabelled["validation"] = unlabelled["validation"].map(
+        lambda row, i: {"label": -1 if i % 4 == 0 else row["label"]}, with_indices=True)
     with pytest.raises(ValueError, match=r"split 'validation' has label -1 in 3 rows, outside the class ids \[0, 3\) "
                                          r"of label_column 'label'"):
         EvaluationData(data_args, tmp_path / "no_checkpoint", dataset=unlabelled)

@@ -272,8 +272,8 @@ def test_a_training_fraction_and_the_probes_held_out_slice_count_a_class_alike()
     assert [per_class_count(n, 0.1) for n in (4, 5, 15, 25, 35, 100)] == [1, 1, 2, 2, 4, 10]
     labels = torch.tensor([0] * 15 + [1] * 25 + [2] * 35)
     _, held_out = held_out_split(labels, 0.1, seed=0)
-    assert torch.bincount(labels[held_out]).tolist() == torch.bincount(labels[sample_fraction(labels, 0.1, 0)]).tolist() \
-        == [2, 2, 4]
+    fraction = sample_fraction(labels, 0.1, seed=0)
+    assert torch.bincount(labels[held_out]).tolist() == torch.bincount(labels[fraction]).tolist() == [2, 2, 4]
 
 
 # ---- end to end --------------------------------------------------------------------------------------------------
@@ -403,7 +403,8 @@ def test_fine_tune_at_another_size_saves_a_model_stock_pipelines_run(checkpoint,
     classify = pipeline("image-classification", model=str(saved), device="cpu")
     scores = {row["label"]: row["score"] for row in classify(image, top_k=3, function_to_apply="none")}
     with torch.no_grad():
-        logits = fine_tuned(AutoImageProcessor.from_pretrained(saved)(image, return_tensors="pt")["pixel_values"]).logits[0]
+        pixels = AutoImageProcessor.from_pretrained(saved)(image, return_tensors="pt")["pixel_values"]
+        logits = fine_tuned(pixels).logits[0]
     torch.testing.assert_close(torch.tensor([scores[name] for name in "rgb"]), logits, rtol=1e-5, atol=1e-6)
 
 

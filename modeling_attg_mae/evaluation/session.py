@@ -63,7 +63,8 @@ def check_label_range(labels: torch.Tensor, num_classes: int, split: str, label_
     if not bool(bad.any()):
         return
     values, counts = labels[bad].unique(return_counts=True)
-    found = ", ".join(f"label {v} in {c} row{'' if c == 1 else 's'}" for v, c in zip(values[:5].tolist(), counts[:5].tolist()))
+    found = ", ".join(f"label {v} in {c} row{'' if c == 1 else 's'}"
+                      for v, c in zip(values[:5].tolist(), counts[:5].tolist()))
     if values.numel() > 5:
         found += f" and {values.numel() - 5} other values"
     raise ValueError(

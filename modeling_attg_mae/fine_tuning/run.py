@@ -255,7 +255,8 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
     if fine_tune_args.shots_per_class is not None:
         check_shots(train_labels, fine_tune_args.shots_per_class, train_split)
     names = getattr(dataset[train_split].features[data.label_column], "names", None)
-    config, checkpoint_image_size = classifier_config(model_args, num_classes, dict(enumerate(names)) if names else None)
+    id2label = dict(enumerate(names)) if names else None
+    config, checkpoint_image_size = classifier_config(model_args, num_classes, id2label)
     size = config.image_size
     recipe = recipe_defaults(config.num_hidden_layers, config.hidden_size)
     base_lr = fine_tune_args.base_learning_rate or recipe["base_learning_rate"]
