@@ -271,9 +271,11 @@ def timm_config(mae_config, processor) -> dict:
         "attg_mae": {"layer_norm_eps": mae_config.layer_norm_eps,
                      "create_model": "timm.create_model('local-dir:<this folder>', pretrained=True, norm_layer="
                                      f"functools.partial(timm.layers.LayerNorm, eps={mae_config.layer_norm_eps!r}))"},
+        # the HF processor resizes straight to the input size; timm's eval transform does that only with crop_mode
+        # "squash" (its default "center" resizes the shorter side, then crops a non-square image)
         "pretrained_cfg": {"input_size": [mae_config.num_channels, *size], "interpolation": resample,
                            "mean": list(processor.image_mean), "std": list(processor.image_std), "crop_pct": 1.0,
-                           "num_classes": 0, "fixed_input_size": True},
+                           "crop_mode": "squash", "num_classes": 0, "fixed_input_size": True},
     }
 
 

@@ -95,3 +95,32 @@ def test_a_checkpoints_normalisation_is_read_in_one_place(checkpoint, tmp_path):
     (own / "preprocessor_config.json").write_text(json.dumps({**config, "image_std": [0.2, 0.2]}))
     with pytest.raises(ValueError, match=r"preprocessor_config.json: image_mean / image_std must have 3 entries"):
         checkpoint_normalisation(own)
+
+
+def test_labels_outside_the_classes_are_refused_naming_the_split_and_values(tmp_path):
+    """datasets' -1 ("no label") or an id past the train split's classes: scored as a miss by k-NN / probes, a crash
+    in fine-tuning's loss. Every used split is checked, before any model; an unused split is not."""
+    import datasets
+
+    _, data_args, _, _ = eval_arguments(tmp_path / "no_checkpoint", tmp_path, eval_splits=["validation"])
+    unlabelled = colour_dataset()
+    unlabelled["validation"] = unlabelled["validation"].map(
+        lambda row, i: {"label": -1 if i % 4 == 0 else row["label"]}, with_indices=True)
+    with pytest.raises(ValueError, match=r"split 'validation' has label -1 in 3 rows, outside the class ids \[0, 3\) "
+                                         r"of label_column 'label'"):
+        EvaluationData(data_args, tmp_path / "no_checkpoint", dataset=unlabelled)
+    # without a ClassLabel the classes are the train split's ids 0..max: 7 and 9 in an eval split lie outside
+    plain = colour_dataset().cast_column("label", datasets.Value("int64"))
+    plain["validation"] = plain["validation"].map(lambda row, i: {"label": {0: 7, 1: 9, 2: 9}.get(i, row["label"])},
+                                                  with_indices=True)
+    with pytest.raises(ValueError, match=r"split 'validation' has label 7 in 1 row, label 9 in 2 rows, outside the "
+                                         r"class ids \[0, 3\)"):
+        EvaluationData(data_args, tmp_path / "no_checkpoint", dataset=plain)
+    train_unlabelled = colour_dataset()
+    train_unlabelled["train"] = train_unlabelled["train"].map(lambda row: {"label": -1})
+    with pytest.raises(ValueError, match=r"split 'train' has label -1 in 24 rows"):
+        EvaluationData(data_args, tmp_path / "no_checkpoint", dataset=train_unlabelled)
+    # validation_shifted is not used (eval_splits=["validation"]): its -1 rows are none of this run's business
+    unused = colour_dataset()
+    unused["validation_shifted"] = unused["validation_shifted"].map(lambda row: {"label": -1})
+    assert EvaluationData(data_args, tmp_path / "no_checkpoint", dataset=unused).num_classes == 3

@@ -200,6 +200,9 @@ def test_timm_folder_written_without_timm(ours):
                                     "num_heads": 2, "mlp_ratio": 2.0, "qkv_bias": True, "class_token": True,
                                     "global_pool": "token", "num_classes": 0}
     assert config["pretrained_cfg"]["mean"] == MEAN and config["pretrained_cfg"]["std"] == STD
+    # timm's resolve_data_config reads crop_pct and crop_mode: resize the whole image to the input size, as the HF
+    # processor does (crop_mode "center", timm's default, would crop a non-square image)
+    assert (config["pretrained_cfg"]["crop_pct"], config["pretrained_cfg"]["crop_mode"]) == (1.0, "squash")
     assert config["attg_mae"]["layer_norm_eps"] == 1e-12
     assert set(load_file(folder / "model.safetensors")) == set(timm_state_dict(ours[0].vit))
 

@@ -142,6 +142,27 @@ def test_mixup_lambda_switch_and_prob_follow_timms_distributions():
     assert all(c for _, c in only_cutmix)
 
 
+def test_mixing_stream_is_named_by_seed_step_micro_batch_and_process():
+    # the package's one seed-mixing rule (seeding.seeded_generator), written out by hand: a resumed run draws what
+    # the uninterrupted one drew at the same (step, micro-batch), and no two named streams coincide
+    from types import SimpleNamespace
+
+    from modeling_attg_mae.fine_tuning.run import FineTuneTrainer
+
+    def by_hand(seed, step, micro, process):
+        mixed = seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D + process * 0x27D4EB2F
+        return torch.Generator().manual_seed(mixed % 2**63)
+
+    trainer = SimpleNamespace(args=SimpleNamespace(seed=7, process_index=1), state=SimpleNamespace(global_step=3))
+    draws = []
+    for step, micro in [(3, 0), (3, 1), (4, 0)]:  # two micro-batches of step 3, then step 4 starts again at 0
+        trainer.state.global_step = step
+        got = torch.rand(4, generator=FineTuneTrainer._mix_generator(trainer))
+        assert torch.equal(got, torch.rand(4, generator=by_hand(7, step, micro, 1)))
+        draws.append(got)
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
 def test_random_erasing_fills_one_box_with_per_pixel_normal_noise():
     from modeling_attg_mae.fine_tuning import random_erasing
 
@@ -217,6 +238,21 @@ def test_pixels_an_op_uncovers_get_the_normalisation_mean():
     torch.testing.assert_close(columns[:, uncovered], torch.zeros(3, int(uncovered.sum())), atol=0.01, rtol=0)
 
 
+@pytest.mark.parametrize("size,resized", [(224, 256), (192, 219), (240, 240)])
+def test_fine_tune_evaluation_crops_as_mae_up_to_224_px_and_not_above(size, resized):
+    # MAE's main_finetune.py: crop_pct 224/256 up to 224 px, 1.0 above; a 2:1 image's shorter side goes to `resized`
+    from modeling_attg_mae.fine_tuning.augment import fine_tune_eval_transform
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8))
+    scaled = image.resize((2 * resized, resized), resample=Image.BICUBIC)
+    left, top = round((2 * resized - size) / 2), round((resized - size) / 2)
+    crop = np.asarray(scaled.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
+    mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
+    expected = torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1)).float()
+    torch.testing.assert_close(fine_tune_eval_transform(size, mean.tolist(), std.tolist())(image), expected,
+                               rtol=0, atol=1e-5)
+
+
 # ---- low-shot ----------------------------------------------------------------------------------------------------
 
 def test_fraction_subset_is_class_balanced_and_seeded():
@@ -227,6 +263,17 @@ def test_fraction_subset_is_class_balanced_and_seeded():
     assert not torch.equal(subset, sample_fraction(labels, 0.1, seed=1))
     assert torch.bincount(labels[sample_fraction(labels, 0.01, seed=0)]).tolist() == [1, 1, 2]  # at least 1 per class
     assert len(set(subset.tolist())) == subset.numel()
+
+
+def test_a_training_fraction_and_the_probes_held_out_slice_count_a_class_alike():
+    # one rule, evaluation.few_shot.per_class_count: round(fraction * n) (Python's round: half to even), at least 1
+    from modeling_attg_mae.evaluation.few_shot import held_out_split, per_class_count
+
+    assert [per_class_count(n, 0.1) for n in (4, 5, 15, 25, 35, 100)] == [1, 1, 2, 2, 4, 10]
+    labels = torch.tensor([0] * 15 + [1] * 25 + [2] * 35)
+    _, held_out = held_out_split(labels, 0.1, seed=0)
+    fraction = sample_fraction(labels, 0.1, seed=0)
+    assert torch.bincount(labels[held_out]).tolist() == torch.bincount(labels[fraction]).tolist() == [2, 2, 4]
 
 
 # ---- end to end --------------------------------------------------------------------------------------------------
@@ -303,6 +350,64 @@ def test_three_step_fine_tune_reports_every_split_and_saves_a_stock_loadable_mod
     del state
 
 
+def test_resized_position_embeddings_equal_the_stock_interpolation_and_keep_the_cls_row():
+    from modeling_attg_mae.fine_tuning.modeling import resize_position_embeddings
+
+    model = _tiny_vit()  # 32 px, 8 px patches: a 4 x 4 grid
+    table = torch.randn(1, 17, 32)
+    with torch.no_grad():
+        model.vit.embeddings.position_embeddings.copy_(table)
+    resized = resize_position_embeddings(table, 6)
+    assert resized.shape == (1, 37, 32) and torch.equal(resized[:, 0], table[:, 0])
+    # transformers' per-forward interpolation (the same bicubic rule as MAE's interpolate_pos_embed), at 48 px
+    stock = model.vit.embeddings.interpolate_pos_encoding(torch.zeros(1, 37, 32), 48, 48)
+    torch.testing.assert_close(resized, stock, rtol=0, atol=1e-6)
+    assert resize_position_embeddings(table, 4) is table
+    constant = torch.full((1, 17, 32), 0.5)  # bicubic (weights summing to 1) keeps a constant grid constant
+    torch.testing.assert_close(resize_position_embeddings(constant, 3), torch.full((1, 10, 32), 0.5))
+    with pytest.raises(ValueError, match="not CLS \\+ a square grid"):
+        resize_position_embeddings(torch.zeros(1, 16, 32), 3)
+
+
+def test_fine_tune_at_another_size_saves_a_model_stock_pipelines_run(checkpoint, tmp_path, monkeypatch):
+    """--image_size 48 on a 32 px checkpoint: the saved config must say 48 (the processor resizes to 48), else the
+    stock image-classification pipeline, which passes no interpolate_pos_encoding, refuses the input."""
+    from transformers import AutoImageProcessor, ViTForImageClassification, pipeline
+
+    from modeling_attg_mae.fine_tuning import run as run_module
+
+    built, build = [], run_module.build_classifier
+
+    def keep(*args, **kwargs):  # the run's model, trained in place: the fine-tuned model
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(run_module, "build_classifier", keep)
+    # the classifier built at 48 px gives the logits of the checkpoint's 32 px grid interpolated on every forward
+    config, checkpoint_size = run_module.classifier_config(FineTuneModelArguments(str(checkpoint), global_pool=False,
+                                                                                   image_size=48), 3)
+    assert (config.image_size, checkpoint_size) == (48, 32)
+    torch.manual_seed(0)
+    at_48 = keep(FineTuneModelArguments(str(checkpoint), global_pool=False, image_size=48), config, 0.0, 32).eval()
+    at_32 = ViTForImageClassification.from_pretrained(checkpoint, num_labels=3).eval()
+    at_32.classifier.load_state_dict(at_48.classifier.state_dict())
+    pixels = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(at_48(pixels).logits, at_32(pixels, interpolate_pos_encoding=True).logits)
+    built.clear()
+
+    _run(checkpoint, tmp_path, model={"global_pool": False, "image_size": 48}, max_steps=2)
+    saved = tmp_path / "out" / "seed-42"
+    assert json.loads((saved / "config.json").read_text())["image_size"] == 48
+    fine_tuned = built[0].eval()
+    image = _image(1, np.random.default_rng(5))
+    classify = pipeline("image-classification", model=str(saved), device="cpu")
+    scores = {row["label"]: row["score"] for row in classify(image, top_k=3, function_to_apply="none")}
+    with torch.no_grad():
+        pixels = AutoImageProcessor.from_pretrained(saved)(image, return_tensors="pt")["pixel_values"]
+        logits = fine_tuned(pixels).logits[0]
+    torch.testing.assert_close(torch.tensor([scores[name] for name in "rgb"]), logits, rtol=1e-5, atol=1e-6)
+
+
 def test_global_pool_checkpoint_round_trips_and_its_row_says_the_pooling(checkpoint, tmp_path):
     payload = _run(checkpoint, tmp_path, fine_tune={"train_fraction": 0.5, "seeds": [0, 1]})
     assert payload["pooling"] == "mean" and payload["recipe"]["layer_decay"] == 0.75
@@ -343,6 +448,28 @@ def test_resume_last_keeps_finished_seeds(checkpoint, tmp_path):
     assert any(r["seed"] == 1 for r in again["results"])
 
 
+def test_every_process_saves_the_model_and_only_the_main_one_writes_the_rest(checkpoint, tmp_path, monkeypatch):
+    """Under FSDP / DeepSpeed `save_model` gathers the weights from every process: called on the main process only,
+    it hangs. A process that is not the world's process zero must still call it (the Trainer decides who writes,
+    by `args.should_save`), and must not write the image processor or the seed's results."""
+    from modeling_attg_mae.fine_tuning.run import FineTuneTrainer
+
+    saved_to = []
+    original = FineTuneTrainer.save_model
+
+    def spy(self, output_dir=None, _internal_call=False):
+        saved_to.append(output_dir)
+        return original(self, output_dir, _internal_call)
+
+    monkeypatch.setattr(FineTuneTrainer, "save_model", spy)
+    monkeypatch.setattr(FineTuneTrainer, "is_world_process_zero", lambda self: False)
+    _run(checkpoint, tmp_path, max_steps=1)
+    seed_dir = tmp_path / "out" / "seed-42"
+    assert saved_to == [str(seed_dir)]
+    assert (seed_dir / "model.safetensors").is_file() and (seed_dir / "config.json").is_file()
+    assert not (seed_dir / "preprocessor_config.json").exists() and not (seed_dir / "seed_results.json").exists()
+
+
 def test_two_process_launch_matches_the_single_process_rows(checkpoint, tmp_path):
     root = tmp_path / "data"
     dataset = _dataset()
@@ -376,6 +503,14 @@ def test_no_label_column_is_refused_before_training(checkpoint, tmp_path):
     assert not (tmp_path / "out" / "seed-42").exists()
 
 
+def test_unlabelled_training_rows_are_refused_before_training(checkpoint, tmp_path):
+    dataset = _dataset()
+    dataset["train"] = dataset["train"].map(lambda row, i: {"label": -1 if i < 2 else row["label"]}, with_indices=True)
+    with pytest.raises(ValueError, match=r"split 'train' has label -1 in 2 rows, outside the class ids \[0, 3\)"):
+        _run(checkpoint, tmp_path, dataset=dataset)
+    assert not (tmp_path / "out" / "seed-42").exists()
+
+
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
 def test_fraction_outside_zero_one_is_refused(fraction):
     with pytest.raises(ValueError, match=r"--train_fraction must be in \(0, 1\]"):
@@ -405,6 +540,15 @@ def test_both_subset_flags_and_a_second_smoothing_are_refused():
         FineTuneArguments(train_fraction=0.1, shots_per_class=2)
     with pytest.raises(ValueError, match="--label_smoothing_factor would smooth the labels a second time"):
         parse_fine_tune_arguments(["--model_name_or_path", "x", "--label_smoothing_factor", "0.1"])
+
+
+def test_persistent_workers_are_refused_at_parsing():
+    # a persistent worker never sees _EpochCallback's epoch: every epoch would repeat the first one's augmentation
+    with pytest.raises(ValueError, match="--dataloader_persistent_workers is not supported.*every epoch would repeat"):
+        parse_fine_tune_arguments(["--model_name_or_path", "x", "--dataloader_num_workers", "2",
+                                   "--dataloader_persistent_workers", "true"])
+    _, _, _, training = parse_fine_tune_arguments(["--model_name_or_path", "x", "--dataloader_num_workers", "2"])
+    assert training.dataloader_num_workers == 2 and not training.dataloader_persistent_workers
 
 
 def test_explicit_flags_in_every_spelling_keep_the_users_values_over_the_recipe(tmp_path):

@@ -11,7 +11,7 @@ from .attentive_probe import (
     DEFAULT_ATTENTIVE_WEIGHT_DECAY,
 )
 from .embedding_plot import DEFAULT_MAX_POINTS, DEFAULT_PERPLEXITY, check_embedding_plot_arguments, require_tsne
-from .few_shot import held_out_count
+from .few_shot import per_class_count
 from .knn import DEFAULT_KS, DEFAULT_TEMPERATURE, check_temperature
 from .linear_probe import DEFAULT_LR_GRID
 
@@ -198,7 +198,7 @@ class LinearProbeArguments:
             raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
         if self.mode == "features" and self.sweep:
             # a few-shot subset is split too: every class must keep an image to fit on
-            too_few = [shots for shots in self.few_shot if held_out_count(shots, self.held_out_fraction) >= shots]
+            too_few = [shots for shots in self.few_shot if per_class_count(shots, self.held_out_fraction) >= shots]
             if too_few:
                 raise ValueError(
                     f"few_shot sizes {too_few} leave no training image per class after holding out "

@@ -30,13 +30,14 @@ def sample_few_shot(labels: torch.Tensor | Sequence[int], shots: int, seed: int)
     return torch.from_numpy(np.sort(np.concatenate(chosen))).long()
 
 
-def held_out_count(num_images: int, fraction: float) -> int:
-    """Images of one class held out: `round(fraction * n)`, at least 1, so that every class is seen."""
+def per_class_count(num_images: int, fraction: float) -> int:
+    """Images a class-balanced `fraction` takes of a class with `num_images`: `round(fraction * n)`, at least 1, so
+    that every class is seen. The held-out slice of the probes and fine-tuning's `--train_fraction` both count so."""
     return max(1, round(fraction * num_images))
 
 
 def held_out_split(labels: torch.Tensor | Sequence[int], fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(fit_indices, held_out_indices)`, both sorted: `held_out_count(n_c, fraction)` images of every class
+    """`(fit_indices, held_out_indices)`, both sorted: `per_class_count(n_c, fraction)` images of every class
     present in `labels` held out, drawn without replacement by a NumPy generator seeded with `seed`.
 
     A class left with no image to fit on is an error naming the class, not a probe that never sees it.
@@ -51,7 +52,7 @@ def held_out_split(labels: torch.Tensor | Sequence[int], fraction: float, seed: 
     held = []
     for cls in np.unique(labels_np):
         members = np.flatnonzero(labels_np == cls)
-        count = held_out_count(members.size, fraction)
+        count = per_class_count(members.size, fraction)
         if count >= members.size:
             raise ValueError(
                 f"held_out_fraction={fraction} leaves class {int(cls)} ({members.size} images) with no training image; "
@@ -69,4 +70,4 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
 
 
-__all__ = ["sample_few_shot", "held_out_count", "held_out_split", "mean_std"]
+__all__ = ["sample_few_shot", "per_class_count", "held_out_split", "mean_std"]

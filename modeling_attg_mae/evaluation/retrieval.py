@@ -676,14 +676,10 @@ def _run_labelled(model_args, data_args, run_args, retrieval_args, dataset, acce
     from .session import EvaluationData, EvaluationSession
 
     data = EvaluationData(data_args, model_args.model_name_or_path, model_args.cache_dir, dataset)
-    for split in data.splits:  # before the encoder is loaded
+    for split in data.splits:  # before the encoder is loaded (EvaluationData refused labels outside the classes)
         if len(data.dataset[split]) == 0:
             role = "database" if split == data.train_split else "query"
             raise ValueError(f"split {split!r} is empty: the {role} set of the retrieval has no image")
-        labels = data.dataset[split][data.label_column]
-        if min(labels) < 0:  # datasets' -1 = no label: the query would have no positive, and mAP would be wrong
-            raise ValueError(f"split {split!r} has label {min(labels)} (no label): label-based retrieval needs every "
-                             f"image of the database and query splits labelled; choose labelled splits (--train_split / --eval_splits)")
     # single scale: the k-NN features (same cache entries); multi-scale: DINO's average, L2-normalised
     scales = MULTI_SCALES if retrieval_args.multi_scale else None
     setup = EvaluationSession(data, model_args, run_args, accelerator)

@@ -30,11 +30,12 @@ def eval_transform_for(info: EncoderInfo):
     return eval_pixels_transform(info.image_size, info.image_mean, info.image_std)
 
 
-def eval_pixels_transform(image_size: int, mean, std):
-    """`image -> pixel_values (3, S, S)`: the evaluation transform of every k-NN / probe (offline and online)."""
+def eval_pixels_transform(image_size: int, mean, std, resize_ratio: float = 256 / 224):
+    """`image -> pixel_values (3, S, S)`: the evaluation transform of every k-NN / probe (offline and online), and of
+    fine-tuning with its own `resize_ratio` (`fine_tuning.augment.eval_resize_ratio`)."""
     from ..data.transforms import EvalTransform
 
-    return _PixelsOnly(EvalTransform(image_size, mean=mean, std=std))
+    return _PixelsOnly(EvalTransform(image_size, mean=mean, std=std, resize_ratio=resize_ratio))
 
 
 def probe_train_transform_for(info: EncoderInfo, seed: int | None = None):

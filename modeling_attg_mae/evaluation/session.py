@@ -9,10 +9,11 @@
 
 `EvaluationData` resolves the data (the checkpoint's recorded pre-training data when no data flag is given, see
 `data.source.use_recorded_source`), loads it (`data.loading.load_data_source`) and checks, once and before any
-model is loaded: the train split exists, the eval splits are other splits that exist, and every one of them has
-the image column and an integer label column. Fine-tuning uses it alone (it builds its own trainable model);
-k-NN, the probes, the embedding plot and label-based retrieval put an `EvaluationSession` on top: the encoder
-(`model_source.load_encoder`), its evaluation transform, and the features of a split through the feature cache.
+model is loaded: the train split exists, the eval splits are other splits that exist, every one of them has the
+image column and an integer label column, and every label is a class id in [0, num_classes). Fine-tuning uses it
+alone (it builds its own trainable model); k-NN, the probes, the embedding plot and label-based retrieval put an
+`EvaluationSession` on top: the encoder (`model_source.load_encoder`), its evaluation transform, and the features of
+a split through the feature cache.
 """
 
 from __future__ import annotations
@@ -54,6 +55,25 @@ def check_label_column(split_dataset, split: str, image_column: str, label_colum
         )
 
 
+def check_label_range(labels: torch.Tensor, num_classes: int, split: str, label_column: str) -> None:
+    """Every label of `split` a class id in [0, num_classes). datasets' -1 ("no label", e.g. an unlabelled test split)
+    or an id past the train split's classes is otherwise scored as a miss (k-NN, probes, retrieval), crashes the
+    loss (fine-tuning) or silently indexes another class; the message names the split, the values and their rows."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if not bool(bad.any()):
+        return
+    values, counts = labels[bad].unique(return_counts=True)
+    found = ", ".join(f"label {v} in {c} row{'' if c == 1 else 's'}"
+                      for v, c in zip(values[:5].tolist(), counts[:5].tolist()))
+    if values.numel() > 5:
+        found += f" and {values.numel() - 5} other values"
+    raise ValueError(
+        f"split {split!r} has {found}, outside the class ids [0, {num_classes}) of label_column {label_column!r}; "
+        f"-1 is datasets' 'no label': drop those rows first (e.g. dataset.filter(lambda r: r[{label_column!r}] >= 0)) "
+        f"or choose labelled splits with --train_split / --eval_splits"
+    )
+
+
 class EvaluationData:
     """The labelled dataset of an evaluation (or of fine-tuning), its split roles and columns, checked once.
 
@@ -92,6 +112,10 @@ class EvaluationData:
             check_split(self.dataset, split)
         for split in self.splits:
             check_label_column(self.dataset[split], split, self.image_column, self.label_column)
+        for split in self.splits:
+            labels = self.labels(split)
+            if labels.numel():  # an empty split has no label to check (its callers refuse it by role)
+                check_label_range(labels, self.num_classes, split, self.label_column)
 
     @property
     def splits(self) -> list[str]:
@@ -237,5 +261,5 @@ def write_results_and_card(payload: dict, filename: str, model_args, run_args, d
     return payload
 
 
-__all__ = ["EvaluationData", "EvaluationSession", "check_split", "check_label_column", "write_results",
-           "write_results_and_card"]
+__all__ = ["EvaluationData", "EvaluationSession", "check_split", "check_label_column", "check_label_range",
+           "write_results", "write_results_and_card"]

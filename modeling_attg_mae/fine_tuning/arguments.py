@@ -4,7 +4,8 @@ evaluation's `EvalDataArguments` for the data) and MAE's fine-tuning recipe as t
 MAE's recipe (`main_finetune.py` and FINETUNE.md of facebookresearch/mae): AdamW, weight decay 0.05, layer-wise
 lr decay, `lr = base_lr * effective_batch / 256`, warmup 5 epochs then cosine, drop path, label smoothing 0.1,
 Mixup 0.8 / CutMix 1.0 (switch 0.5), RandAugment m9 mstd0.5, RandomErasing 0.25, evaluation at resize
-`size / 0.875` + center crop. Three knobs depend on the model size, as in FINETUNE.md: see `recipe_defaults`.
+`size / 0.875` + center crop up to 224 px, resize to `size` + center crop above (`augment.eval_resize_ratio`).
+Three knobs depend on the model size, as in FINETUNE.md: see `recipe_defaults`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class FineTuneModelArguments:
                                         "0.2 for ViT-L, 0.3 for ViT-H)."})
     image_size: int | None = field(
         default=None, metadata={"help": "Training and evaluation image side (default: the checkpoint's; another size "
-                                        "interpolates the position embeddings)."})
+                                        "resizes the position embeddings once at load, bicubic, as MAE, and the "
+                                        "saved model's config has this size)."})
     cache_dir: str | None = field(default=None, metadata={"help": "Hugging Face cache for models and datasets."})
     model_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub checkpoint."})
 
@@ -155,6 +157,11 @@ def check_training_arguments(training_args) -> None:
     if training_args.push_to_hub:
         raise ValueError("--push_to_hub is not supported by run_fine_tune.py: upload <output_dir>/seed-<n> with "
                          "`hf upload` after the run")
+    if training_args.dataloader_persistent_workers:
+        raise ValueError("--dataloader_persistent_workers is not supported by run_fine_tune.py: a persistent worker "
+                         "keeps its copy of the training set, whose epoch (a seed of every augmentation) then never "
+                         "advances, so every epoch would repeat the first one's crops, RandAugment and erasing; drop "
+                         "the flag (workers are restarted each epoch)")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")

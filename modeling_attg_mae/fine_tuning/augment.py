@@ -1,5 +1,6 @@
 """MAE's fine-tuning augmentation without torchvision: RandomResizedCrop (scale 0.08-1) + flip, RandAugment
-("rand-m9-mstd0.5-inc1"), normalisation, RandomErasing (p 0.25, per-pixel noise).
+("rand-m9-mstd0.5-inc1"), normalisation, RandomErasing (p 0.25, per-pixel noise); and its evaluation transform
+(`fine_tune_eval_transform`).
 
 RandAugment and RandomErasing follow timm's `auto_augment.py` / `random_erasing.py` (Apache-2.0), which MAE's
 `main_finetune.py` calls through `timm.data.create_transform`; timm itself is not a dependency because its import
@@ -19,6 +20,20 @@ from PIL import Image, ImageEnhance, ImageOps
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointRandomResizedCrop, to_normalized_tensor
 
 _MAX_LEVEL = 10.0
+
+
+def eval_resize_ratio(image_size: int) -> float:
+    """Shorter side before the center crop, over the crop: MAE's `main_finetune.py` (`build_transform`) takes
+    crop_pct 224/256 up to 224 px and 1.0 above, i.e. a larger image is resized to its size and not cropped further."""
+    return 256 / 224 if image_size <= 224 else 1.0
+
+
+def fine_tune_eval_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """`image -> pixel_values (3, S, S)`: bicubic resize of the shorter side to `int(S * eval_resize_ratio(S))`,
+    center crop S, normalise."""
+    from ..evaluation.runner import eval_pixels_transform
+
+    return eval_pixels_transform(image_size, mean, std, resize_ratio=eval_resize_ratio(image_size))
 
 
 def fill_color(mean) -> tuple[int, ...]:
@@ -135,4 +150,5 @@ class FineTuneTrainTransform:
         return random_erasing(pixels, self.random_erase_prob, generator)
 
 
-__all__ = ["RandAugment", "RAND_AUGMENT_OPS", "random_erasing", "fill_color", "FineTuneTrainTransform"]
+__all__ = ["RandAugment", "RAND_AUGMENT_OPS", "random_erasing", "fill_color", "FineTuneTrainTransform",
+           "eval_resize_ratio", "fine_tune_eval_transform"]

@@ -1,22 +1,18 @@
 """Low-shot training subsets: a class-balanced fraction of the labels (paper Table 2: 1% and 10% of ImageNet) or N
 images per class, both deterministic per seed. N per class is `evaluation.few_shot.sample_few_shot`, the one
-few-shot sampler of the package; a fraction takes `max(1, round(fraction * n_c))` images of every class c."""
+few-shot sampler of the package; a fraction takes `evaluation.few_shot.per_class_count(n_c, fraction)`
+(`max(1, round(fraction * n_c))`) images of every class c, the count of the probes' held-out slice."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..evaluation.few_shot import sample_few_shot
-
-
-def fraction_count(num_images: int, fraction: float) -> int:
-    """Images kept of a class with `num_images`: `round(fraction * n)`, at least 1 (every class is seen)."""
-    return max(1, round(fraction * num_images))
+from ..evaluation.few_shot import per_class_count, sample_few_shot
 
 
 def sample_fraction(labels, fraction: float, seed: int) -> torch.Tensor:
-    """Sorted indices of `fraction_count(n_c, fraction)` images of every class present in `labels`, drawn without
+    """Sorted indices of `per_class_count(n_c, fraction)` images of every class present in `labels`, drawn without
     replacement by a NumPy generator seeded with `seed` (classes in increasing order)."""
     labels = torch.as_tensor(labels)
     if labels.dim() != 1 or labels.is_floating_point():
@@ -25,7 +21,7 @@ def sample_fraction(labels, fraction: float, seed: int) -> torch.Tensor:
         raise ValueError(f"--train_fraction must be in (0, 1], got {fraction}")
     rng = np.random.default_rng(int(seed))
     labels_np = labels.cpu().numpy()
-    chosen = [rng.choice(members, size=fraction_count(members.size, fraction), replace=False)
+    chosen = [rng.choice(members, size=per_class_count(members.size, fraction), replace=False)
               for members in (np.flatnonzero(labels_np == c) for c in np.unique(labels_np))]
     return torch.from_numpy(np.sort(np.concatenate(chosen))).long()
 
@@ -50,4 +46,4 @@ def low_shot_indices(labels, seed: int, train_fraction: float | None = None,
     return None
 
 
-__all__ = ["fraction_count", "sample_fraction", "check_shots", "low_shot_indices"]
+__all__ = ["sample_fraction", "check_shots", "low_shot_indices"]

@@ -18,6 +18,30 @@ from transformers import ViTConfig, ViTForImageClassification
 from transformers.modeling_outputs import ImageClassifierOutput
 
 
+def resize_position_embeddings(position_embeddings: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """The position embeddings of a square patch grid on another square grid, as MAE's `interpolate_pos_embed`
+    (and transformers' `interpolate_pos_encoding`): the CLS row kept, the patch rows resized bicubically
+    (`align_corners=False`), in float32, returned in the input's dtype.
+
+    Args:
+        position_embeddings: `(1, 1 + g * g, D)`, CLS first, patches row-major.
+        grid_size: the side of the new grid.
+
+    Returns:
+        `(1, 1 + grid_size ** 2, D)`; the input itself when the grid is already `grid_size`.
+    """
+    num_patches, dim = position_embeddings.shape[1] - 1, position_embeddings.shape[2]
+    side = int(round(num_patches**0.5))
+    if side * side != num_patches:
+        raise ValueError(f"position embeddings of shape {tuple(position_embeddings.shape)} are not CLS + a square grid")
+    if side == grid_size:
+        return position_embeddings
+    patches = position_embeddings[:, 1:].float().reshape(1, side, side, dim).permute(0, 3, 1, 2)  # (1, D, g, g)
+    patches = nn.functional.interpolate(patches, size=(grid_size, grid_size), mode="bicubic", align_corners=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(1, grid_size * grid_size, dim).to(position_embeddings.dtype)
+    return torch.cat([position_embeddings[:, :1], patches], dim=1)  # (1, 1 + G * G, D)
+
+
 class AttGViTForImageClassification(ViTForImageClassification):
     """`ViTForImageClassification` with MAE's optional global-pool head (`config.attg_global_pool`)."""
 
@@ -43,4 +67,4 @@ class AttGViTForImageClassification(ViTForImageClassification):
         return ImageClassifierOutput(loss=loss, logits=logits)
 
 
-__all__ = ["AttGViTForImageClassification"]
+__all__ = ["AttGViTForImageClassification", "resize_position_embeddings"]

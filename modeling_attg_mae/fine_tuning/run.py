@@ -28,13 +28,14 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback
 
 from ..checkpointing import RESUME_LATEST, FullWeightsResumeMixin, resolve_resume_checkpoint
+from ..seeding import seeded_generator
 from .arguments import recipe_defaults
-from .augment import FineTuneTrainTransform, RandAugment
+from .augment import FineTuneTrainTransform, RandAugment, fine_tune_eval_transform
 from .drop_path import add_drop_path
 from .layer_decay import layer_decay_param_groups
 from .low_shot import check_shots, low_shot_indices
 from .mixup import Mixup, soft_target_cross_entropy
-from .modeling import AttGViTForImageClassification
+from .modeling import AttGViTForImageClassification, resize_position_embeddings
 
 logger = logging.getLogger(__name__)
 RESULTS_FILE = "fine_tune_results.json"
@@ -55,8 +56,9 @@ def _square(value, what: str) -> int:
 
 
 def classifier_config(model_args, num_labels: int, id2label: dict[int, str] | None = None):
-    """The classifier's `ViTConfig` from the starting checkpoint's config, checked before any weight is loaded:
-    a ViT model type, and an image size (the checkpoint's or `--image_size`) divisible by the patch size."""
+    """`(config, checkpoint_image_size)`: the classifier's `ViTConfig` from the starting checkpoint's config, at the
+    fine-tuning image size (the checkpoint's or `--image_size`), and the checkpoint's own size. Checked before any
+    weight is loaded: a ViT model type, and an image size divisible by the patch size."""
     from transformers import ViTConfig
 
     from ..model_source import load_config
@@ -75,16 +77,27 @@ def classifier_config(model_args, num_labels: int, id2label: dict[int, str] | No
         flag = "--image_size" if model_args.image_size else "the checkpoint's image_size"
         raise ValueError(f"{flag} {size} is not divisible by the patch size {patch}; pick a multiple of {patch}")
     labels = id2label or {i: str(i) for i in range(num_labels)}
-    config = ViTConfig(**{**values, "image_size": trained_size, "patch_size": patch}, num_labels=num_labels,
+    # the saved config states the size the model runs at, so stock loaders and pipelines need no
+    # interpolate_pos_encoding: build_classifier resizes the position embeddings once
+    config = ViTConfig(**{**values, "image_size": size, "patch_size": patch}, num_labels=num_labels,
                        id2label=labels, label2id={v: k for k, v in labels.items()})
     config.attg_global_pool = bool(model_args.global_pool)
-    return config, size
+    return config, trained_size
 
 
-def build_classifier(model_args, config, drop_path: float) -> AttGViTForImageClassification:
+def build_classifier(model_args, config, drop_path: float, checkpoint_image_size: int | None = None
+                     ) -> AttGViTForImageClassification:
     """The starting checkpoint's encoder in an `AttGViTForImageClassification` with a fresh head (and `fc_norm`), drop
-    path added; any other missing weight is an error (the checkpoint is not laid out as a ViT)."""
+    path added; any other missing weight is an error (the checkpoint is not laid out as a ViT). When
+    `config.image_size` differs from `checkpoint_image_size`, the checkpoint's position embeddings are resized to
+    the new patch grid once, here (`resize_position_embeddings`, as MAE's `interpolate_pos_embed`)."""
     from transformers.utils import logging as transformers_logging
+
+    size = config.image_size
+    checkpoint_image_size = checkpoint_image_size or size
+    if checkpoint_image_size != size:  # load on the checkpoint's grid, then move the weights to the new one
+        config = copy.deepcopy(config)
+        config.image_size = checkpoint_image_size
 
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # the decoder of a pre-training checkpoint is unused, by design
@@ -98,6 +111,14 @@ def build_classifier(model_args, config, drop_path: float) -> AttGViTForImageCla
     if missing or info.get("mismatched_keys"):
         raise ValueError(f"--model_name_or_path {model_args.model_name_or_path!r}: its weights do not fill a ViT "
                          f"classifier (missing {sorted(missing)[:5]}, mismatched {list(info.get('mismatched_keys') or [])[:5]})")
+    if checkpoint_image_size != size:
+        state = model.state_dict()
+        key = "vit.embeddings.position_embeddings"
+        state[key] = resize_position_embeddings(state[key], size // config.patch_size)
+        config.image_size = size
+        with torch.random.fork_rng(devices=[]):  # the head's init below draws what it draws at the checkpoint's size
+            model = AttGViTForImageClassification(config)
+        model.load_state_dict(state)
     # MAE's head init: trunc_normal(std 2e-5) weights and zero bias, so the first logits are near zero
     torch.nn.init.trunc_normal_(model.classifier.weight, std=2e-5)
     torch.nn.init.zeros_(model.classifier.bias)
@@ -110,14 +131,14 @@ class _Images(Dataset):
     epoch e draws from a generator seeded with (seed, e, r): the same images for the same seed, on resume too."""
 
     def __init__(self, split_dataset, indices, image_column: str, label_column: str, transform, train: bool,
-                 seed: int = 0, split: str | None = None, extra: dict | None = None):
+                 seed: int = 0, split: str | None = None):
         from ..data.images import undecoded_images
 
         self.data = undecoded_images(split_dataset, image_column)
         self.indices = list(range(len(split_dataset))) if indices is None else [int(i) for i in indices]
         self.labels = split_dataset[label_column]
         self.image_column, self.transform, self.train, self.seed, self.split = image_column, transform, train, seed, split
-        self.epoch, self.extra = 0, extra or {}
+        self.epoch = 0
 
     def __len__(self):
         return len(self.indices)
@@ -132,7 +153,7 @@ class _Images(Dataset):
             pixels = self.transform(image, generator)
         else:
             pixels = self.transform(image)
-        return {"pixel_values": pixels, "labels": int(self.labels[row]), **self.extra}
+        return {"pixel_values": pixels, "labels": int(self.labels[row])}
 
 
 class _EpochCallback(TrainerCallback):
@@ -169,8 +190,7 @@ class FineTuneTrainer(FullWeightsResumeMixin, Trainer):
         step = self.state.global_step
         micro = self._micro + 1 if getattr(self, "_mix_step", None) == step else 0
         self._mix_step, self._micro = step, micro
-        mixed = (self.args.seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D + self.args.process_index * 0x27D4EB2F)
-        return torch.Generator().manual_seed(mixed % (2**63))
+        return seeded_generator(self.args.seed, step, micro, self.args.process_index)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -186,11 +206,8 @@ class FineTuneTrainer(FullWeightsResumeMixin, Trainer):
 
 
 def _collate(examples: list[dict]) -> dict:
-    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-             "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
-    if "interpolate_pos_encoding" in examples[0]:
-        batch["interpolate_pos_encoding"] = True
-    return batch
+    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
 
 
 def _check_output_dir(training_args, fine_tune_args) -> None:
@@ -219,7 +236,6 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
 
     from ..evaluation.few_shot import mean_std
     from ..evaluation.metrics import top_k_accuracy
-    from ..evaluation.runner import eval_pixels_transform
     from ..evaluation.session import EvaluationData, write_results_and_card
     from ..model_source import image_normalisation
 
@@ -239,14 +255,15 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
     if fine_tune_args.shots_per_class is not None:
         check_shots(train_labels, fine_tune_args.shots_per_class, train_split)
     names = getattr(dataset[train_split].features[data.label_column], "names", None)
-    config, size = classifier_config(model_args, num_classes, dict(enumerate(names)) if names else None)
+    id2label = dict(enumerate(names)) if names else None
+    config, checkpoint_image_size = classifier_config(model_args, num_classes, id2label)
+    size = config.image_size
     recipe = recipe_defaults(config.num_hidden_layers, config.hidden_size)
     base_lr = fine_tune_args.base_learning_rate or recipe["base_learning_rate"]
     layer_decay = fine_tune_args.layer_decay or recipe["layer_decay"]
     drop_path = recipe["drop_path"] if model_args.drop_path is None else model_args.drop_path
     mean, std = image_normalisation(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision)
-    extra = {"interpolate_pos_encoding": True} if size != config.image_size else {}
-    eval_transform = eval_pixels_transform(size, mean, std)
+    eval_transform = fine_tune_eval_transform(size, mean, std)
     rand_augment = (RandAugment(fine_tune_args.rand_augment_magnitude, fine_tune_args.rand_augment_magnitude_std)
                     if fine_tune_args.rand_augment else None)
     train_transform = FineTuneTrainTransform(size, config.patch_size, rand_augment, fine_tune_args.random_erase, mean, std)
@@ -264,7 +281,7 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
             continue
         indices = low_shot_indices(train_labels, seed, fine_tune_args.train_fraction, fine_tune_args.shots_per_class)
         train = _Images(dataset[train_split], indices, data_args.image_column_name, data_args.label_column_name,
-                        train_transform, True, seed, train_split, extra)
+                        train_transform, True, seed, train_split)
         args = copy.deepcopy(training_args)
         args.output_dir, args.seed = str(seed_dir), seed
         effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
@@ -275,14 +292,14 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
         if not args.warmup_steps:
             args.warmup_steps = int(round(fine_tune_args.warmup_epochs * steps_per_epoch))
         set_seed(seed)
-        model = build_classifier(model_args, config, drop_path)
+        model = build_classifier(model_args, config, drop_path, checkpoint_image_size)
         trainer = FineTuneTrainer(model=model, args=args, train_dataset=train, data_collator=_collate,
                                   callbacks=[_EpochCallback(train)], mixup=mixup, layer_decay=layer_decay)
         trainer.train(resume_from_checkpoint=checkpoint)
         seed_rows = []
         for split in eval_splits:
             images = _Images(dataset[split], None, data_args.image_column_name, data_args.label_column_name,
-                             eval_transform, False, split=split, extra=extra)
+                             eval_transform, False, split=split)
             prediction = trainer.predict(images, metric_key_prefix=f"eval_{split}")
             logits, labels = torch.as_tensor(prediction.predictions), torch.as_tensor(prediction.label_ids)
             accuracy = top_k_accuracy(logits.topk(min(5, num_classes), dim=1).indices, labels)
@@ -290,8 +307,10 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
                               "train_fraction": fraction, "seed": seed, "top1": 100.0 * accuracy["top1"],
                               "top5": 100.0 * accuracy["top5"], "num_queries": int(labels.shape[0]),
                               "num_train_images": len(train), "eval_loss": prediction.metrics.get(f"eval_{split}_loss")})
+        # every process: under FSDP / DeepSpeed the weights are gathered from all of them (the Trainer writes on the
+        # main one only); a rank-0-only call would hang there
+        trainer.save_model(str(seed_dir))
         if trainer.is_world_process_zero():
-            trainer.save_model(str(seed_dir))
             ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std),
                                  resample=3).save_pretrained(seed_dir)
             (seed_dir / SEED_RESULTS_FILE).write_text(json.dumps({"results": seed_rows}, indent=2) + "\n")
