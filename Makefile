@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 VENV_MIN ?= .venv-min
 MIN_CONSTRAINTS ?= ci/constraints-min.txt
 
-.PHONY: install demo test test-min test-all test-multiprocess benchmarks study clean
+.PHONY: install demo test test-min test-all test-multiprocess benchmarks study study-label-free study-fine-tune clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -36,7 +36,8 @@ test-min: $(VENV_MIN)/.installed
 test-all: test test-min
 
 # speed and cost benchmarks (each prints ratios against its baseline, run side by side)
-BENCHMARKS = overhead pretrain_throughput knn attention_maps knn_monitor_overhead linear_probe_sweep retrieval
+BENCHMARKS = overhead pretrain_throughput knn attention_maps knn_monitor_overhead linear_probe_sweep retrieval \
+	fine_tune_throughput
 
 benchmarks: install
 	for f in $(BENCHMARKS); do $(PYTHON) benchmarks/$$f.py || exit 1; done
@@ -47,6 +48,20 @@ study: install
 	$(PYTHON) benchmarks/attg_vs_mae.py --setting main
 	$(PYTHON) benchmarks/attg_vs_mae.py --setting shape -- --synthetic_object_color random
 	$(PYTHON) benchmarks/study_report.py --write
+
+# label-free guidance (issue 11): MAE vs self-bootstrapped and online spectral-residual maps, 5 paired seeds,
+# docs/results/label_free/PROTOCOL.md; the oracle arm is paired from the replication of issue 14 when MAE reproduces
+study-label-free: install
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/attg_vs_mae.py --setting main --records docs/results/label_free \
+		--work outputs/label_free --arms none self online_sr
+	$(PYTHON) benchmarks/study_report.py --records docs/results/label_free --block label_free \
+		--reference docs/results/eval_breadth/checkpoint_records attg --write
+
+# low-shot fine-tuning (issue 13) of the method study's checkpoints in outputs/study (make study first),
+# docs/results/fine_tune/PROTOCOL.md
+study-fine-tune: install
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/fine_tune_study.py run --work outputs/study
+	$(PYTHON) benchmarks/fine_tune_study.py report --write
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache outputs runs $(VENV_MIN)
