@@ -139,6 +139,44 @@ def test_a_streaming_source_pretrains_three_steps(detector_checkpoints, tmp_path
             dataset=streaming)
 
 
+def test_streaming_flag_streams_a_hub_layout_folder_through_the_cli(tmp_path):
+    import run_pretrain
+    from modeling_attg_mae.data import load_synthetic_dataset
+
+    # a Hub-layout folder (data/<split>-*.parquet, as a Hub dataset repo holds it), streamed by load_dataset
+    source = load_synthetic_dataset(num_train=24, num_validation=8, image_size=32, cache_dir=str(tmp_path / "c"))
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    for split in ("train", "validation"):
+        source[split].select_columns(["image", "label"]).to_parquet(str(tmp_path / "hub" / "data" /
+                                                                        f"{split}-00000-of-00001.parquet"))
+    flags = tiny_pretrain_args(tmp_path, "--dataset_name", str(tmp_path / "hub"), "--streaming", "--attention_online",
+                               "--attention_method", "spectral_residual", "--max_steps", "3", "--eval_strategy",
+                               "no", "--save_strategy", "no", synthetic=False)
+    run_pretrain.main(flags)
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (tmp_path / "out" / "model.safetensors").is_file()
+    shares = [e["object_loss_share"] for e in state["log_history"] if "object_loss_share" in e]
+    assert len(shares) == 3 and all(0 < share < 1 for share in shares)  # online maps on every streamed batch
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], r"--streaming streams a Hub dataset \(--dataset_name\) or an image folder"),  # the synthetic data
+    (["--dataset_name", "SAVED"], "is a save_to_disk folder, already prepared on disk: it does not stream"),
+    (["--dataset_name", "x/y", "--max_steps", "-1"], "no length: pass --max_steps"),
+    (["--dataset_name", "x/y", "--max_steps", "3"], "cannot get a stored map column"),
+    (["--dataset_name", "x/y", "--max_steps", "3", "--attention_online", "--run_knn"], "--run_knn / --knn_monitor"),
+])
+def test_streaming_flag_refuses_what_cannot_stream_before_any_data_work(tmp_path, monkeypatch, extra, message):
+    import modeling_attg_mae.pretraining.wiring as wiring
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"x": [1]})}).save_to_disk(tmp_path / "saved")
+    extra = [str(tmp_path / "saved") if e == "SAVED" else e for e in extra]
+    monkeypatch.setattr(wiring, "load_data_source", lambda *a, **k: pytest.fail("data loaded before the check"))
+    with pytest.raises(ValueError, match=message):
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, "--streaming", "--attention_method", "spectral_residual",
+                                                *extra, synthetic="--dataset_name" not in extra)))
+
+
 # ------------------------------------------------------------------------------------------- self-bootstrapped
 
 SELF_FLAGS = ("--attention_method", "self", "--attention_refresh_epochs", "1", "--attention_warmup_epochs", "1",

@@ -66,9 +66,11 @@ def check_source_choice(
     train_dir: str | os.PathLike | None,
     validation_dir: str | os.PathLike | None,
     synthetic: list[str] = (),
+    streaming: bool = False,
 ) -> None:
     """Raise ValueError unless the arguments name exactly one source (`synthetic`: the synthetic settings that were
-    given, by name). Cheap (no folder is listed, no data read): `DataSourceArguments` runs it when flags are parsed."""
+    given, by name), which can stream if `streaming`. Cheap (no folder is listed, no data read): the data arguments
+    run it when flags are parsed."""
     if dataset_name is not None and (train_dir is not None or validation_dir is not None):
         raise ValueError(f"give either --dataset_name ({dataset_name!r}) or --train_dir/--validation_dir "
                          f"({train_dir!r}/{validation_dir!r}), not both")
@@ -83,6 +85,12 @@ def check_source_choice(
     if dataset_config_name is not None and saved_dataset_kind(dataset_name) is not None:
         raise ValueError(f"--dataset_name {dataset_name!r} is a save_to_disk folder, which has no configurations; "
                          f"drop --dataset_config_name {dataset_config_name!r}")
+    if streaming and dataset_name is None and train_dir is None:
+        raise ValueError("--streaming streams a Hub dataset (--dataset_name) or an image folder (--train_dir); the "
+                         "embedded synthetic data is generated whole: drop --streaming")
+    if streaming and dataset_name is not None and saved_dataset_kind(dataset_name) is not None:
+        raise ValueError(f"--dataset_name {dataset_name!r} is a save_to_disk folder, already prepared on disk: it does "
+                         "not stream; drop --streaming")
 
 
 def load_data_source(data_args: DataSourceArguments, cache_dir: str | os.PathLike | None = None
@@ -100,7 +108,7 @@ def load_data_source(data_args: DataSourceArguments, cache_dir: str | os.PathLik
     return load_image_dataset(
         dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
         train_dir=data_args.train_dir, validation_dir=data_args.validation_dir, cache_dir=cache_dir,
-        synthetic_kwargs=synthetic)
+        synthetic_kwargs=synthetic, streaming=getattr(data_args, "streaming", False))
 
 
 def load_image_dataset(
@@ -110,7 +118,8 @@ def load_image_dataset(
     validation_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     synthetic_kwargs: dict | None = None,
-) -> datasets.DatasetDict:
+    streaming: bool = False,
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
     """Load images from exactly one source: the keyword form of `load_data_source` (which the command lines use).
 
     Args:
@@ -124,13 +133,26 @@ def load_image_dataset(
         cache_dir: the `datasets` cache for Hub / folder data; for the synthetic data, the folder where it is
             saved (see `load_synthetic_dataset`).
         synthetic_kwargs: arguments of `load_synthetic_dataset`, used when neither a name nor a folder is given.
+        streaming: stream a Hub dataset (or a Hub-layout folder) or an image folder instead of preparing it whole
+            (`load_dataset(..., streaming=True)`): an `IterableDatasetDict`, without lengths (pre-training only).
 
     Returns:
-        `datasets.DatasetDict` (the synthetic data: train, validation, validation_mixed_rand, validation_only_fg).
+        `datasets.DatasetDict` (the synthetic data: train, validation, validation_mixed_rand, validation_only_fg), or
+        an `IterableDatasetDict` with `streaming`.
     """
     check_source_choice(dataset_name, dataset_config_name, train_dir, validation_dir,
-                        ["synthetic_kwargs"] if synthetic_kwargs else [])
+                        ["synthetic_kwargs"] if synthetic_kwargs else [], streaming)
     cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+    if streaming and dataset_name is not None:
+        return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=True)
+    if streaming:
+        splits = {"train": train_dir} if validation_dir is None else {"train": train_dir, "validation": validation_dir}
+        for split, folder in splits.items():
+            check_image_folder(folder, "train_dir" if split == "train" else "validation_dir")
+        return datasets.IterableDatasetDict({
+            split: next(iter(datasets.load_dataset("imagefolder", data_dir=os.fspath(folder), cache_dir=cache_dir,
+                                                   streaming=True).values()))
+            for split, folder in splits.items()})
     if dataset_name is not None and saved_dataset_kind(dataset_name) is not None:
         return _load_saved_dataset(os.fspath(dataset_name))
     if dataset_name is not None:

@@ -67,6 +67,10 @@ class DataArguments(LabelledDataArguments):
     """The shared data flags (`modeling_attg_mae.data.arguments`: source, image / label columns, splits, synthetic
     settings) plus pre-training's own: the validation split of the loss and pictures, truncation, the maps."""
 
+    streaming: bool = field(default=False, metadata={
+        "help": "Stream --dataset_name (a Hub dataset or Hub-layout folder) or --train_dir instead of preparing it "
+                "whole: needs --max_steps and maps that need no pass over the data (--attention_online, or "
+                "--attg_guidance none), and no --run_knn / --knn_monitor (a stream has no length)."})
     validation_split: str | None = field(default="validation", metadata={
         "help": "Split for the evaluation loss and the pictures (empty: none)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
@@ -100,6 +104,11 @@ class DataArguments(LabelledDataArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.streaming:
+            from ..data.loading import check_source_choice
+
+            check_source_choice(self.dataset_name, self.dataset_config_name, self.train_dir, self.validation_dir,
+                                streaming=True)
         for name in ("max_train_samples", "max_eval_samples", "attention_num_proc"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -94,6 +94,10 @@ def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, at
                          "without --validation_dir; add one, or drop --run_knn and run run_knn.py later")
     config = build_config(model_args, attg_args)
     check_label_free_run(data_args, attg_args, training_args)
+    if data_args.streaming:
+        uses_maps = attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae
+        check_streaming_arguments(data_args, attg_args, training_args,
+                                  stored_maps=uses_maps and not data_args.attention_online)
     if attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae:
         check_attention_arguments(data_args)
     return config
@@ -235,6 +239,14 @@ def check_streaming_run(source, data_args: DataArguments, attg_args: AttGArgumen
         return False  # load_pretraining_data names the missing split
     if not isinstance(source[data_args.train_split], datasets.IterableDataset):
         return False
+    check_streaming_arguments(data_args, attg_args, training_args, stored_maps)
+    return True
+
+
+def check_streaming_arguments(data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
+                              stored_maps: bool) -> None:
+    """What a streaming training split cannot do: run before any data work with `--streaming`, and again when a
+    streaming dataset is handed to `run` directly."""
     if training_args.max_steps is None or training_args.max_steps <= 0:
         raise ValueError("a streaming training split has no length: pass --max_steps (the number of optimizer steps)")
     if stored_maps:
@@ -243,7 +255,6 @@ def check_streaming_run(source, data_args: DataArguments, attg_args: AttGArgumen
     if attg_args.run_knn or attg_args.knn_monitor:
         raise ValueError("--run_knn / --knn_monitor need splits with a length; a streaming source has none: drop "
                          "them and run run_knn.py on the exported checkpoint")
-    return True
 
 
 def _warmup_epochs(data_args: DataArguments) -> int:
