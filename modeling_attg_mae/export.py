@@ -183,11 +183,18 @@ def load_source_processor(checkpoint, image_processor=None, config=None):
                          f"run folder of a checkpoint-N): {error}") from error
     if config is not None and processor.do_resize:
         size = (processor.size.get("height"), processor.size.get("width"))
-        image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-        if size != tuple(image_size):
+        image_size = _input_size(config)
+        if size != image_size:
             raise ValueError(f"the image processor of {flag} {os.fspath(source)!r} resizes to {size}, but the model "
                              f"takes {tuple(image_size)} images; the pipeline would fail on every call")
     return processor
+
+
+def _input_size(config) -> tuple[int, int]:
+    """`(height, width)` of a ViT config's `image_size`, an int or a pair (the processor check, timm's input size
+    and the export's verification input all read it here)."""
+    size = config.image_size
+    return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
 
 
 def vit_config_from(mae_config):
@@ -252,7 +259,7 @@ def timm_config(mae_config, processor) -> dict:
     tiny random test model), so equal features need `norm_layer=functools.partial(timm.layers.LayerNorm, eps=...)`
     in `create_model`: the key "attg_mae" (ignored by timm) records the call.
     """
-    size = mae_config.image_size if isinstance(mae_config.image_size, (list, tuple)) else [mae_config.image_size] * 2
+    size = _input_size(mae_config)
     patch = patch_size_of(mae_config)
     model_args = {
         "img_size": list(size), "patch_size": patch, "in_chans": mae_config.num_channels,
@@ -292,7 +299,7 @@ def _verify_hf_export(folder: Path, mae_encoder) -> None:
         raise RuntimeError(f"the exported encoder does not load cleanly as ViTModel ({type(loaded).__name__}): "
                            f"{problems}")
     config = mae_encoder.config
-    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+    size = _input_size(config)
     generator = torch.Generator().manual_seed(0)  # a local generator: the caller's random state is untouched
     pixels = torch.randn(1, config.num_channels, *size, generator=generator)
     expected = extract_features(mae_encoder, pixels, "tokens")

@@ -100,7 +100,11 @@ CASES = [
     dict(id="column-without-source", input="`--attention_method column` without `--attention_source_column`",
          args=["--attention_method", "column"], message="attention_source_column", stage="arguments"),
     dict(id="unknown-validation-split", input="`--validation_split test` on a dataset without that split",
-         args=["--validation_split", "test"], message="split 'test' not in the dataset", stage="data"),
+         args=["--validation_split", "test"], message="--validation_split: unknown split 'test'; the dataset has splits",
+         stage="data"),
+    dict(id="unknown-eval-split", input="`--run_knn --eval_splits test` on a dataset without that split",
+         args=["--run_knn", "--eval_splits", "test"], message="--eval_splits: unknown split 'test'; the dataset has splits",
+         stage="data"),
     dict(id="missing-image-column", input="`--image_column_name picture` (no such column)",
          args=["--image_column_name", "picture"], message="'picture'.*image.*label", stage="data"),
 ]

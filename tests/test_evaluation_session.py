@@ -59,7 +59,9 @@ def test_data_is_checked_once_without_any_model(tmp_path):
     assert data.splits == ["train", "validation"] and data.num_classes == 3 and data.class_names == ["r", "g", "b"]
     assert data.train_labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert data.label == "attg-mae-synthetic-64px-train4000-val1000-seed0"
-    for flags, message in [({"eval_splits": ["test"]}, r"unknown split 'test'; the dataset has splits"),
+    for flags, message in [({"eval_splits": ["test"]}, r"--eval_splits: unknown split 'test'; the dataset has splits"),
+                           ({"train_split": "training"},
+                            r"--train_split: unknown split 'training'; the dataset has splits \['train', 'validation'"),
                            ({"train_split": "validation", "eval_splits": ["validation"]},
                             r"--eval_splits validation includes the train split 'validation'.*every query would find"),
                            ({"label_column_name": "class"}, r"'class' not found")]:

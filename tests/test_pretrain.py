@@ -98,6 +98,11 @@ def test_attg_knobs_default_to_the_config_class_and_reach_the_config(tmp_path):
     config = build_config(model_args, attg_args)
     assert [getattr(config, name) for name in CONFIG_FIELDS] == [0.75, True, "attg", 0.75, 1.0, "cosine", 0.1]
     assert config.attg_pretraining_mask_ratio is None and config.hidden_size == 32
+    # an override is validated by the config's update_from_string, once; the error names the flag and the field
+    model_args, _, attg_args, _ = parse_arguments(["--output_dir", str(tmp_path), "--config_overrides",
+                                                    "attg_quantile=1.5"])
+    with pytest.raises(ValueError, match=r"--config_overrides 'attg_quantile=1.5': attg_quantile must be in \[0, 1\)"):
+        build_config(model_args, attg_args)
 
 
 def test_data_loader_workers_follow_the_machine_when_the_defaults_are_applied(tmp_path, monkeypatch):

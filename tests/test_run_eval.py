@@ -64,7 +64,7 @@ def test_bad_input_gives_clear_errors(checkpoint, tmp_path):
     dataset = colour_dataset()
     knn = KNNArguments(ks=[3])
     model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, eval_splits=["test"])
-    with pytest.raises(ValueError, match=r"unknown split 'test'.*'train', 'validation'"):
+    with pytest.raises(ValueError, match=r"--eval_splits: unknown split 'test'.*'train', 'validation'"):
         run_knn(model_args, data_args, run_args, knn, dataset=dataset)
     model_args, data_args, run_args, _ = eval_arguments(checkpoint, tmp_path, label_column_name="class")
     with pytest.raises(ValueError, match=r"'class' not found.*\['image', 'label'\]"):

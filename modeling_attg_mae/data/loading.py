@@ -174,6 +174,13 @@ def load_image_dataset(
     return load_synthetic_dataset(**(synthetic_kwargs or {}), cache_dir=cache_dir)
 
 
+def check_split(dataset, split: str, flag: str) -> None:
+    """Raise ValueError unless `dataset` (a `DatasetDict` or `IterableDatasetDict`) has `split`: the one split check
+    of every CLI; the message names the flag that chose the split and the splits there are."""
+    if split not in dataset:
+        raise ValueError(f"{flag}: unknown split {split!r}; the dataset has splits {sorted(dataset.keys())}")
+
+
 def check_columns(
     dataset: datasets.Dataset | datasets.DatasetDict,
     image_column: str,

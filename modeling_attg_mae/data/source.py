@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from .arguments import (  # synthetic_kwargs_of / SYNTHETIC_FLAGS: pretraining.py still imports them from here
+from .arguments import (
     SOURCE_FLAGS,
     SYNTHETIC_FLAGS,
     DataSourceArguments,

@@ -30,11 +30,6 @@ from .feature_cache import cache_key, checkpoint_fingerprint
 from .runner import cached_features_of_all_processes, eval_transform_for, extract_split_features, num_classes_of
 
 
-def check_split(dataset, split: str) -> None:
-    if split not in dataset:
-        raise ValueError(f"unknown split {split!r}; the dataset has splits {sorted(dataset.keys())}")
-
-
 def check_label_column(split_dataset, split: str, image_column: str, label_column: str) -> None:
     """Both columns must exist (and the image column hold images); the message lists the columns that do."""
     import datasets
@@ -86,7 +81,7 @@ class EvaluationData:
     """
 
     def __init__(self, data_args, model_name_or_path, cache_dir: str | None = None, dataset=None):
-        from ..data.loading import load_data_source
+        from ..data.loading import check_split, load_data_source
         from ..data.source import data_source, dataset_label, use_recorded_source
 
         use_recorded_source(data_args, model_name_or_path)
@@ -98,7 +93,7 @@ class EvaluationData:
         # what the data is: the results' "dataset" label, and (with the split's fingerprint) the feature cache's key
         self.label = dataset_label(source)
         self.description = {**source, "label": self.label}
-        check_split(self.dataset, self.train_split)
+        check_split(self.dataset, self.train_split, "--train_split")
         self.eval_splits = data_args.eval_splits or [s for s in self.dataset if s != self.train_split]
         if self.train_split in self.eval_splits:
             raise ValueError(
@@ -109,7 +104,7 @@ class EvaluationData:
         if not self.eval_splits:
             raise ValueError(f"no eval split: the dataset has only {sorted(self.dataset.keys())}; pass --eval_splits")
         for split in self.eval_splits:
-            check_split(self.dataset, split)
+            check_split(self.dataset, split, "--eval_splits")
         for split in self.splits:
             check_label_column(self.dataset[split], split, self.image_column, self.label_column)
         for split in self.splits:
@@ -261,5 +256,5 @@ def write_results_and_card(payload: dict, filename: str, model_args, run_args, d
     return payload
 
 
-__all__ = ["EvaluationData", "EvaluationSession", "check_split", "check_label_column", "check_label_range",
+__all__ = ["EvaluationData", "EvaluationSession", "check_label_column", "check_label_range",
            "write_results", "write_results_and_card"]

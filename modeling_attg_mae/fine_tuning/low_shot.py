@@ -8,21 +8,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..evaluation.few_shot import per_class_count, sample_few_shot
+from ..evaluation.few_shot import class_members, per_class_count, sample_few_shot
 
 
 def sample_fraction(labels, fraction: float, seed: int) -> torch.Tensor:
     """Sorted indices of `per_class_count(n_c, fraction)` images of every class present in `labels`, drawn without
     replacement by a NumPy generator seeded with `seed` (classes in increasing order)."""
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"labels must be a 1-D tensor of integer class ids, got {labels.dtype} {tuple(labels.shape)}")
+    classes = class_members(labels)
     if not 0 < fraction <= 1:
         raise ValueError(f"--train_fraction must be in (0, 1], got {fraction}")
     rng = np.random.default_rng(int(seed))
-    labels_np = labels.cpu().numpy()
     chosen = [rng.choice(members, size=per_class_count(members.size, fraction), replace=False)
-              for members in (np.flatnonzero(labels_np == c) for c in np.unique(labels_np))]
+              for _, members in classes]
     return torch.from_numpy(np.sort(np.concatenate(chosen))).long()
 
 

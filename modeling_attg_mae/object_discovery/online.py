@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..modeling_attg_mae import normalize_attention_map
 from .registry import METHODS, ObjectDiscoveryMethod, build_method
 
@@ -59,8 +60,8 @@ class OnlineAttentionMaps:
 
     @classmethod
     def build(cls, method: str, model_name_or_path: str | None, device: str | torch.device = "cpu",
-              dtype: str = "float32", image_mean: Sequence[float] = (0.485, 0.456, 0.406),
-              image_std: Sequence[float] = (0.229, 0.224, 0.225), **params) -> "OnlineAttentionMaps":
+              dtype: str = "float32", image_mean: Sequence[float] = IMAGENET_MEAN,
+              image_std: Sequence[float] = IMAGENET_STD, **params) -> "OnlineAttentionMaps":
         check_online_method(method)
         if METHODS[method].needs_model:
             params["dtype"] = dtype

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datasets
 
-from ..data.loading import load_data_source
+from ..data.loading import check_split, load_data_source
 from .arguments import DataArguments, ModelArguments
 
 
@@ -28,8 +28,7 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
             dataset = load_data_source(data_args, model_args.cache_dir)
     wanted = [data_args.train_split] + ([data_args.validation_split] if data_args.validation_split else [])
     for split in wanted:
-        if split not in dataset:
-            raise ValueError(f"split {split!r} not in the dataset; its splits are {list(dataset)}")
+        check_split(dataset, split, "--train_split" if split == data_args.train_split else "--validation_split")
         check_columns(dataset[split], data_args.image_column_name)
     if run_knn:
         check_knn_splits(dataset, data_args)
@@ -65,8 +64,7 @@ def check_knn_splits(dataset, data_args: DataArguments) -> None:
         raise ValueError(f"--run_knn / --knn_monitor evaluate on the splits besides {data_args.train_split!r}, but "
                          f"the dataset has only {list(dataset)}; use a dataset with a validation split, or drop them")
     for split in [data_args.train_split, *splits]:
-        if split not in dataset:
-            raise ValueError(f"--eval_splits: split {split!r} not in the dataset; its splits are {list(dataset)}")
+        check_split(dataset, split, "--train_split" if split == data_args.train_split else "--eval_splits")
         if split == data_args.train_split and split in (data_args.eval_splits or []):
             raise ValueError(f"--eval_splits includes the training split {split!r}: the k-NN bank would contain "
                              "every query (100%); choose other splits")

@@ -17,7 +17,7 @@ import torch
 from transformers import TrainingArguments
 
 from ..checkpointing import check_output_dir, resolve_resume_checkpoint
-from ..configuration_attg_mae import AttGViTMAEConfig, image_size_of, patch_size_of, validate_attg_config
+from ..configuration_attg_mae import AttGViTMAEConfig, image_size_of, patch_size_of
 from ..data.loading import load_data_source
 from ..data.source import write_data_source
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -52,8 +52,7 @@ def build_config(model_args: ModelArguments, attg_args: AttGArguments) -> AttGVi
         except ValueError as error:
             known = ", ".join(sorted(k for k in config.to_dict() if not k.startswith("_")))
             raise ValueError(f"--config_overrides {model_args.config_overrides!r}: {error}; the config's keys are: "
-                             f"{known}") from None
-        validate_attg_config(config)  # an override may have set an AttG field after construction
+                             f"{known}") from None  # update_from_string validates the AttG fields itself
     return config
 
 
