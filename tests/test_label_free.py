@@ -139,6 +139,36 @@ def test_a_streaming_source_pretrains_three_steps(detector_checkpoints, tmp_path
             dataset=streaming)
 
 
+def _with_a_stored_constant_map_column(tmp_path):
+    from modeling_attg_mae.data import load_synthetic_dataset
+
+    source = load_synthetic_dataset(num_train=24, num_validation=8, image_size=32, cache_dir=str(tmp_path / "c"))
+    return datasets.DatasetDict({split: part.add_column("attention_map", [[[0.0] * 8] * 8] * len(part))
+                                 for split, part in source.items()})
+
+
+def test_online_maps_replace_a_stored_map_column_the_source_happens_to_have(tmp_path):
+    # the constant stored maps would give object_loss_share 0 (no patch reaches 0.5): the online ones do not
+    args = tiny_pretrain_args(tmp_path, "--attention_online", "--attention_method", "spectral_residual",
+                              "--max_steps", "3", "--eval_strategy", "no", "--num_pictures", "0", "--save_strategy",
+                              "no", synthetic=False)
+    run(*parse_arguments(args), dataset=_with_a_stored_constant_map_column(tmp_path))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    shares = [e["object_loss_share"] for e in state["log_history"] if "object_loss_share" in e]
+    assert len(shares) == 3 and all(0 < share < 1 for share in shares)
+
+
+def test_the_self_maps_warm_up_ignores_a_stored_map_column(tmp_path):
+    # one warm-up epoch (3 steps): a plain MAE, whose loss logs no object_loss_share, not a run guided by the column
+    args = tiny_pretrain_args(tmp_path, "--attention_method", "self", "--attention_refresh_epochs", "1",
+                              "--num_train_epochs", "1", "--eval_strategy", "no", "--save_strategy", "no",
+                              "--num_pictures", "0", "--dataloader_num_workers", "0", synthetic=False)
+    run(*parse_arguments(args), dataset=_with_a_stored_constant_map_column(tmp_path))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
+    assert not [e for e in state["log_history"] if "object_loss_share" in e]
+
+
 def test_streaming_flag_streams_a_hub_layout_folder_through_the_cli(tmp_path):
     import run_pretrain
     from modeling_attg_mae.data import load_synthetic_dataset

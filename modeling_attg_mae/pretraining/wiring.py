@@ -151,6 +151,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     streaming = check_streaming_run(source, data_args, attg_args, training_args, needs_maps or self_maps)
     splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
                                    run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
+    if data_args.attention_online or self_maps:
+        splits = {name: without_stored_maps(part) for name, part in splits.items()}
     set_seed(training_args.seed)
     model = build_model(model_args, attg_args, config)
     train = splits[data_args.train_split]
@@ -227,6 +229,20 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         push_checkpoint_to_hub(output_dir, training_args.hub_model_id or output_dir.name,
                                private=bool(training_args.hub_private_repo))
     return paths
+
+
+def without_stored_maps(part):
+    """`part` without the stored `attention_map` column a source may hold: online and self-bootstrapped maps come
+    from the detector / the model, but the collators pass on any map the examples carry, so such a column would
+    silently replace them (and turn the self maps' warm-up, evaluation and pictures into guided ones)."""
+    import datasets
+
+    if isinstance(part, datasets.IterableDataset):  # its columns may be unknown; a missing column is skipped
+        return part.remove_columns("attention_map")
+    if "attention_map" in part.column_names:
+        logger.info("ignoring the dataset's stored attention_map column: the maps are online / self-bootstrapped")
+        return part.remove_columns("attention_map")
+    return part
 
 
 def check_streaming_run(source, data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
