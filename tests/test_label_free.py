@@ -169,6 +169,30 @@ def test_the_self_maps_warm_up_ignores_a_stored_map_column(tmp_path):
     assert not [e for e in state["log_history"] if "object_loss_share" in e]
 
 
+def test_a_second_pass_over_a_stream_draws_new_crops(tmp_path, monkeypatch):
+    from modeling_attg_mae.data import PretrainCollator, load_synthetic_dataset
+
+    # 16 rows, batch 8, 4 steps: two passes over the stream, which the Trainer runs as its epochs 0 and 1 although
+    # state.epoch (steps / max_steps) is still 0.5 when the second begins
+    source = load_synthetic_dataset(num_train=16, num_validation=8, image_size=32, cache_dir=str(tmp_path / "c"))
+    streaming = datasets.IterableDatasetDict({split: part.to_iterable_dataset() for split, part in source.items()})
+    seen = []
+    real_call = PretrainCollator.__call__
+
+    def recording_call(self, examples):
+        if self.seed is not None:  # the training collator (the evaluation one draws nothing)
+            seen.append((self.epoch, [int(example["__index__"]) for example in examples]))
+        return real_call(self, examples)
+
+    monkeypatch.setattr(PretrainCollator, "__call__", recording_call)
+    args = tiny_pretrain_args(tmp_path, "--attention_online", "--attention_method", "spectral_residual",
+                              "--max_steps", "4", "--eval_strategy", "no", "--save_strategy", "no",
+                              "--num_pictures", "0", "--dataloader_num_workers", "0", synthetic=False)
+    run(*parse_arguments(args), dataset=streaming)
+    assert [epoch for epoch, _ in seen] == [0, 0, 1, 1]  # the crop seed's epoch: new crops on the second pass
+    assert [rows for _, rows in seen][:2] == [rows for _, rows in seen][2:]  # the same rows again
+
+
 def test_streaming_flag_streams_a_hub_layout_folder_through_the_cli(tmp_path):
     import run_pretrain
     from modeling_attg_mae.data import load_synthetic_dataset
