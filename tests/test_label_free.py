@@ -277,6 +277,22 @@ def test_self_maps_warm_up_as_mae_change_only_at_refresh_points_and_survive_a_re
     again = json.loads((resumed / "trainer_state.json").read_text())
     for step in range(10, 19):
         assert losses(again)[step] == pytest.approx(losses(state)[step], rel=1e-5), step
+    # resumed at the end of the warm-up (step 6, a checkpoint without maps): the maps of epoch 1 are computed from the
+    # resumed weights at the start of epoch 1, as in the uninterrupted run
+    boundary = tmp_path / "boundary"
+    shutil.copytree(full / "checkpoint-6", boundary / "checkpoint-6")
+    assert not (boundary / "checkpoint-6" / "self_attention_maps.pt").exists()
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, *SELF_FLAGS, "--resume_from_checkpoint",
+                                            str(boundary / "checkpoint-6"), name="boundary")))
+    for step in (9, 12, 15, 18):
+        assert torch.equal(_maps(boundary / f"checkpoint-{step}")[1], _maps(full / f"checkpoint-{step}")[1]), step
+    # a checkpoint of another refresh schedule: its maps are not those this run's epoch trains with
+    other = tmp_path / "other"
+    shutil.copytree(full / "checkpoint-9", other / "checkpoint-9")
+    schedule = [*SELF_FLAGS, "--attention_refresh_epochs", "2", "--attention_warmup_epochs", "0"]
+    with pytest.raises(ValueError, match="holds the maps of epoch 1, but .* epoch 1 trains with those of epoch 0"):
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, *schedule, "--resume_from_checkpoint",
+                                                str(other / "checkpoint-9"), name="other")))
 
 
 def test_self_maps_are_the_encoders_last_layer_cls_attention_averaged_over_heads():
