@@ -160,7 +160,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     # augmentation and masking draw from (seed, epoch/step, row) streams, not from the global RNG: a resumed run
     # repeats the uninterrupted one exactly (the Trainer restores RNG states only after prefetching a batch)
     # (add_column concatenates an in-memory column: the image data is not rewritten, unlike a map)
-    if streaming:  # no length: the row index comes with each example
+    if streaming:  # no length: the row index (here the position in the shuffled pass) comes with each example
+        # the Trainer shuffles a map-style split with its sampler but a stream not at all: shuffle it through a
+        # buffer, reshuffled each pass (the Trainer calls the dataset's set_epoch)
+        train = train.shuffle(seed=training_args.seed, buffer_size=data_args.streaming_shuffle_buffer)
         train = train.map(lambda example, index: {"__index__": index}, with_indices=True)
     else:
         train = train.add_column("__index__", list(range(len(train))))
