@@ -389,4 +389,6 @@ def test_the_study_reaches_the_label_free_arms_and_leaves_the_others_as_they_wer
     assert (attg.attg_guidance, data.attention_method, data.attention_refresh_epochs) == ("attg", "self", 2)
     _, data, attg, _ = parse_arguments(run_arguments(0, "online_sr", Path("out"), []))
     assert (attg.attg_guidance, data.attention_method, data.attention_online) == ("attg", "spectral_residual", True)
-    assert set(LABEL_FREE_ARMS) == {"self", "online_sr"}
+    _, data, attg, _ = parse_arguments(run_arguments(0, "sr", Path("out"), []))  # the same detector, stored once
+    assert (attg.attg_guidance, data.attention_method, data.attention_online) == ("attg", "spectral_residual", False)
+    assert set(LABEL_FREE_ARMS) == {"self", "online_sr", "sr"}
