@@ -139,6 +139,64 @@ def test_a_streaming_source_pretrains_three_steps(detector_checkpoints, tmp_path
             dataset=streaming)
 
 
+def _with_a_stored_constant_map_column(tmp_path):
+    from modeling_attg_mae.data import load_synthetic_dataset
+
+    source = load_synthetic_dataset(num_train=24, num_validation=8, image_size=32, cache_dir=str(tmp_path / "c"))
+    return datasets.DatasetDict({split: part.add_column("attention_map", [[[0.0] * 8] * 8] * len(part))
+                                 for split, part in source.items()})
+
+
+def test_online_maps_replace_a_stored_map_column_the_source_happens_to_have(tmp_path):
+    # the constant stored maps would give object_loss_share 0 (no patch reaches 0.5): the online ones do not
+    args = tiny_pretrain_args(tmp_path, "--attention_online", "--attention_method", "spectral_residual",
+                              "--max_steps", "3", "--eval_strategy", "no", "--num_pictures", "0", "--save_strategy",
+                              "no", synthetic=False)
+    run(*parse_arguments(args), dataset=_with_a_stored_constant_map_column(tmp_path))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    shares = [e["object_loss_share"] for e in state["log_history"] if "object_loss_share" in e]
+    assert len(shares) == 3 and all(0 < share < 1 for share in shares)
+
+
+def test_the_self_maps_warm_up_ignores_a_stored_map_column(tmp_path):
+    # one warm-up epoch (3 steps): a plain MAE, whose loss logs no object_loss_share, not a run guided by the column
+    args = tiny_pretrain_args(tmp_path, "--attention_method", "self", "--attention_refresh_epochs", "1",
+                              "--num_train_epochs", "1", "--eval_strategy", "no", "--save_strategy", "no",
+                              "--num_pictures", "0", "--dataloader_num_workers", "0", synthetic=False)
+    run(*parse_arguments(args), dataset=_with_a_stored_constant_map_column(tmp_path))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
+    assert not [e for e in state["log_history"] if "object_loss_share" in e]
+
+
+def test_a_second_pass_over_a_stream_draws_new_crops(tmp_path, monkeypatch):
+    from modeling_attg_mae.data import PretrainCollator, load_synthetic_dataset
+
+    # 16 rows, batch 8, 4 steps: two passes over the stream, which the Trainer runs as its epochs 0 and 1 although
+    # state.epoch (steps / max_steps) is still 0.5 when the second begins
+    source = load_synthetic_dataset(num_train=16, num_validation=8, image_size=32, cache_dir=str(tmp_path / "c"))
+    streaming = datasets.IterableDatasetDict({split: part.to_iterable_dataset() for split, part in source.items()})
+    seen = []
+    real_call = PretrainCollator.__call__
+
+    def recording_call(self, examples):
+        if self.seed is not None:  # the training collator (the evaluation one draws nothing)
+            seen.append((self.epoch, [example["image"]["bytes"] for example in examples]))
+        return real_call(self, examples)
+
+    monkeypatch.setattr(PretrainCollator, "__call__", recording_call)
+    args = tiny_pretrain_args(tmp_path, "--attention_online", "--attention_method", "spectral_residual",
+                              "--max_steps", "4", "--eval_strategy", "no", "--save_strategy", "no",
+                              "--num_pictures", "0", "--dataloader_num_workers", "0", synthetic=False)
+    run(*parse_arguments(args), dataset=streaming)
+    assert [epoch for epoch, _ in seen] == [0, 0, 1, 1]  # the crop seed's epoch: new crops on the second pass
+    # the stream is shuffled (as the Trainer's sampler shuffles a map-style split), differently on each pass
+    passes = [sum((rows for _, rows in seen[:2]), []), sum((rows for _, rows in seen[2:]), [])]
+    in_order = [image["bytes"] for image in source["train"].cast_column("image", datasets.Image(decode=False))["image"]]
+    assert sorted(passes[0]) == sorted(passes[1]) == sorted(in_order)  # every row once a pass
+    assert passes[0] != in_order and passes[1] != in_order and passes[0] != passes[1]
+
+
 def test_streaming_flag_streams_a_hub_layout_folder_through_the_cli(tmp_path):
     import run_pretrain
     from modeling_attg_mae.data import load_synthetic_dataset
@@ -206,7 +264,9 @@ def test_self_maps_warm_up_as_mae_change_only_at_refresh_points_and_survive_a_re
     assert epoch == 2 and (later.float() - _maps(full / "checkpoint-12")[1].float()).abs().max() > 1e-3
     assert later.shape == (48, 8, 8) and later.dtype == torch.float16
     assert later.flatten(1).amax(1).min() == 1 and later.flatten(1).amin(1).max() == 0  # normalised per image
-    # the loss after the warm-up is the guided one: it differs from MAE's on the same batch
+    # the loss after the warm-up is the guided one: it differs from MAE's on the same batch (step 7 starts from the
+    # same weights in both runs: the six warm-up steps above were equal)
+    assert losses(state)[7] != pytest.approx(losses(mae)[7], rel=1e-3)
     refreshes = [e for e in state["log_history"] if "self_map_refresh_epoch" in e]
     assert [e["self_map_refresh_epoch"] for e in refreshes] == [1, 2]
     assert all(0 <= e["self_map_iou"] <= 1 for e in refreshes)
@@ -223,6 +283,22 @@ def test_self_maps_warm_up_as_mae_change_only_at_refresh_points_and_survive_a_re
     again = json.loads((resumed / "trainer_state.json").read_text())
     for step in range(10, 19):
         assert losses(again)[step] == pytest.approx(losses(state)[step], rel=1e-5), step
+    # resumed at the end of the warm-up (step 6, a checkpoint without maps): the maps of epoch 1 are computed from the
+    # resumed weights at the start of epoch 1, as in the uninterrupted run
+    boundary = tmp_path / "boundary"
+    shutil.copytree(full / "checkpoint-6", boundary / "checkpoint-6")
+    assert not (boundary / "checkpoint-6" / "self_attention_maps.pt").exists()
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, *SELF_FLAGS, "--resume_from_checkpoint",
+                                            str(boundary / "checkpoint-6"), name="boundary")))
+    for step in (9, 12, 15, 18):
+        assert torch.equal(_maps(boundary / f"checkpoint-{step}")[1], _maps(full / f"checkpoint-{step}")[1]), step
+    # a checkpoint of another refresh schedule: its maps are not those this run's epoch trains with
+    other = tmp_path / "other"
+    shutil.copytree(full / "checkpoint-9", other / "checkpoint-9")
+    schedule = [*SELF_FLAGS, "--attention_refresh_epochs", "2", "--attention_warmup_epochs", "0"]
+    with pytest.raises(ValueError, match="holds the maps of epoch 1, but .* epoch 1 trains with those of epoch 0"):
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, *schedule, "--resume_from_checkpoint",
+                                                str(other / "checkpoint-9"), name="other")))
 
 
 def test_self_maps_are_the_encoders_last_layer_cls_attention_averaged_over_heads():
@@ -313,6 +389,6 @@ def test_the_study_reaches_the_label_free_arms_and_leaves_the_others_as_they_wer
     assert (attg.attg_guidance, data.attention_method, data.attention_refresh_epochs) == ("attg", "self", 2)
     _, data, attg, _ = parse_arguments(run_arguments(0, "online_sr", Path("out"), []))
     assert (attg.attg_guidance, data.attention_method, data.attention_online) == ("attg", "spectral_residual", True)
-    _, data, attg, _ = parse_arguments(run_arguments(0, "sr", Path("out"), []))
+    _, data, attg, _ = parse_arguments(run_arguments(0, "sr", Path("out"), []))  # the same detector, stored once
     assert (attg.attg_guidance, data.attention_method, data.attention_online) == ("attg", "spectral_residual", False)
     assert set(LABEL_FREE_ARMS) == {"self", "online_sr", "sr"}

@@ -71,6 +71,9 @@ class DataArguments(LabelledDataArguments):
         "help": "Stream --dataset_name (a Hub dataset or Hub-layout folder) or --train_dir instead of preparing it "
                 "whole: needs --max_steps and maps that need no pass over the data (--attention_online, or "
                 "--attg_guidance none), and no --run_knn / --knn_monitor (a stream has no length)."})
+    streaming_shuffle_buffer: int = field(default=1000, metadata={
+        "help": "A streamed training split is shuffled through a buffer of this many rows (datasets' default; each "
+                "holds an undecoded image), reshuffled every pass; a larger buffer mixes better and costs memory."})
     validation_split: str | None = field(default="validation", metadata={
         "help": "Split for the evaluation loss and the pictures (empty: none)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
@@ -113,7 +116,7 @@ class DataArguments(LabelledDataArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1 (or left unset), got {value}")
-        for name in ("attention_batch_size", "attention_grid_size"):
+        for name in ("attention_batch_size", "attention_grid_size", "streaming_shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         check_label_free_arguments(self)

@@ -136,9 +136,14 @@ class SelfAttentionMapCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         checkpoint = args.resume_from_checkpoint
-        epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
+        position = state.epoch or 0.0
+        epoch = int(math.floor(position + 1e-6))
         expected = last_refresh_epoch(epoch, self.refresh_epochs, self.warmup_epochs)
         if not checkpoint or expected is None:
+            return
+        if expected == epoch and position - epoch < 1e-6:
+            # resumed at the very start of a refresh epoch: on_epoch_begin computes its maps from the resumed weights,
+            # the weights the uninterrupted run computed them from (the checkpoint holds none, or the previous ones)
             return
         path = Path(checkpoint) / MAPS_FILE
         if not path.is_file():
@@ -149,6 +154,11 @@ class SelfAttentionMapCallback(TrainerCallback):
         if saved["maps"].shape[0] != len(self.train):
             raise ValueError(f"{path} holds maps of {saved['maps'].shape[0]} rows, the training split has "
                              f"{len(self.train)}: the checkpoint is from a run on other data")
+        if int(saved["epoch"]) != expected:
+            raise ValueError(f"{path} holds the maps of epoch {int(saved['epoch'])}, but with "
+                             f"--attention_refresh_epochs {self.refresh_epochs} and --attention_warmup_epochs "
+                             f"{self.warmup_epochs} epoch {epoch} trains with those of epoch {expected}: the "
+                             "checkpoint is from a run with another refresh schedule; resume with its flags")
         self.collator.maps, self.refreshed_epoch = saved["maps"], int(saved["epoch"])
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):

@@ -132,10 +132,21 @@ class AugmentationEpochCallback(TrainerCallback):
 
     def __init__(self, collator):
         self.collator = collator
+        self._epoch = None  # the Trainer's epoch counter, which it does not hand to callbacks
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._epoch = None
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        # state.epoch is k at the start of epoch k and a fraction when resuming inside an epoch
-        self.collator.epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
+        # The first epoch of a train() call: state.epoch is k at the start of epoch k and a fraction when resuming
+        # inside one. The later ones count up by one, as the Trainer's loop does: state.epoch cannot tell them
+        # apart for a streaming split, whose "epoch" is max_steps long, so that a stream shorter than the run
+        # ends at state.epoch < 1 and its second pass would otherwise repeat the first pass's crops.
+        if self._epoch is None:
+            self._epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
+        else:
+            self._epoch += 1
+        self.collator.epoch = self._epoch
 
 
 class ReconstructionPictureCallback(TrainerCallback):

@@ -150,6 +150,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     streaming = check_streaming_run(source, data_args, attg_args, training_args, needs_maps or self_maps)
     splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
                                    run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
+    if data_args.attention_online or self_maps:
+        splits = {name: without_stored_maps(part) for name, part in splits.items()}
     set_seed(training_args.seed)
     model = build_model(model_args, attg_args, config)
     train = splits[data_args.train_split]
@@ -157,7 +159,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     # augmentation and masking draw from (seed, epoch/step, row) streams, not from the global RNG: a resumed run
     # repeats the uninterrupted one exactly (the Trainer restores RNG states only after prefetching a batch)
     # (add_column concatenates an in-memory column: the image data is not rewritten, unlike a map)
-    if streaming:  # no length: the row index comes with each example
+    if streaming:  # no length: the row index (here the position in the shuffled pass) comes with each example
+        # the Trainer shuffles a map-style split with its sampler but a stream not at all: shuffle it through a
+        # buffer, reshuffled each pass (the Trainer calls the dataset's set_epoch)
+        train = train.shuffle(seed=training_args.seed, buffer_size=data_args.streaming_shuffle_buffer)
         train = train.map(lambda example, index: {"__index__": index}, with_indices=True)
     else:
         train = train.add_column("__index__", list(range(len(train))))
@@ -226,6 +231,20 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         push_checkpoint_to_hub(output_dir, training_args.hub_model_id or output_dir.name,
                                private=bool(training_args.hub_private_repo))
     return paths
+
+
+def without_stored_maps(part):
+    """`part` without the stored `attention_map` column a source may hold: online and self-bootstrapped maps come
+    from the detector / the model, but the collators pass on any map the examples carry, so such a column would
+    silently replace them (and turn the self maps' warm-up, evaluation and pictures into guided ones)."""
+    import datasets
+
+    if isinstance(part, datasets.IterableDataset):  # its columns may be unknown; a missing column is skipped
+        return part.remove_columns("attention_map")
+    if "attention_map" in part.column_names:
+        logger.info("ignoring the dataset's stored attention_map column: the maps are online / self-bootstrapped")
+        return part.remove_columns("attention_map")
+    return part
 
 
 def check_streaming_run(source, data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
