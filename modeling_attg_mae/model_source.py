@@ -142,7 +142,8 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
     if model_type == "vit_mae":  # the decoder weights of a pre-training checkpoint are unused here, by design
         transformers_logging.set_verbosity_error()
     try:
-        model = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision, **kwargs)
+        model, loading = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision,
+                                                output_loading_info=True, **kwargs)
     except Exception as error:  # safetensors / torch / OS errors that name neither the checkpoint nor the file
         weights = [os.path.join(model_name_or_path, name) for name in ("model.safetensors", "pytorch_model.bin")
                    if os.path.isfile(os.path.join(os.fspath(model_name_or_path), name))]
@@ -151,6 +152,14 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
                          "be truncated or incomplete (an interrupted copy or save): copy or export it again") from error
     finally:
         transformers_logging.set_verbosity(verbosity)
+    # transformers fills weights the file lacks (or has with another shape) with fresh random values and only logs
+    # it: features from such an encoder would be silently meaningless, so refuse it
+    absent = sorted(loading.get("missing_keys") or []) + sorted(str(k[0]) if isinstance(k, tuple) else str(k)
+                                                             for k in loading.get("mismatched_keys") or [])
+    if absent:
+        raise ValueError(f"--model_name_or_path {model_name_or_path!r}: the checkpoint has no usable weights for "
+                         f"{len(absent)} encoder parameter(s) ({', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}); "
+                         "they would be random. Is it a complete export of this architecture?")
     model.eval().requires_grad_(False)
     mean, std = image_normalisation(model_name_or_path, cache_dir, revision)
     info = EncoderInfo(

@@ -126,3 +126,22 @@ def test_labels_outside_the_classes_are_refused_naming_the_split_and_values(tmp_
     unused = colour_dataset()
     unused["validation_shifted"] = unused["validation_shifted"].map(lambda row: {"label": -1})
     assert EvaluationData(data_args, tmp_path / "no_checkpoint", dataset=unused).num_classes == 3
+
+
+def test_an_encoder_with_missing_weights_is_refused_not_filled_with_random_values(checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from modeling_attg_mae.model_source import load_encoder
+
+    _, info = load_encoder(str(checkpoint))  # the complete checkpoint loads
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    weights = load_file(broken / "model.safetensors")
+    dropped = [key for key in weights if "encoder.layer.1.attention" in key]
+    assert dropped
+    save_file({k: v for k, v in weights.items() if k not in dropped}, broken / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"has no usable weights for \d+ encoder parameter\(s\) \(.*layers?\.1\.attention"):
+        load_encoder(str(broken))
