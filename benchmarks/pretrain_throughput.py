@@ -46,6 +46,7 @@ from modeling_attg_mae.data import (  # noqa: E402
 )
 from modeling_attg_mae.object_discovery import add_attention_maps  # noqa: E402
 from modeling_attg_mae.pretraining import MODEL_PRESETS, AttGTrainer  # noqa: E402
+from modeling_attg_mae.pretraining.arguments import dataloader_workers  # noqa: E402
 
 
 def spread(values: list[float], digits: int) -> str:
@@ -63,11 +64,14 @@ def main():
     parser.add_argument("--map_grid", type=int, default=16, help="stored map side (the demo stores 16x16)")
     parser.add_argument("--attention_method", default="column", choices=["column", "spectral_residual"],
                         help="how the stored maps are made (column: the demo's, from the object masks)")
-    parser.add_argument("--num_workers", type=int, default=1, help="dataloader workers (run_pretrain.py default: cores // 2)")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="dataloader workers (default: run_pretrain.py's, cores // 2 up to 8, none on <= 2 cores)")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--online", action="store_true",
                         help="instead: online DINO maps (ViT-S/16 detector) vs stored maps, demo and ViT-B encoders")
     args = parser.parse_args()
+    if args.num_workers is None:
+        args.num_workers = dataloader_workers()
     if args.repeats < 1 or args.steps < 1:
         parser.error("--repeats and --steps must be >= 1")
     if args.online:

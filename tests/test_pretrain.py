@@ -108,7 +108,7 @@ def test_attg_knobs_default_to_the_config_class_and_reach_the_config(tmp_path):
 def test_data_loader_workers_follow_the_machine_when_the_defaults_are_applied(tmp_path, monkeypatch):
     import modeling_attg_mae.pretraining.arguments as arguments
 
-    for cores, workers in ((32, 8), (6, 3), (2, 1), (None, 1)):
+    for cores, workers in ((32, 8), (6, 3), (3, 1), (2, 0), (1, 0), (None, 0)):  # no worker where none is free
         monkeypatch.setattr(arguments.os, "cpu_count", lambda: cores)
         *_, training = parse_arguments(["--output_dir", str(tmp_path)])
         assert training.dataloader_num_workers == workers, cores

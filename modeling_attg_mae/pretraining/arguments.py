@@ -252,12 +252,17 @@ MAE_TRAINING_DEFAULTS = {
 
 
 def dataloader_workers() -> int:
-    """Half the machine's cores (1 to 8), read when the defaults are applied, not when this module is imported.
+    """Half the machine's cores (up to 8), none on a machine of 2 cores or fewer; read when the defaults are applied,
+    not when this module is imported.
 
-    Decoding, cropping and resampling run in worker processes (one torch thread each), overlapped with the training
-    step; in the main process, many tiny tensor ops on a busy 2-thread pool cost ~30x more.
+    Decoding and cropping run in worker processes, overlapped with the training step, where a core is free for
+    them. On 2 cores there is none: the worker takes its CPU from the 2 training threads, and since a batch's rows
+    are read through Arrow at once and its maps cut in one call (data/rows.py, crop_attention_maps) the main
+    process loads a batch in a few ms. Measured with benchmarks/pretrain_throughput.py on the 2-core machine
+    (docs/RESULTS.md, Benchmarks): 1 worker 575-590 images/s, no worker 655-722 (demo model, batch 128).
     """
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    cores = os.cpu_count() or 2
+    return 0 if cores <= 2 else min(8, cores // 2)
 
 
 # the run's argument groups, in the order parse_arguments returns them
