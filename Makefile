@@ -49,11 +49,11 @@ study: install
 	$(PYTHON) benchmarks/attg_vs_mae.py --setting shape -- --synthetic_object_color random
 	$(PYTHON) benchmarks/study_report.py --write
 
-# label-free guidance (issue 11): MAE vs self-bootstrapped and online spectral-residual maps, 5 paired seeds,
+# label-free guidance (issue 11): MAE vs self-bootstrapped, online and stored spectral-residual maps, 5 paired seeds,
 # docs/results/label_free/PROTOCOL.md; the oracle arm is paired from the replication of issue 14 when MAE reproduces
 study-label-free: install
 	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/attg_vs_mae.py --setting main --records docs/results/label_free \
-		--work outputs/label_free --arms none self online_sr
+		--work outputs/label_free --arms none self online_sr sr
 	$(PYTHON) benchmarks/study_report.py --records docs/results/label_free --block label_free \
 		--reference docs/results/eval_breadth/checkpoint_records attg --write
 

@@ -372,7 +372,7 @@ def test_resized_position_embeddings_equal_the_stock_interpolation_and_keep_the_
 def test_fine_tune_at_another_size_saves_a_model_stock_pipelines_run(checkpoint, tmp_path, monkeypatch):
     """--image_size 48 on a 32 px checkpoint: the saved config must say 48 (the processor resizes to 48), else the
     stock image-classification pipeline, which passes no interpolate_pos_encoding, refuses the input."""
-    from transformers import AutoImageProcessor, ViTForImageClassification, pipeline
+    from transformers import ViTForImageClassification, ViTImageProcessorPil, pipeline
 
     from modeling_attg_mae.fine_tuning import run as run_module
 
@@ -400,10 +400,12 @@ def test_fine_tune_at_another_size_saves_a_model_stock_pipelines_run(checkpoint,
     assert json.loads((saved / "config.json").read_text())["image_size"] == 48
     fine_tuned = built[0].eval()
     image = _image(1, np.random.default_rng(5))
-    classify = pipeline("image-classification", model=str(saved), device="cpu")
+    # the saved processor, read by its PIL class: AutoImageProcessor of transformers < 5.2x asks for torchvision
+    processor = ViTImageProcessorPil.from_pretrained(saved)
+    classify = pipeline("image-classification", model=str(saved), image_processor=processor, device="cpu")
     scores = {row["label"]: row["score"] for row in classify(image, top_k=3, function_to_apply="none")}
     with torch.no_grad():
-        pixels = AutoImageProcessor.from_pretrained(saved)(image, return_tensors="pt")["pixel_values"]
+        pixels = processor(image, return_tensors="pt")["pixel_values"]
         logits = fine_tuned(pixels).logits[0]
     torch.testing.assert_close(torch.tensor([scores[name] for name in "rgb"]), logits, rtol=1e-5, atol=1e-6)
 

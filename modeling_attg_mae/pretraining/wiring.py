@@ -102,6 +102,19 @@ def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, at
     return config
 
 
+# the oldest transformers on which a resumed self-maps run was checked to equal the uninterrupted one (on the
+# minimum-versions stack, 5.16, its losses differ from the first resumed step: tests/test_label_free.py)
+SELF_MAPS_RESUME_MIN = "5.24"
+
+
+def self_maps_resume_verified() -> bool:
+    from packaging.version import Version
+
+    from .._dependencies import installed_version
+
+    return Version(installed_version("transformers")) >= Version(SELF_MAPS_RESUME_MIN)
+
+
 def check_label_free_run(data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments) -> None:
     """Online / self-bootstrapped maps against the rest of the run (their own flag combinations are checked when
     the data arguments are parsed)."""
@@ -112,6 +125,14 @@ def check_label_free_run(data_args: DataArguments, attg_args: AttGArguments, tra
         if training_args.dataloader_persistent_workers:
             raise ValueError("--attention_method self hands each epoch's workers the maps of the last refresh; "
                              "persistent workers would keep the first ones: drop --dataloader_persistent_workers")
+        if training_args.resume_from_checkpoint and not self_maps_resume_verified():
+            from .._dependencies import installed_version
+
+            raise ValueError(
+                f"resuming a --attention_method self run is verified with transformers >= {SELF_MAPS_RESUME_MIN}; "
+                f"with {installed_version('transformers')} the resumed run was measured to diverge from the "
+                "uninterrupted one (different losses from the first resumed step), so it is refused rather than "
+                f"continued silently: upgrade transformers to >= {SELF_MAPS_RESUME_MIN}, or start the run again")
     if data_args.attention_online and attg_args.attg_guidance == "none" and not attg_args.maps_for_vanilla_mae:
         raise ValueError("--attention_online computes maps, but --attg_guidance none uses none; add "
                          "--maps_for_vanilla_mae (to log object_loss_share) or drop --attention_online")
