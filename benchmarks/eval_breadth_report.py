@@ -27,6 +27,7 @@ from study_report import (  # noqa: E402  (one home for the record loading, pair
     SPLITS,
     arm_name,
     bar_met,
+    comparison_row,
     format_p,
     load_records,
     paired_seeds,
@@ -62,15 +63,6 @@ def values(records: list[dict], metric: tuple[str, str], split: str) -> list[flo
     return out
 
 
-def comparison_row(metric, split, treatment, control, primary: bool) -> str:
-    c = paired_comparison(treatment, control, ALPHA)
-    bar = ("met" if bar_met(c) else "not met") if primary and split in BAR_SPLITS else ""
-    return (f"| {NAMES[metric]} | {split} | {c['control_mean']:.1f} +- {c['control_sd']:.1f} | "
-            f"{c['treatment_mean']:.1f} +- {c['treatment_sd']:.1f} | {c['diff_mean']:+.2f} +- {c['diff_sd']:.2f} | "
-            f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['t']:.2f} | {format_p(c['p'])} | "
-            f"{c['positive']} / {c['negative']} / {c['zero']} | {bar} |")
-
-
 def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], link_dir: str, records_dir: str) -> str:
     seeds = paired_seeds(setting, arms_by_seed)
     treatments = sorted(arm for arm in arms_by_seed if arm != CONTROL_ARM)
@@ -97,7 +89,7 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], link_
                   "+ / - / 0 | bar |", "|---|---|---|---|---|---|---|---|---|---|"]
         for metric in (*PRIMARY, *SECONDARY):
             for split in SPLITS:
-                lines.append(comparison_row(metric, split, values(arms[arm], metric, split),
+                lines.append(comparison_row(NAMES[metric], split, values(arms[arm], metric, split),
                                             values(arms[CONTROL_ARM], metric, split), metric in PRIMARY))
 
     lines += ["", "Attentive probe minus the features-mode linear probe of the same checkpoint (CLS, lr from the "

@@ -36,6 +36,7 @@ from study_report import (  # noqa: E402
     SPLITS,
     arm_name,
     bar_met,
+    comparison_row,
     format_p,
     load_records,
     paired_seeds,
@@ -100,15 +101,6 @@ def run(args) -> None:
 
 def values(records: list[dict], evaluation: str, name: str, split: str) -> list[float]:
     return [float(record[evaluation][split][name]) for record in records]
-
-
-def comparison_row(label: str, split: str, treatment, control, primary: bool) -> str:
-    c = paired_comparison(treatment, control, ALPHA)
-    bar = ("met" if bar_met(c) else "not met") if primary and split in BAR_SPLITS else ""
-    return (f"| {label} | {split} | {c['control_mean']:.1f} +- {c['control_sd']:.1f} | "
-            f"{c['treatment_mean']:.1f} +- {c['treatment_sd']:.1f} | {c['diff_mean']:+.2f} +- {c['diff_sd']:.2f} | "
-            f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['t']:.2f} | {format_p(c['p'])} | "
-            f"{c['positive']} / {c['negative']} / {c['zero']} | {bar} |")
 
 
 def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]]) -> str:

@@ -119,6 +119,17 @@ def bar_met(comparison: dict) -> bool:
     return comparison["p"] < ALPHA and comparison["diff_mean"] > 0
 
 
+def comparison_row(label: str, split: str, treatment: list[float], control: list[float], primary: bool) -> str:
+    """One row of a paired-comparison table: both arms' mean +- sd, the difference's mean +- sd, its t-interval,
+    t, p, the signs over seeds, and the verdict on the bar for a primary metric on a split of BAR_SPLITS."""
+    c = paired_comparison(treatment, control, ALPHA)
+    bar = ("met" if bar_met(c) else "not met") if primary and split in BAR_SPLITS else ""
+    return (f"| {label} | {split} | {c['control_mean']:.1f} +- {c['control_sd']:.1f} | "
+            f"{c['treatment_mean']:.1f} +- {c['treatment_sd']:.1f} | {c['diff_mean']:+.2f} +- {c['diff_sd']:.2f} | "
+            f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['t']:.2f} | {format_p(c['p'])} | "
+            f"{c['positive']} / {c['negative']} / {c['zero']} | {bar} |")
+
+
 def last_epoch_share(record: dict) -> float:
     """Mean object-loss share over the last epoch's logged steps (steps per epoch from the k-NN curve)."""
     shares, curve = record.get("object_loss_share") or [], record.get("curve") or []
@@ -206,13 +217,8 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_
                 treatment = metric_values(arms[arm], metric, split)
                 if treatment is None:
                     continue
-                c = paired_comparison(treatment, metric_values(arms[CONTROL_ARM], metric, split), ALPHA)
-                bar = ("met" if bar_met(c) else "not met") if metric == PRIMARY and split in BAR_SPLITS else ""
-                lines.append(f"| {metric_name(metric)} | {split} | {c['control_mean']:.1f} +- {c['control_sd']:.1f} | "
-                             f"{c['treatment_mean']:.1f} +- {c['treatment_sd']:.1f} | {c['diff_mean']:+.2f} +- "
-                             f"{c['diff_sd']:.2f} | "
-                             f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['t']:.2f} | {format_p(c['p'])} | "
-                             f"{c['positive']} / {c['negative']} / {c['zero']} | {bar} |")
+                lines.append(comparison_row(metric_name(metric), split, treatment,
+                                            metric_values(arms[CONTROL_ARM], metric, split), metric == PRIMARY))
 
     lines += ["", ("Share of the masked loss on object patches in the last epoch (AttG: of the weighted loss; MAE: "
                    "of the unweighted one), mean +- sd over seeds:"), "", "| arm | object share (%) |", "|---|---|"]
