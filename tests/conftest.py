@@ -129,7 +129,8 @@ def detector_checkpoints(tmp_path_factory) -> dict[str, str]:
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
 
 
-def _colour_image(label: int, rng) -> Image.Image:
+def colour_image(label: int, rng) -> Image.Image:
+    """A noisy 48x40 image of class `label`'s colour (red, green, blue), drawn from `rng`."""
     pixels = np.clip(np.array(COLOURS[label]) + rng.normal(0, 40, (40, 48, 3)), 0, 255).astype(np.uint8)
     return Image.fromarray(pixels)  # 48x40: not square, so the resize + center crop matters
 
@@ -142,7 +143,7 @@ def colour_dataset(per_class=(8, 4, 4)) -> datasets.DatasetDict:
     splits = {}
     for split, n in zip(("train", "validation", "validation_shifted"), per_class):
         labels = [c for c in range(3) for _ in range(n)]
-        splits[split] = datasets.Dataset.from_dict({"image": [_colour_image(c, rng) for c in labels], "label": labels},
+        splits[split] = datasets.Dataset.from_dict({"image": [colour_image(c, rng) for c in labels], "label": labels},
                                                    features=features)
     return datasets.DatasetDict(splits)
 

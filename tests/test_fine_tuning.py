@@ -7,14 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from transformers import ResNetConfig, ResNetModel, TrainingArguments, ViTConfig, ViTForImageClassification, ViTMAEConfig, ViTMAEForPreTraining
 
-from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining
 from modeling_attg_mae.evaluation.arguments import EvalDataArguments
 from modeling_attg_mae.fine_tuning import (
     AttGViTForImageClassification,
@@ -29,10 +27,9 @@ from modeling_attg_mae.fine_tuning import (
 )
 from modeling_attg_mae.fine_tuning.arguments import FineTuneArguments, FineTuneModelArguments, parse_fine_tune_arguments
 from modeling_attg_mae.fine_tuning.run import run_fine_tune
-from tests.conftest import TINY_ENCODER
+from tests.conftest import TINY_ENCODER, colour_dataset, colour_image
 
 REPO = Path(__file__).resolve().parents[1]
-COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
 TINY = TINY_ENCODER  # conftest's tiny encoder: 2 layers, width 32, 32 px, 8 px patches
 
 
@@ -278,32 +275,6 @@ def test_a_training_fraction_and_the_probes_held_out_slice_count_a_class_alike()
 
 # ---- end to end --------------------------------------------------------------------------------------------------
 
-def _image(label, rng):
-    pixels = np.clip(np.array(COLOURS[label]) + rng.normal(0, 40, (40, 48, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels)
-
-
-def _dataset(per_class=(8, 4, 4)):
-    rng = np.random.default_rng(0)
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["r", "g", "b"])})
-    splits = {}
-    for split, n in zip(("train", "validation", "validation_shifted"), per_class):
-        labels = [c for c in range(3) for _ in range(n)]
-        splits[split] = datasets.Dataset.from_dict({"image": [_image(c, rng) for c in labels], "label": labels},
-                                                   features=features)
-    return datasets.DatasetDict(splits)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    config = AttGViTMAEConfig(**TINY, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-                              decoder_intermediate_size=32)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ours")
-    AttGViTMAEForPreTraining(config).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def stock_checkpoint(tmp_path_factory):
     config = ViTMAEConfig(**TINY, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
@@ -321,7 +292,7 @@ def _run(checkpoint, tmp_path, dataset=None, model=None, data=None, fine_tune=No
     training_args = TrainingArguments(**{"output_dir": str(tmp_path / "out"), "max_steps": 3, "per_device_train_batch_size": 4,
                                          "per_device_eval_batch_size": 8, "report_to": [], "save_strategy": "no",
                                          "disable_tqdm": True, "use_cpu": True, **training})
-    return run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=_dataset() if dataset is None else dataset)
+    return run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=colour_dataset() if dataset is None else dataset)
 
 
 @pytest.mark.parametrize("start", ["ours", "stock"])
@@ -399,7 +370,7 @@ def test_fine_tune_at_another_size_saves_a_model_stock_pipelines_run(checkpoint,
     saved = tmp_path / "out" / "seed-42"
     assert json.loads((saved / "config.json").read_text())["image_size"] == 48
     fine_tuned = built[0].eval()
-    image = _image(1, np.random.default_rng(5))
+    image = colour_image(1, np.random.default_rng(5))
     # the saved processor, read by its PIL class: AutoImageProcessor of transformers < 5.2x asks for torchvision
     processor = ViTImageProcessorPil.from_pretrained(saved)
     classify = pipeline("image-classification", model=str(saved), image_processor=processor, device="cpu")
@@ -435,7 +406,7 @@ def test_model_card_gets_the_mean_over_seeds_per_fraction(checkpoint, tmp_path):
     training_args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=4,
                                       report_to=[], save_strategy="no", disable_tqdm=True, use_cpu=True)
     run_fine_tune(model_args, EvalDataArguments(eval_splits=["validation"]),
-                  FineTuneArguments(train_fraction=0.5, seeds=[0, 1]), training_args, dataset=_dataset())
+                  FineTuneArguments(train_fraction=0.5, seeds=[0, 1]), training_args, dataset=colour_dataset())
     results = ModelCard.load(local / "README.md").data.eval_results
     assert sorted(r.metric_config for r in results) == ["fine-tune-50pct-top1-mean", "fine-tune-50pct-top5-mean"]
     assert all("mean of 2 seeds" in r.metric_name and "50% of the labels" in r.metric_name for r in results)
@@ -474,7 +445,7 @@ def test_every_process_saves_the_model_and_only_the_main_one_writes_the_rest(che
 
 def test_two_process_launch_matches_the_single_process_rows(checkpoint, tmp_path):
     root = tmp_path / "data"
-    dataset = _dataset()
+    dataset = colour_dataset()
     for split, folder in (("train", root / "train"), ("validation", root / "val")):
         for i, example in enumerate(dataset[split]):
             target = folder / "rgb"[example["label"]]
@@ -499,14 +470,14 @@ def test_two_process_launch_matches_the_single_process_rows(checkpoint, tmp_path
 # ---- bad input ---------------------------------------------------------------------------------------------------
 
 def test_no_label_column_is_refused_before_training(checkpoint, tmp_path):
-    dataset = _dataset().remove_columns("label")
+    dataset = colour_dataset().remove_columns("label")
     with pytest.raises(ValueError, match="label"):
         _run(checkpoint, tmp_path, dataset=dataset)
     assert not (tmp_path / "out" / "seed-42").exists()
 
 
 def test_unlabelled_training_rows_are_refused_before_training(checkpoint, tmp_path):
-    dataset = _dataset()
+    dataset = colour_dataset()
     dataset["train"] = dataset["train"].map(lambda row, i: {"label": -1 if i < 2 else row["label"]}, with_indices=True)
     with pytest.raises(ValueError, match=r"split 'train' has label -1 in 2 rows, outside the class ids \[0, 3\)"):
         _run(checkpoint, tmp_path, dataset=dataset)
