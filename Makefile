@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 VENV_MIN ?= .venv-min
 MIN_CONSTRAINTS ?= ci/constraints-min.txt
 
-.PHONY: install demo test test-min test-all test-multiprocess benchmarks study study-label-free study-fine-tune clean
+.PHONY: install demo test test-min test-wheel test-all test-multiprocess benchmarks study study-label-free study-fine-tune clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -33,7 +33,11 @@ test-min: $(VENV_MIN)/.installed
 	print('minimum-versions run:', ', '.join(f'{n} {installed_version(n)}' for n in SUPPORTED))"
 	$(VENV_MIN)/bin/python -m pytest tests $(PYTEST_ARGS)
 
-test-all: test test-min
+# the wheel in a fresh venv outside the checkout: every module imports, every command's --help, a 2-step pre-training
+test-wheel:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash ci/test_wheel.sh
+
+test-all: test test-min test-wheel
 
 # speed and cost benchmarks (each prints ratios against its baseline, run side by side)
 BENCHMARKS = overhead pretrain_throughput knn attention_maps knn_monitor_overhead linear_probe_sweep retrieval \

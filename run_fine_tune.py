@@ -17,17 +17,7 @@ Results: `<output_dir>/fine_tune_results.json` (schema in modeling_attg_mae/fine
 models in `<output_dir>/seed-<n>`, the mean over seeds in the starting checkpoint folder's README.md.
 """
 
-from modeling_attg_mae.fine_tuning.arguments import parse_fine_tune_arguments
-from modeling_attg_mae.fine_tuning.run import format_fine_tune_table, run_fine_tune
-
-
-def main(argv=None):
-    model_args, data_args, fine_tune_args, training_args = parse_fine_tune_arguments(argv)
-    payload = run_fine_tune(model_args, data_args, fine_tune_args, training_args)
-    if "results_file" in payload:
-        print(format_fine_tune_table(payload))
-        print(f"results: {payload['results_file']}")
-    return payload
+from modeling_attg_mae.commands import fine_tune as main  # the program: modeling_attg_mae/commands.py
 
 
 if __name__ == "__main__":

@@ -17,20 +17,7 @@ With `--save_embedding_plot` (needs `pip install 'attg-mae[plots]'`), also a t-S
 features coloured by class, `<output_dir>/embedding.png` (`modeling_attg_mae/evaluation/embedding_plot.py`).
 """
 
-from modeling_attg_mae.cli import parse_cli, print_summary
-from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments
-from modeling_attg_mae.evaluation.pipelines import run_knn
-
-
-# the argument groups, in parsing order (the data flags: the shared `modeling_attg_mae.data.arguments` ones)
-ARGUMENTS = (EvalModelArguments, EvalDataArguments, EvalRunArguments, KNNArguments)
-
-
-def main(argv=None):
-    model_args, data_args, run_args, knn_args = parse_cli(ARGUMENTS, argv)
-    payload = run_knn(model_args, data_args, run_args, knn_args)
-    print_summary(payload)
-    return payload
+from modeling_attg_mae.commands import KNN_ARGUMENTS as ARGUMENTS, knn as main  # the program: modeling_attg_mae/commands.py
 
 
 if __name__ == "__main__":

@@ -26,25 +26,7 @@ exceed `--max_token_cache_gb`.
 Results: `<output_dir>/linear_probe_results.json` and the checkpoint folder's README.md.
 """
 
-from modeling_attg_mae.cli import parse_cli, print_summary
-from modeling_attg_mae.evaluation.arguments import (
-    EvalDataArguments,
-    EvalModelArguments,
-    EvalRunArguments,
-    LinearProbeArguments,
-)
-from modeling_attg_mae.evaluation.pipelines import run_linear_probe
-
-
-# the argument groups, in parsing order (the data flags: the shared `modeling_attg_mae.data.arguments` ones)
-ARGUMENTS = (EvalModelArguments, EvalDataArguments, EvalRunArguments, LinearProbeArguments)
-
-
-def main(argv=None):
-    model_args, data_args, run_args, probe_args = parse_cli(ARGUMENTS, argv)
-    payload = run_linear_probe(model_args, data_args, run_args, probe_args)
-    print_summary(payload)
-    return payload
+from modeling_attg_mae.commands import LINEAR_PROBE_ARGUMENTS as ARGUMENTS, linear_probe as main  # the program: modeling_attg_mae/commands.py
 
 
 if __name__ == "__main__":

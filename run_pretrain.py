@@ -18,25 +18,7 @@ Several processes (one per GPU; two CPU processes for testing):
 `python run_pretrain.py --help` lists every argument.
 """
 
-import logging
-import sys
-
-import transformers
-
-from modeling_attg_mae.pretraining import parse_arguments, run
-
-
-def main(argv=None):
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    model_args, data_args, attg_args, training_args = parse_arguments(argv)
-    transformers.utils.logging.set_verbosity_warning()
-    paths = run(model_args, data_args, attg_args, training_args)
-    if training_args.process_index == 0:
-        print("\nDone.")
-        for name, path in paths.items():
-            print(f"  {name:12s} {path}")
-        print(f"  TensorBoard: tensorboard --logdir {paths['logs']}")
+from modeling_attg_mae.commands import pretrain as main  # the program: modeling_attg_mae/commands.py
 
 
 if __name__ == "__main__":

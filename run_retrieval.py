@@ -21,20 +21,7 @@ or `python run_retrieval.py args.json` with the same fields. Results go to `<out
 (schema in `modeling_attg_mae/evaluation/retrieval.py`) and, as mAP, into the checkpoint folder's model card.
 """
 
-from modeling_attg_mae.cli import parse_cli
-from modeling_attg_mae.evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, RetrievalArguments
-from modeling_attg_mae.evaluation.retrieval import print_retrieval_summary, run_retrieval
-
-
-# the argument groups, in parsing order (the data flags: the shared `modeling_attg_mae.data.arguments` ones)
-ARGUMENTS = (EvalModelArguments, EvalDataArguments, EvalRunArguments, RetrievalArguments)
-
-
-def main(argv=None):
-    model_args, data_args, run_args, retrieval_args = parse_cli(ARGUMENTS, argv)
-    payload = run_retrieval(model_args, data_args, run_args, retrieval_args)
-    print_retrieval_summary(payload)
-    return payload
+from modeling_attg_mae.commands import RETRIEVAL_ARGUMENTS as ARGUMENTS, retrieval as main  # the program: modeling_attg_mae/commands.py
 
 
 if __name__ == "__main__":

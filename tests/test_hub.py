@@ -108,3 +108,8 @@ def test_the_wheel_ships_the_card_template_and_the_metric_module(tmp_path):
     assert "modeling_attg_mae/model_cards/attg_mae.md" in names
     assert "modeling_attg_mae/metrics/top_k_accuracy/top_k_accuracy.py" in names
     assert "modeling_attg_mae/modeling_attg_mae.py" in names and "modeling_attg_mae/object_discovery/tokencut.py" in names
+    # every module of the checkout ships (a hand-written package list once left out pretraining/)
+    shipped = {path.relative_to(repo).as_posix() for path in (repo / "modeling_attg_mae").rglob("*.py")}
+    assert shipped and shipped <= names, sorted(shipped - names)
+    entry_points = zipfile.ZipFile(wheel).read("attg_mae-0.1.0.dist-info/entry_points.txt").decode()
+    assert "attg-mae-pretrain = modeling_attg_mae.commands:console.pretrain" in entry_points
