@@ -24,7 +24,17 @@ from .linear_probe import (
 )
 from .metrics import top_k_accuracy
 from .retrieval import compute_map, evaluate_by_label, evaluate_revisited, load_gnd, rank_database
-from .statistics import mean_and_sd, paired_comparison, student_t_quantile, student_t_two_sided_p
+from .statistics import (
+    holm_adjust,
+    mean_and_sd,
+    minimum_detectable_difference,
+    paired_comparison,
+    paired_t_power,
+    pairs_needed,
+    student_t_quantile,
+    student_t_two_sided_p,
+    wilcoxon_signed_rank,
+)
 
 __all__ = [
     "knn_classify",
@@ -54,6 +64,11 @@ __all__ = [
     "evaluate_by_label",
     "load_gnd",
     "paired_comparison",
+    "wilcoxon_signed_rank",
+    "holm_adjust",
+    "paired_t_power",
+    "minimum_detectable_difference",
+    "pairs_needed",
     "mean_and_sd",
     "student_t_two_sided_p",
     "student_t_quantile",
