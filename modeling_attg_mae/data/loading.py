@@ -270,11 +270,11 @@ def align_class_labels(dataset: datasets.DatasetDict, train_split: str, label_co
                 f"rows would have none: add those classes to the train split, drop their rows from {split!r}, or "
                 f"leave {split!r} out with --eval_splits")
         # a new in-memory column next to the (memory-mapped) images: cast or map would rewrite every image
-        order = split_dataset.column_names
-        aligned = split_dataset.remove_columns(label_column).add_column(
-            label_column, np.array([-1 if name is None else ids[name] for name in rows], dtype=np.int64),
-            feature=feature)
-        result[split] = aligned.select_columns(order)
+        temporary = f"__{label_column}_aligned__"  # added before the old column goes: it may be the only one
+        aligned = split_dataset.add_column(
+            temporary, np.array([-1 if name is None else ids[name] for name in rows], dtype=np.int64), feature=feature)
+        aligned = aligned.remove_columns(label_column).rename_column(temporary, label_column)
+        result[split] = aligned.select_columns(split_dataset.column_names)
     return datasets.DatasetDict(result)
 
 
