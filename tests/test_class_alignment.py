@@ -176,3 +176,16 @@ def test_random_class_subsets_per_split_align_by_name(checkpoint, tmp_path):
                 paths = [Path(image["path"]) for image in split.cast_column("image", datasets.Image(decode=False))["image"]]
                 assert [feature.int2str(i) for i in split["label"]] == [path.parent.name for path in paths]
         shutil.rmtree(root)
+
+
+def test_label_free_pre_training_takes_any_class_sets(tmp_path):
+    """Without k-NN pre-training reads no label: a validation class the train folder lacks is no reason to refuse."""
+    from modeling_attg_mae.pretraining import parse_arguments, run
+    from tests.conftest import tiny_pretrain_args
+
+    train = _folder(tmp_path / "train", ["blue", "green"], 4)
+    val = _folder(tmp_path / "val", ["green", "purple"], 2)
+    run(*parse_arguments(tiny_pretrain_args(
+        tmp_path, "--train_dir", str(train), "--validation_dir", str(val), "--attg_guidance", "none",
+        "--max_steps", "1", "--eval_strategy", "no", "--num_pictures", "0", synthetic=False)))
+    assert (tmp_path / "out" / "model.safetensors").exists()
