@@ -45,6 +45,25 @@ def _relabelled(feature, values):
     return datasets.DatasetDict({**dataset, "train": train.cast_column("label", feature)})
 
 
+def _extra_validation_class(ctx):
+    train_dir, val_dir = image_folders(ctx.tmp_path)  # classes r, g, b in both
+    (val_dir / "p").mkdir()
+    Image.new("RGB", (48, 40), (150, 40, 200)).save(val_dir / "p" / "0.png")
+    return run_knn.main(["--model_name_or_path", str(ctx.checkpoint), "--train_dir", str(train_dir),
+                         "--validation_dir", str(val_dir), "--output_dir", str(ctx.tmp_path / "out"),
+                         "--cache_dir", str(ctx.tmp_path / "hf"), "--ks", "3"])
+
+
+def _string_labels_with_an_extra_class():
+    splits = {}
+    for name, split in colour_dataset().items():
+        names = ["rgb"[i] for i in split["label"]]
+        if name == "validation":
+            names[-1] = "purple"
+        splits[name] = split.remove_columns("label").add_column("label", names)
+    return datasets.DatasetDict(splits)
+
+
 def _truncated_checkpoint(ctx):
     path = ctx.tmp_path / "truncated"
     shutil.copytree(ctx.checkpoint, path)
@@ -149,14 +168,20 @@ CASES = [
          message=r"--eval_splits train includes the train split 'train'.*every query would find itself",
          before="features", run=lambda ctx: _knn(ctx, eval_splits=["train"])),
     dict(id="float-labels", input="a label column of floats (e.g. 0.0, 1.0, 2.7)",
-         message=r"label_column 'label' in split 'train' has dtype float32, not integer class ids.*"
-                 r"class_encode_column\('label'\)",
+         message=r"label_column 'label' in split 'train' has dtype float32, not integer class ids; store the class "
+                 r"ids as integers or the class names as strings",
          before="features",
          run=lambda ctx: _knn(ctx, _relabelled(datasets.Value("float32"), lambda n: [i % 3 + 0.5 for i in range(n)]))),
-    dict(id="string-labels", input="a label column of strings (e.g. 'cat', 'dog')",
-         message=r"label_column 'label' in split 'train' has dtype string, not integer class ids.*class_encode_column",
+    dict(id="validation-folder-class-not-in-train", input="`run_knn.py --train_dir train/ --validation_dir val/` "
+         "where val/ has a class folder (p/) that train/ lacks",
+         message=r"label_column 'label': split 'validation' holds class names that the train split 'train' lacks: "
+                 r"'p' \(the train split's classes: \['b', 'g', 'r'\]\)\. Class ids are the train split's, matched by "
+                 r"name", before="features", run=_extra_validation_class),
+    dict(id="string-label-not-in-train", input="a label column of strings (encoded with the train split's sorted "
+         "names, one mapping for every split) whose validation split has a name the train split lacks",
+         message=r"split 'validation' holds class names that the train split 'train' lacks: 'purple'",
          before="features",
-         run=lambda ctx: _knn(ctx, _relabelled(datasets.Value("string"), lambda n: ["rgb"[i % 3] for i in range(n)]))),
+         run=lambda ctx: _knn(ctx, _string_labels_with_an_extra_class())),
     dict(id="k-larger-than-bank", input="`run_knn.py --ks 10 100` with a bank of 24 images",
          message=r"k=100 is larger than the k-NN bank \(24 train images in split 'train'\)", before="features",
          run=lambda ctx: _knn(ctx, knn=KNNArguments(ks=[10, 100]))),

@@ -53,6 +53,18 @@ def _train_split_only(tmp_path):
             "--attg_guidance", "none"]
 
 
+def _extra_validation_class(tmp_path):
+    from PIL import Image
+
+    for split, classes in (("train", ["cat", "dog"]), ("val", ["cat", "dog", "fox"])):
+        for name in classes:
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32), (40 * i, 80 * len(name), 0)).save(tmp_path / split / name / f"{i}.png")
+    return ["--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"), "--knn_monitor",
+            "--attg_guidance", "none"]
+
+
 def _string_map_column(tmp_path):
     from modeling_attg_mae.data import load_synthetic_dataset
 
@@ -86,6 +98,10 @@ CASES = [
          args=["--run_knn", "--eval_splits", "train"], message="includes the training split 'train'", stage="data"),
     dict(id="run-knn-without-labels", input="`--knn_monitor` with a `--label_column_name` the dataset lacks",
          args=["--knn_monitor", "--label_column_name", "class"], message="label_column_name 'class'", stage="data"),
+    dict(id="knn-validation-class-not-in-train", input="`--knn_monitor` (or `--run_knn`) with a `--validation_dir` "
+         "holding a class folder that `--train_dir` lacks",
+         setup=_extra_validation_class, message="split 'validation' holds class names that the train split 'train' "
+                                                "lacks: 'fox'", stage="data"),
     dict(id="bad-map-column", input="a dataset whose `attention_map` column holds something else (here strings)",
          setup=_string_map_column, message="split 'train', column 'attention_map' .* row 0: not a usable attention map",
          stage="data"),

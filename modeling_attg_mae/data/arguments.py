@@ -112,7 +112,9 @@ class LabelledDataArguments(DataSourceArguments):
     eval_splits: list[str] | None = field(default=None, metadata={
         "help": "Splits to evaluate on, each reported separately; default: every split except --train_split."})
     label_column_name: str = field(default="label", metadata={
-        "help": "Column of integer class ids (evaluation; pre-training uses it only for --run_knn / --knn_monitor)."})
+        "help": "Column of the classes: a ClassLabel, integer ids or class-name strings (encoded as the train "
+                "split's sorted names); every split gets the train split's ids, by name (evaluation; pre-training "
+                "uses it only for --run_knn / --knn_monitor)."})
 
 
 Arguments = TypeVar("Arguments")

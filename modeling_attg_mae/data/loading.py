@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import datasets
+import numpy as np
 
 from .arguments import synthetic_kwargs_of
 from .synthetic import load_synthetic_dataset
@@ -93,22 +94,32 @@ def check_source_choice(
                          "not stream; drop --streaming")
 
 
-def load_data_source(data_args: DataSourceArguments, cache_dir: str | os.PathLike | None = None
-                     ) -> datasets.DatasetDict:
+def load_data_source(data_args: DataSourceArguments, cache_dir: str | os.PathLike | None = None,
+                     labelled: bool = True) -> datasets.DatasetDict:
     """The `DatasetDict` named by the data flags (`DataSourceArguments` or a subclass): the one loader of every
     command line (pre-training, the evaluations, the maps CLI).
 
     `cache_dir`: the `datasets` cache for Hub and image-folder data. The synthetic data is saved there too, or, when
     none is given, under `<datasets cache>/attg_mae_synthetic`: a dataset on disk lets `datasets.map` cache the
     attention maps computed on it, so a second run with the same data and maps hits that cache.
+
+    `labelled`: with `LabelledDataArguments` (they name a label column and split roles), the splits in use get the
+    train split's class ids by name (`align_class_labels`); a split holding a class the train split lacks is
+    refused. Pre-training without k-NN passes False: it reads no label.
     """
     synthetic = synthetic_kwargs_of(data_args)
     if synthetic is not None and cache_dir is None:
         cache_dir = os.path.join(datasets.config.HF_DATASETS_CACHE, "attg_mae_synthetic")
-    return load_image_dataset(
+    dataset = load_image_dataset(
         dataset_name=data_args.dataset_name, dataset_config_name=data_args.dataset_config_name,
         train_dir=data_args.train_dir, validation_dir=data_args.validation_dir, cache_dir=cache_dir,
         synthetic_kwargs=synthetic, streaming=getattr(data_args, "streaming", False))
+    label_column = getattr(data_args, "label_column_name", None)
+    if labelled and label_column is not None and isinstance(dataset, datasets.DatasetDict):  # a stream has no k-NN
+        train_split = data_args.train_split
+        dataset = align_class_labels(dataset, train_split, label_column,
+                                     [train_split, *(data_args.eval_splits or dataset.keys())])
+    return dataset
 
 
 def load_image_dataset(
@@ -165,13 +176,106 @@ def load_image_dataset(
         result = {}
         for split, folder in splits.items():
             check_image_folder(folder, "train_dir" if split == "train" else "validation_dir")
-            loaded = datasets.load_dataset("imagefolder", data_dir=os.fspath(folder), cache_dir=cache_dir)
+            options = {}
+            if split == "validation" and "label" in result["train"].column_names and _in_class_folders(folder):
+                # imagefolder adds labels only for two classes or more: a one-class validation folder would lose
+                # its label column, though its class is one of the train folder's
+                options["drop_labels"] = False
+            loaded = datasets.load_dataset("imagefolder", data_dir=os.fspath(folder), cache_dir=cache_dir, **options)
             if len(loaded) != 1:
                 raise ValueError(f"{folder!r} loaded as several splits {list(loaded)}; point "
                                  f"{'train_dir' if split == 'train' else 'validation_dir'} at one split's folder")
             result[split] = next(iter(loaded.values()))
         return datasets.DatasetDict(result)
     return load_synthetic_dataset(**(synthetic_kwargs or {}), cache_dir=cache_dir)
+
+
+def _in_class_folders(path: str | os.PathLike) -> bool:
+    """Whether every image under `path` sits in a first-level sub-folder (the class folders of imagefolder)."""
+    extensions = _image_extensions()
+    found = False
+    for folder, _, files in os.walk(path):
+        relative = os.path.relpath(folder, path)
+        depth = 0 if relative == os.curdir else relative.count(os.sep) + 1
+        if any(name.lower().endswith(extensions) for name in files):
+            if depth != 1:
+                return False
+            found = True
+    return found
+
+
+def _train_class_names(split_dataset, label_column: str) -> list[str] | None:
+    """The class names that define the ids: a `ClassLabel`'s names in their order (its ids stay), or the sorted
+    distinct values of a string column; None for anything else (plain integer ids carry no name to compare)."""
+    feature = (split_dataset.features or {}).get(label_column)
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        values = split_dataset.with_format("arrow")[label_column].to_pylist()
+        return sorted({value for value in values if value is not None})
+    return None
+
+
+def _names_of_rows(split_dataset, label_column: str) -> list | None:
+    """Each row's class name (None for no label: a ClassLabel's -1 or a null string); None when the column holds
+    neither a `ClassLabel` nor strings."""
+    feature = (split_dataset.features or {}).get(label_column)
+    values = split_dataset.with_format("arrow")[label_column].to_pylist()
+    if isinstance(feature, datasets.ClassLabel):
+        names = feature.names
+        return [names[value] if value is not None and 0 <= value < len(names) else None for value in values]
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        return values
+    return None
+
+
+def align_class_labels(dataset: datasets.DatasetDict, train_split: str, label_column: str,
+                       splits: Iterable[str] | None = None) -> datasets.DatasetDict:
+    """`dataset` with the `label_column` of `splits` (default: all) re-indexed to the train split's classes, by name.
+
+    Sources give each split its own ids: `imagefolder` numbers the class folders of each split folder, and
+    `class_encode_column` encodes each split on its own, so "green" is 1 in a [blue, green, red] train split but 0
+    in a [green, red] validation split. The train split's names decide: a `ClassLabel`'s names in their order, or,
+    for a string column, its sorted distinct values (the package encodes strings itself, with that one mapping for
+    every split). Every other split's rows are mapped by name and get the same `ClassLabel`; a split lacking some
+    train classes is fine. Raises ValueError naming the split and the classes when a split holds a class the train
+    split lacks (its rows would have no id). Left as they are: plain integer columns (no names to compare), splits
+    without the column, and a dataset without the train split (the column and split checks report those).
+    """
+    if train_split not in dataset or label_column not in dataset[train_split].column_names:
+        return dataset
+    names = _train_class_names(dataset[train_split], label_column)
+    if names is None:
+        return dataset
+    feature = datasets.ClassLabel(names=names)
+    ids = {name: index for index, name in enumerate(names)}
+    result = dict(dataset)
+    for split in dict.fromkeys([train_split, *(dataset.keys() if splits is None else splits)]):
+        if split not in dataset or label_column not in dataset[split].column_names:
+            continue
+        split_dataset = dataset[split]
+        if split_dataset.features[label_column] == feature:
+            continue  # the same names in the same order: the ids already agree
+        rows = _names_of_rows(split_dataset, label_column)
+        if rows is None:
+            continue  # plain integer ids: nothing to compare them by
+        unknown = sorted({name for name in rows if name is not None and name not in ids})
+        if unknown:
+            shown = ", ".join(repr(name) for name in unknown[:10]) + (f" and {len(unknown) - 10} more"
+                                                                       if len(unknown) > 10 else "")
+            raise ValueError(
+                f"label_column {label_column!r}: split {split!r} holds class names that the train split "
+                f"{train_split!r} lacks: {shown} (the train split's classes: {names[:20]}"
+                f"{' ...' if len(names) > 20 else ''}). Class ids are the train split's, matched by name, so those "
+                f"rows would have none: add those classes to the train split, drop their rows from {split!r}, or "
+                f"leave {split!r} out with --eval_splits")
+        # a new in-memory column next to the (memory-mapped) images: cast or map would rewrite every image
+        temporary = f"__{label_column}_aligned__"  # added before the old column goes: it may be the only one
+        aligned = split_dataset.add_column(
+            temporary, np.array([-1 if name is None else ids[name] for name in rows], dtype=np.int64), feature=feature)
+        aligned = aligned.remove_columns(label_column).rename_column(temporary, label_column)
+        result[split] = aligned.select_columns(split_dataset.column_names)
+    return datasets.DatasetDict(result)
 
 
 def check_split(dataset, split: str, flag: str) -> None:

@@ -10,7 +10,8 @@
 `EvaluationData` resolves the data (the checkpoint's recorded pre-training data when no data flag is given, see
 `data.source.use_recorded_source`), loads it (`data.loading.load_data_source`) and checks, once and before any
 model is loaded: the train split exists, the eval splits are other splits that exist, every one of them has the
-image column and an integer label column, and every label is a class id in [0, num_classes). Fine-tuning uses it
+image column and an integer label column with the train split's class ids (aligned by name,
+`data.loading.align_class_labels`), and every label is a class id in [0, num_classes). Fine-tuning uses it
 alone (it builds its own trainable model); k-NN, the probes, the embedding plot and label-based retrieval put an
 `EvaluationSession` on top: the encoder (`model_source.load_encoder`), its evaluation transform, and the features of
 a split through the feature cache.
@@ -41,12 +42,13 @@ def check_label_column(split_dataset, split: str, image_column: str, label_colum
     dtype = getattr(feature, "dtype", type(feature).__name__)
     if not (isinstance(feature, datasets.ClassLabel) or (isinstance(feature, datasets.Value) and (
             dtype.startswith("int") or dtype.startswith("uint")))):
-        # torch.as_tensor(..., dtype=long) would truncate floats (2.7 -> 2) and fail on strings with
-        # "too many dimensions 'str'"
+        # torch.as_tensor(..., dtype=long) would truncate floats (2.7 -> 2); strings are encoded before this
+        # (align_class_labels) unless the train split has no names to encode them by. Not advised:
+        # DatasetDict.class_encode_column, which numbers each split's values on its own
         raise ValueError(
-            f"label_column {label_column!r} in split {split!r} has dtype {dtype}, not integer class ids; convert it "
-            f"first, e.g. dataset = dataset.class_encode_column({label_column!r}) (one id per distinct value), or "
-            f"pass --label_column_name for the column that holds the class ids"
+            f"label_column {label_column!r} in split {split!r} has dtype {dtype}, not integer class ids; store the "
+            f"class ids as integers or the class names as strings (encoded with the train split's sorted names, "
+            f"the same ids in every split), or pass --label_column_name for the column that holds the classes"
         )
 
 
@@ -81,14 +83,18 @@ class EvaluationData:
     """
 
     def __init__(self, data_args, model_name_or_path, cache_dir: str | None = None, dataset=None):
-        from ..data.loading import check_split, load_data_source
+        from ..data.loading import align_class_labels, check_split, load_data_source
         from ..data.source import data_source, dataset_label, use_recorded_source
 
         use_recorded_source(data_args, model_name_or_path)
         self.data_args = data_args
-        self.dataset = dataset if dataset is not None else load_data_source(data_args, cache_dir)
         self.train_split = data_args.train_split
         self.image_column, self.label_column = data_args.image_column_name, data_args.label_column_name
+        if dataset is None:
+            self.dataset = load_data_source(data_args, cache_dir)  # class ids aligned across splits there
+        else:  # a dataset of the caller's gets the loader's alignment too
+            self.dataset = align_class_labels(dataset, self.train_split, self.label_column,
+                                              [self.train_split, *(data_args.eval_splits or dataset.keys())])
         source = data_source(data_args)
         # what the data is: the results' "dataset" label, and (with the split's fingerprint) the feature cache's key
         self.label = dataset_label(source)

@@ -25,7 +25,7 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
 
     if dataset is None:
         with main_process_first(desc="dataset loading"):
-            dataset = load_data_source(data_args, model_args.cache_dir)
+            dataset = load_data_source(data_args, model_args.cache_dir, labelled=run_knn)
     wanted = [data_args.train_split] + ([data_args.validation_split] if data_args.validation_split else [])
     for split in wanted:
         check_split(dataset, split, "--train_split" if split == data_args.train_split else "--validation_split")

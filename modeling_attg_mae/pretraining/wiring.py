@@ -165,7 +165,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
 
     if dataset is None:
         with training_args.main_process_first(desc="dataset loading"):
-            source = load_data_source(data_args, model_args.cache_dir)
+            # labels (aligned across splits) only for the k-NN: label-free pre-training takes any class sets
+            source = load_data_source(data_args, model_args.cache_dir,
+                                      labelled=attg_args.run_knn or attg_args.knn_monitor)
     else:
         source = dataset
     streaming = check_streaming_run(source, data_args, attg_args, training_args, needs_maps or self_maps)
