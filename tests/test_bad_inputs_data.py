@@ -76,6 +76,13 @@ def _corrupt_jpeg_in_pretraining(ctx):
     return collator([{"image": {"bytes": None, "path": str(path)}, "__index__": 7}])
 
 
+def _corrupt_jpeg_in_maps(ctx):
+    photos = _user_photos(ctx)
+    _broken_jpeg(photos / "a")
+    return maps_cli.main(["--method", "spectral_residual", "--train_dir", str(photos), "--output_dir",
+                          str(ctx.tmp_path / "maps")])
+
+
 def _json_args_file(ctx, main):
     (ctx.tmp_path / "args.json").write_text('{"model_name_or_path": "x",\n "ks": [3,]}')
     return main([str(ctx.tmp_path / "args.json")])
@@ -207,6 +214,9 @@ CASES = [
     dict(id="corrupt-jpeg-in-pretraining", input="a truncated JPEG in pre-training (`--attg_guidance none`, the collator)",
          message=r"cannot read the image in row 7 \(file .*/photos/broken\.jpg\)", before=None,
          run=_corrupt_jpeg_in_pretraining),
+    dict(id="corrupt-jpeg-in-maps", input="a truncated JPEG in the `--train_dir` image folder (maps CLI)",
+         message=r"^--train_dir .*photos: cannot read the image in split 'train', row \d+ \(file .*/a/broken\.jpg\)",
+         before=None, run=_corrupt_jpeg_in_maps),
     dict(id="malformed-json-arguments-file-eval", input="`run_knn.py args.json` with a syntax error in args.json",
          message=r"arguments file .*args\.json is not valid JSON: .* at line 2, column 11", before=None,
          run=lambda ctx: _json_args_file(ctx, run_knn.main)),

@@ -149,3 +149,47 @@ def test_overwrite_refuses_a_file(tmp_path, no_data_work):
     with pytest.raises(ValueError, match=r"--output_dir .*maps is a file, not a folder"):
         _run(_folder(tmp_path / "photos", 2, 1), tmp_path / "maps", "--overwrite_output_dir")
     assert (tmp_path / "maps").read_text() == "a file of the user's"
+
+
+# ------------------------------------------------------------ a corrupt file, a 16-bit image (issue 20, item 15)
+
+
+def test_a_corrupt_file_in_an_image_folder_is_named_before_any_map_is_computed(tmp_path, monkeypatch):
+    import io
+
+    from modeling_attg_mae.object_discovery import map_step
+
+    photos = tmp_path / "photos"
+    _folder(photos, 3, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 48, 3), 128, np.uint8)).save(buffer, format="JPEG")
+    (photos / "a" / "broken.jpg").write_bytes(buffer.getvalue()[:300])  # header intact, data cut off
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("maps were computed before the corrupt file was reported")
+
+    monkeypatch.setattr(map_step, "add_attention_maps", must_not_run)
+    monkeypatch.setattr(datasets.Dataset, "map", must_not_run)
+    from modeling_attg_mae.object_discovery import __main__ as maps_cli
+
+    monkeypatch.setattr(maps_cli, "add_attention_maps", must_not_run)
+    with pytest.raises(ValueError, match=r"^--train_dir .*photos: cannot read the image in split 'train', row \d "
+                                         r"\(file .*/a/broken\.jpg\)") as caught:
+        cli_main(["--method", "spectral_residual", "--train_dir", str(photos), "--grid_size", "4",
+                  "--output_dir", str(tmp_path / "out")])
+    assert caught.value.__suppress_context__  # the message is the whole story: no datasets traceback above it
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_picture_of_a_16_bit_image_is_scaled_not_white(tmp_path):
+    photos = tmp_path / "photos" / "a"
+    photos.mkdir(parents=True)
+    values = (np.arange(256, dtype=np.uint32).reshape(16, 16) * 250 + 500).astype(np.uint16)  # 500 .. 64250
+    Image.fromarray(values).save(photos / "depth.png")
+    assert Image.open(photos / "depth.png").mode in ("I;16", "I")  # a real 16-bit PNG
+    cli_main(["--method", "spectral_residual", "--train_dir", str(tmp_path / "photos"), "--grid_size", "4",
+              "--output_dir", str(tmp_path / "out"), "--save_pictures", "1"])
+    picture = np.asarray(Image.open(tmp_path / "out" / "attention_maps.png").convert("RGB"), dtype=np.float64)
+    tile = picture[:128, :128]  # the image's tile (128 px), then the map and the weights
+    # a gradient from dark (500 / 65535 * 255 = 2) to bright (250), not convert("RGB")'s 255 everywhere
+    assert tile.min() < 20 and tile.max() > 230 and abs(tile.mean() - 126) < 15

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ..cli import parse_cli, parse_json
 from ..export import check_output_folder
 from ..data.arguments import DataSourceArguments
+from ..data.images import decode_image, undecoded_images
 from ..data.loading import load_data_source
 from .map_step import AttentionMapStep, add_attention_maps
 from .registry import METHODS
@@ -136,6 +137,22 @@ def replace_folder(output_dir: str, write) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
+def check_image_files(dataset, column: str, data) -> None:
+    """For an image-folder source (`--train_dir` / `--validation_dir`), decode every file once before any map is
+    computed: a corrupt file is named with its flag, split, row and path, and the detector never loads. (Inside the
+    map step the same error would come at the end of a `datasets` traceback, after the detector's work.)"""
+    folders = {"train": ("--train_dir", data.train_dir), "validation": ("--validation_dir", data.validation_dir)}
+    for split, part in dataset.items():
+        if split not in folders or column not in part.column_names:
+            continue
+        for row, value in enumerate(undecoded_images(part, column)[column]):
+            try:
+                decode_image(value, row, split).close()
+            except ValueError as error:
+                flag, folder = folders[split]
+                raise ValueError(f"{flag} {folder}: {error}") from None
+
+
 def main(argv=None):
     args, data, output = parse_cli(ARGUMENTS, argv)
     if args.method not in METHODS:
@@ -149,6 +166,8 @@ def main(argv=None):
     # method, parameters and detector checkpoint are checked before any data is loaded
     AttentionMapStep(args.method, model, image_column=input_column, grid_size=args.grid_size, **params)
     source = load_data_source(data)
+    if data.train_dir is not None:
+        check_image_files(source, input_column, data)
     result = add_attention_maps(
         source, args.method, model, image_column=input_column, grid_size=args.grid_size,
         batch_size=args.batch_size, num_proc=args.num_proc, **params,
