@@ -215,7 +215,7 @@ CASES = [
          message=r"cannot read the image in row 7 \(file .*/photos/broken\.jpg\)", before=None,
          run=_corrupt_jpeg_in_pretraining),
     dict(id="corrupt-jpeg-in-maps", input="a truncated JPEG in the `--train_dir` image folder (maps CLI)",
-         message=r"^--train_dir .*photos: cannot read the image in split 'train', row \d+ \(file .*/a/broken\.jpg\)",
+         message=r"--train_dir .*photos: cannot read the image in split 'train', row \d+ \(file .*/a/broken\.jpg\)",
          before=None, run=_corrupt_jpeg_in_maps),
     dict(id="malformed-json-arguments-file-eval", input="`run_knn.py args.json` with a syntax error in args.json",
          message=r"arguments file .*args\.json is not valid JSON: .* at line 2, column 11", before=None,
