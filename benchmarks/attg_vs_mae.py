@@ -160,7 +160,8 @@ def check_run(argv: list[str]) -> None:
     folder is swapped for an empty temporary one, so checking creates no run folder."""
     model_args, data_args, attg_args, training_args = parse_arguments(argv)
     with tempfile.TemporaryDirectory(prefix="attg-vs-mae-check-") as folder:
-        training_args.output_dir = folder
+        # a --resume_from_checkpoint is checked by the run itself, against its own folder's checkpoints
+        training_args.output_dir, training_args.resume_from_checkpoint = folder, None
         check_run_arguments(model_args, data_args, attg_args, training_args)
 
 
