@@ -24,10 +24,10 @@ import tempfile
 from dataclasses import dataclass, field
 
 from ..cli import parse_cli, parse_json
-from ..export import check_output_folder
 from ..data.arguments import DataSourceArguments
 from ..data.images import decode_image, undecoded_images
 from ..data.loading import load_data_source
+from ..export import check_output_folder
 from .map_step import AttentionMapStep, add_attention_maps
 from .registry import METHODS
 
