@@ -246,6 +246,9 @@ CASES = [
          message=r"holds something other than an earlier maps output \(notes\.txt is not a file the maps CLI "
                  r"writes\)", before="data",
          run=lambda ctx: _maps_onto(ctx, _earlier_maps_output_with_notes)),
+    dict(id="maps-output-is-a-file", input="`--output_dir notes.txt` (a file) with `--overwrite_output_dir` (maps CLI)",
+         message=r"--output_dir .*notes\.txt is a file, not a folder", before="data",
+         run=lambda ctx: _maps_onto(ctx, lambda ctx, photos: photos / "notes.txt")),
     dict(id="gradcam-without-classification-head", input="`--method gradcam --model_name_or_path <a ResNetModel "
          "folder>` (no classification head)",
          message=r"--model_name_or_path '.*resnet_backbone' is a ResNetModel checkpoint without a classification "
