@@ -17,8 +17,20 @@ docs/RESULTS.md (paired differences, 95% intervals, paired t-tests), so every ta
 Everything after `--` is passed to `run_pretrain.py` (its data arguments: a Hub name, a Hub-layout or
 `save_to_disk` folder, `--train_dir`, or the synthetic set; the map source `--attention_method`, incl. `column`;
 the model; the schedule; `--eval_splits` and `--label_column_name` for the evaluation, by default every split
-but the training one and `label`) and overrides the synthetic defaults below. A finished (setting, seed, arm) keeps its record and is skipped, so an
-interrupted study continues where it stopped (`--overwrite` reruns).
+but the training one and `label`) and overrides the study's defaults below.
+
+Your own data (`--dataset_name` / `--train_dir` after `--`): the synthetic data's flags and its map source (its
+object masks, `--attention_method column --attention_source_column object_mask`) are not carried over; every arm
+that takes the run's map source (all but the label-free ones) needs yours (`--attention_method ...`, or a
+`--dataset_name` folder written by the maps CLI). Its records go to `<--work>/records` unless `--records` says
+otherwise, as do those of a synthetic setting not committed in docs/: the package's docs/ holds only the committed
+studies (which `study_report.py` renders into docs/RESULTS.md).
+
+Every (setting, seed, arm) is checked before the first run starts: the arm names, each run's arguments by
+run_pretrain.py's own parser and checks, and each existing record against the arguments this run would use (its
+`argv`, the output folder aside). A record made with the same arguments is kept and its run skipped, so an
+interrupted study continues where it stopped; one made with other arguments is an error naming the difference
+(`--overwrite` reruns). A failed run's error ends with the exception from its log.
 GPU: the same command; `run_pretrain.py` uses the GPU when there is one (add `-- --bf16` there).
 """
 
@@ -29,13 +41,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from modeling_attg_mae.pretraining import DEMO_ARGUMENTS, parse_arguments  # noqa: E402
+from modeling_attg_mae.configuration_attg_mae import GUIDANCE_MODES  # noqa: E402
+from modeling_attg_mae.pretraining import DEMO_ARGUMENTS, check_run_arguments, parse_arguments  # noqa: E402
 
 RECORDS = REPO / "docs" / "results" / "attg_vs_mae"
 # The synthetic defaults: the demo's model, data and schedule (object masks as the maps: the oracle detector),
@@ -46,6 +60,8 @@ STUDY_DEFAULTS = {
     "num_pictures": 2, "report_to": ["tensorboard"],
 }
 DATA_SOURCE_FLAGS = ("--dataset_name", "--train_dir")
+# the synthetic data's map source and grid (its object masks at 16 x 16): never carried onto other data
+SYNTHETIC_MAP_DEFAULTS = ("attention_method", "attention_source_column", "attention_grid_size")
 # Arms beyond the attg_guidance values (which are arms as they are): label-free map sources, each the AttG loss with
 # maps that need neither the dataset's masks nor a second pretrained model. Their flags come after the user's.
 #   self: the model's own last-layer CLS attention, first after 2 epochs of MAE, refreshed every 2 epochs;
@@ -58,6 +74,9 @@ LABEL_FREE_ARMS = {
     "sr": {"attg_guidance": "attg", "attention_method": "spectral_residual"},
 }
 KNN_K = 20
+ARMS = (*GUIDANCE_MODES, *LABEL_FREE_ARMS)
+# what may differ between a record and the run that would remake it: where its checkpoint went
+UNCOMPARED_FLAGS = ("--output_dir",)
 
 
 def _argv(values: dict) -> list[str]:
@@ -72,18 +91,143 @@ def _argv(values: dict) -> list[str]:
     return argv
 
 
+def _given(flag: str, argv: list[str]) -> bool:
+    """Whether `argv` sets `flag` (`--flag value` or `--flag=value`)."""
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+
+
+def is_synthetic(user_argv: list[str]) -> bool:
+    """The study's synthetic data (no data source of the user's after `--`)."""
+    return not any(_given(flag, user_argv) for flag in DATA_SOURCE_FLAGS)
+
+
 def run_arguments(seed: int, arm: str, output_dir: Path, user_argv: list[str]) -> list[str]:
     """run_pretrain.py's arguments for one arm of one seed: the defaults, the user's, then what the study fixes."""
-    synthetic = not any(flag in user_argv for flag in DATA_SOURCE_FLAGS)
+    synthetic = is_synthetic(user_argv)
     fixed = {"output_dir": str(output_dir), "seed": seed, "attg_guidance": arm, "knn_monitor": True,
              "maps_for_vanilla_mae": True, "run_knn": True, "overwrite_output_dir": True,
              **LABEL_FREE_ARMS.get(arm, {})}
     defaults = STUDY_DEFAULTS
     if synthetic:
         fixed["synthetic_seed"] = seed  # each seed draws its own data: the spread includes the data
-    else:  # the synthetic flags are refused next to another source
-        defaults = {key: value for key, value in STUDY_DEFAULTS.items() if not key.startswith("synthetic_")}
+    else:  # the synthetic flags are refused next to another source, and its masks are not the user's maps
+        defaults = {key: value for key, value in STUDY_DEFAULTS.items()
+                    if not key.startswith("synthetic_") and key not in SYNTHETIC_MAP_DEFAULTS}
     return _argv(defaults) + list(user_argv) + _argv(fixed)
+
+
+def _is_maps_output(dataset_name: str) -> bool:
+    """A `--dataset_name` folder written by the maps CLI: its rows carry the maps, no map source is needed."""
+    from modeling_attg_mae.object_discovery.__main__ import MARKER_FILE
+
+    return (Path(os.path.expanduser(dataset_name)) / MARKER_FILE).is_file()
+
+
+def check_map_source(arms: list[str], user_argv: list[str]) -> None:
+    """On the user's data, the arms that take the run's map source need the user's: the synthetic default (the
+    object masks of the synthetic images) means nothing on other images, and run_pretrain.py's own default
+    would be chosen silently."""
+    if is_synthetic(user_argv) or _given("--attention_method", user_argv):
+        return
+    for index, arg in enumerate(user_argv):
+        name = arg.split("=", 1)[1] if arg.startswith("--dataset_name=") else (
+            user_argv[index + 1] if arg == "--dataset_name" and index + 1 < len(user_argv) else None)
+        if name is not None and _is_maps_output(name):
+            return
+    needing = [arm for arm in arms if arm not in LABEL_FREE_ARMS]
+    if needing:
+        raise ValueError(
+            f"arms {', '.join(needing)} take their maps from the run's map source (attg guides the loss with them; "
+            "none logs object_loss_share with them), and on your own data that source must be yours: pass "
+            "--attention_method (tokencut, dino, gradcam, spectral_residual, or column with "
+            "--attention_source_column <mask column>) after --, or a --dataset_name written by the maps CLI. The "
+            "study's default, column on object_mask, is the synthetic images' object masks and is not carried "
+            f"onto other data; the label-free arms ({', '.join(LABEL_FREE_ARMS)}) bring their own")
+
+
+def check_arms(arms: list[str]) -> None:
+    for arm in arms:
+        if arm not in ARMS:
+            raise ValueError(f"--arms: unknown arm {arm!r}; choose from {list(ARMS)} (attg_guidance values, and "
+                             "the label-free map sources)")
+    repeated = sorted({arm for arm in arms if arms.count(arm) > 1})
+    if repeated:
+        raise ValueError(f"--arms names {repeated} more than once")
+
+
+def check_run(argv: list[str]) -> None:
+    """run_pretrain.py's own parser and its checks that need no data and no weights, without running: the output
+    folder is swapped for an empty temporary one, so checking creates no run folder."""
+    model_args, data_args, attg_args, training_args = parse_arguments(argv)
+    with tempfile.TemporaryDirectory(prefix="attg-vs-mae-check-") as folder:
+        # a --resume_from_checkpoint is checked by the run itself, against its own folder's checkpoints
+        training_args.output_dir, training_args.resume_from_checkpoint = folder, None
+        check_run_arguments(model_args, data_args, attg_args, training_args)
+
+
+def flag_values(argv: list[str]) -> dict[str, list[str]]:
+    """`{flag: its values}` of an argument list, the last occurrence of a flag winning (as in argparse)."""
+    values, flag = {}, None
+    for arg in argv:
+        if arg.startswith("--"):
+            flag, _, value = arg.partition("=")
+            values[flag] = [value] if value else []
+        elif flag is not None:
+            values[flag].append(arg)
+    return values
+
+
+def argument_differences(recorded: list[str], wanted: list[str]) -> list[str]:
+    """How the arguments a record was made with differ from this run's, flag by flag (`UNCOMPARED_FLAGS` aside)."""
+    def shown(values):
+        return repr(" ".join(values)) if values else "given"
+
+    theirs, ours = flag_values(recorded), flag_values(wanted)
+    differences = []
+    for flag in sorted(set(theirs) | set(ours)):
+        if flag in UNCOMPARED_FLAGS or theirs.get(flag) == ours.get(flag):
+            continue
+        here = shown(ours[flag]) + " here" if flag in ours else "not given here"
+        there = shown(theirs[flag]) + " in the record" if flag in theirs else "not given in the record"
+        differences.append(f"{flag}: {here}, {there}")
+    return differences
+
+
+def check_record(record_path: Path, setting: str, seed: int, arm: str, argv: list[str]) -> None:
+    """A record is this run's answer only if it was made with this run's arguments; else an error naming how
+    they differ (a skip would report another experiment's numbers as this one's)."""
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"record {record_path} cannot be read ({error}); pass --overwrite to rerun it") from None
+    if not isinstance(record, dict) or not isinstance(record.get("argv"), list):
+        raise ValueError(f"record {record_path} has no run arguments (argv) to compare with this run's; pass "
+                         "--overwrite to rerun it, or choose another --records folder")
+    differences = [f"{name}: {value!r} here, {record.get(name)!r} in the record"
+                   for name, value in (("setting", setting), ("seed", seed), ("arm", arm))
+                   if record.get(name, value) != value]
+    differences += argument_differences(record["argv"], argv)
+    if differences:
+        raise ValueError(f"record {record_path} was made with other arguments than this run: "
+                         f"{'; '.join(differences)}. Choose another --setting or --records <folder> for a study of "
+                         "its own, or pass --overwrite to replace the record")
+
+
+def failure_reason(log_path: Path, tail: int = 12) -> str:
+    """What a failed run's log says went wrong: the last exception of its last traceback (message lines included),
+    or, without a traceback, its last lines."""
+    try:
+        lines = log_path.read_text(errors="replace").rstrip().splitlines()
+    except OSError as error:
+        return f"(its log cannot be read: {error})"
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    if starts:
+        # after the frames (indented: file, code and caret lines) comes the exception, possibly on several lines
+        rest = lines[starts[-1] + 1:]
+        first = next((i for i, line in enumerate(rest) if line and not line[0].isspace()), None)
+        if first is not None:
+            return "\n".join(rest[first:first + tail])
+    return "the end of its log:\n" + "\n".join(f"    {line}" for line in lines[-tail:]) if lines else "its log is empty"
 
 
 def _train(argv: list[str], log_path: Path) -> None:
@@ -92,7 +236,10 @@ def _train(argv: list[str], log_path: Path) -> None:
         result = subprocess.run([sys.executable, str(REPO / "run_pretrain.py"), *argv], stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
     if result.returncode != 0:
-        raise RuntimeError(f"run_pretrain.py failed (exit {result.returncode}); see {log_path}")
+        reason = failure_reason(log_path)
+        separator = "; " if reason.startswith(("the end of", "its log", "(its log")) else ": "
+        raise RuntimeError(f"run_pretrain.py failed (exit {result.returncode}){separator}{reason}\n"
+                           f"full log: {log_path}")
 
 
 def evaluation_inputs(output_dir: Path, argv: list[str]):
@@ -188,33 +335,52 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     own, user = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--setting", default="main", help="name of this comparison (records go to RECORDS/NAME)")
+    parser.add_argument("--setting", default="main", help="name of this comparison (records go to <records>/NAME)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--arms", nargs="+", default=["none", "attg"],
                         help="attg_guidance values, or a label-free map source (self, online_sr: see "
                              "LABEL_FREE_ARMS); 'none' is the MAE baseline every other arm is paired with")
-    parser.add_argument("--records", default=str(RECORDS), help="folder of the JSON records")
+    parser.add_argument("--records", default=None,
+                        help=f"folder of the JSON records (default: {RECORDS.relative_to(REPO)} for a synthetic "
+                             "setting committed there, else <--work>/records)")
     parser.add_argument("--work", default="outputs/study", help="folder of the checkpoints and logs")
     parser.add_argument("--overwrite", action="store_true", help="rerun (setting, seed, arm)s that have a record")
     args = parser.parse_args(own)
-    parse_arguments(run_arguments(args.seeds[0], args.arms[0], Path(args.work) / "check", user))  # fail now
+    if args.records is None:
+        # docs/ holds the committed synthetic studies only (study_report.py renders every setting there into
+        # docs/RESULTS.md): a new setting, or the user's data, goes next to its checkpoints
+        committed = is_synthetic(user) and (RECORDS / args.setting).is_dir()
+        args.records = str(RECORDS if committed else Path(args.work) / "records")
     records = Path(args.records) / args.setting
+    # every check before the first run: a mistake in the last arm must not cost the first arm's training
+    check_arms(args.arms)
+    check_map_source(args.arms, user)
+    planned = []
     for seed in args.seeds:
         for arm in args.arms:
-            record_path = records / f"seed{seed}-{arm}.json"
-            if record_path.exists() and not args.overwrite:
-                print(f"[{args.setting}] seed {seed} {arm}: record exists, skipped ({record_path})", flush=True)
-                continue
             output_dir = Path(args.work) / args.setting / f"seed{seed}-{arm}"
             run_argv = run_arguments(seed, arm, output_dir, user)
-            print(f"[{args.setting}] seed {seed} {arm}: training ({output_dir})", flush=True)
-            start = time.time()
-            _train(run_argv, output_dir / "train.log")
-            record = make_record(args.setting, seed, arm, run_argv, output_dir, time.time() - start)
-            records.mkdir(parents=True, exist_ok=True)
-            record_path.write_text(json.dumps(record, indent=1) + "\n")
-            print(f"[{args.setting}] seed {seed} {arm}: k-NN CLS {record['knn']['cls']} "
-                  f"({record['wall_seconds']:.0f} s) -> {record_path}", flush=True)
+            try:
+                check_run(run_argv)
+            except ValueError as error:
+                raise ValueError(f"arm {arm} (seed {seed}): {error}") from None
+            record_path = records / f"seed{seed}-{arm}.json"
+            if record_path.exists() and not args.overwrite:
+                check_record(record_path, args.setting, seed, arm, run_argv)
+            planned.append((seed, arm, output_dir, run_argv, record_path))
+    for seed, arm, output_dir, run_argv, record_path in planned:
+        if record_path.exists() and not args.overwrite:
+            print(f"[{args.setting}] seed {seed} {arm}: its record (same arguments) exists, skipped ({record_path})",
+                  flush=True)
+            continue
+        print(f"[{args.setting}] seed {seed} {arm}: training ({output_dir})", flush=True)
+        start = time.time()
+        _train(run_argv, output_dir / "train.log")
+        record = make_record(args.setting, seed, arm, run_argv, output_dir, time.time() - start)
+        records.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"[{args.setting}] seed {seed} {arm}: k-NN CLS {record['knn']['cls']} "
+              f"({record['wall_seconds']:.0f} s) -> {record_path}", flush=True)
     print(f"records in {records}; tables: python benchmarks/study_report.py --records {args.records}")
 
 

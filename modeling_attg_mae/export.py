@@ -94,34 +94,51 @@ def export_format_of(folder) -> str | None:
     return None
 
 
-def _is_previous_export(path: Path) -> bool:
-    """An empty folder, or one this module wrote: the only kind it may replace."""
-    return not any(path.iterdir()) or export_format_of(path) is not None
+def check_output_folder(output_dir, overwrite: bool, previous_output, what: str, sources=(), hint: str = "",
+                        ) -> Path:
+    """Refuse, before any work, an `--output_dir` whose replacement would destroy something this package did not
+    write: the one "folder holds only our earlier output" guard of the commands that replace their output folder
+    whole (the encoder export, the maps CLI).
 
-
-def check_output_dir(output_dir, checkpoint, overwrite: bool) -> Path:
-    """Refuse, before any weight is loaded, an output folder that would destroy something.
-
-    It may not be the checkpoint or a folder that holds it; an existing non-empty one needs `overwrite`, and even
-    then only a previous export (or an empty folder) is replaced.
+    It may not be a source (`sources`: `(description, path)` pairs, e.g. `("--train_dir", "photos/")`) or a folder
+    above one; an existing non-empty folder needs `overwrite`, and even then is replaced only when
+    `previous_output(folder)` returns None (an earlier output of the command; else it returns why not, named in
+    the error). `what` names that output in the error ("an encoder export"); `hint` is appended to the source error.
     """
     output_dir = Path(os.path.expanduser(os.fspath(output_dir)))
-    source = Path(os.path.expanduser(os.fspath(checkpoint)))
     target = output_dir.resolve()
-    if source.exists() and (target == source.resolve() or target in source.resolve().parents):
-        raise ValueError(f"--output_dir {output_dir} is the checkpoint {source} or a folder above it: the export would "
-                         f"replace its source; the default is {source / ENCODER_SUBFOLDER['hf']}")
+    for description, source in sources:
+        if source is None:
+            continue
+        source = Path(os.path.expanduser(os.fspath(source)))
+        if source.exists() and (target == source.resolve() or target in source.resolve().parents):
+            raise ValueError(f"--output_dir {output_dir} is {description} {source} or a folder above it: "
+                             f"the output would replace its source{hint}")
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()):
         if not overwrite:
             raise ValueError(f"--output_dir {output_dir} already exists and is not empty; pass --overwrite_output_dir "
                              "to replace it, or choose another --output_dir")
-        if not _is_previous_export(output_dir):
-            raise ValueError(f"--output_dir {output_dir} holds something other than an encoder export (its "
-                             f"{CONFIG_FILE} is not one this module writes); not replacing it even with "
-                             "--overwrite_output_dir")
+        why = previous_output(output_dir)
+        if why is not None:
+            raise ValueError(f"--output_dir {output_dir} holds something other than {what} ({why}); not replacing "
+                             "it even with --overwrite_output_dir")
     return output_dir
+
+
+def check_output_dir(output_dir, checkpoint, overwrite: bool) -> Path:
+    """Refuse, before any weight is loaded, an output folder that would destroy something.
+
+    It may not be the checkpoint or a folder that holds it; an existing non-empty one needs `overwrite`, and even
+    then only a previous export is replaced (`check_output_folder`).
+    """
+    source = Path(os.path.expanduser(os.fspath(checkpoint)))
+    return check_output_folder(
+        output_dir, overwrite,
+        lambda folder: None if export_format_of(folder) is not None else f"its {CONFIG_FILE} is not one this module writes",
+        "an encoder export", sources=[("the checkpoint", source)],
+        hint=f"; the default is {source / ENCODER_SUBFOLDER['hf']}")
 
 
 def check_source(checkpoint, flag: str = "--checkpoint"):

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from .configuration_attg_mae import check_temperature
+from .data.images import to_rgb_image
 from .modeling_attg_mae import normalize_attention_map, patch_grid
 
 # (position, RGB) anchors of the inferno colormap: dark = low, yellow = high
@@ -33,7 +34,7 @@ def colormap(values: np.ndarray) -> np.ndarray:
 def _image_tile(image, size: int) -> Image.Image:
     """PIL image, uint8 array `(H, W[, C])`, or float tensor/array `(3, H, W)` in [0, 1] -> RGB tile."""
     if isinstance(image, Image.Image):
-        pil = image.convert("RGB")
+        pil = to_rgb_image(image)  # the one RGB conversion: a 16-bit image is scaled, not clipped to white
     else:
         array = image.detach().cpu().numpy() if torch.is_tensor(image) else np.asarray(image)
         if array.dtype != np.uint8:

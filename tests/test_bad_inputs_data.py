@@ -95,6 +95,13 @@ def _corrupt_jpeg_in_pretraining(ctx):
     return collator([{"image": {"bytes": None, "path": str(path)}, "__index__": 7}])
 
 
+def _corrupt_jpeg_in_maps(ctx):
+    photos = _user_photos(ctx)
+    _broken_jpeg(photos / "a")
+    return maps_cli.main(["--method", "spectral_residual", "--train_dir", str(photos), "--output_dir",
+                          str(ctx.tmp_path / "maps")])
+
+
 def _json_args_file(ctx, main):
     (ctx.tmp_path / "args.json").write_text('{"model_name_or_path": "x",\n "ks": [3,]}')
     return main([str(ctx.tmp_path / "args.json")])
@@ -102,6 +109,32 @@ def _json_args_file(ctx, main):
 
 def _maps(ctx, *flags):
     return maps_cli.main([*flags, "--output_dir", str(ctx.tmp_path / "maps")])
+
+
+def _user_photos(ctx):
+    """A user's image folder (3 PNGs and a note): the maps CLI must never delete it."""
+    folder = ctx.tmp_path / "photos"
+    (folder / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(folder / "a" / f"{i}.png")
+    (folder / "notes.txt").write_text("mine")
+    return folder
+
+
+def _maps_onto(ctx, output_dir, *flags):
+    photos = _user_photos(ctx)
+    return maps_cli.main(["--method", "spectral_residual", "--train_dir", str(photos), "--output_dir",
+                          str(output_dir(ctx, photos)), "--overwrite_output_dir", *flags])
+
+
+def _earlier_maps_output_with_notes(ctx, photos):
+    out = ctx.tmp_path / "maps"
+    out.mkdir()
+    (out / maps_cli.MARKER_FILE).write_text(json.dumps({"written_by": maps_cli.WRITTEN_BY}))
+    (out / "dataset_dict.json").write_text(json.dumps({"splits": ["train"]}))
+    (out / "train").mkdir()
+    (out / "notes.txt").write_text("mine")
+    return out
 
 
 def _saved_model(ctx, name, model):
@@ -206,6 +239,9 @@ CASES = [
     dict(id="corrupt-jpeg-in-pretraining", input="a truncated JPEG in pre-training (`--attg_guidance none`, the collator)",
          message=r"cannot read the image in row 7 \(file .*/photos/broken\.jpg\)", before=None,
          run=_corrupt_jpeg_in_pretraining),
+    dict(id="corrupt-jpeg-in-maps", input="a truncated JPEG in the `--train_dir` image folder (maps CLI)",
+         message=r"--train_dir .*photos: cannot read the image in split 'train', row \d+ \(file .*/a/broken\.jpg\)",
+         before=None, run=_corrupt_jpeg_in_maps),
     dict(id="malformed-json-arguments-file-eval", input="`run_knn.py args.json` with a syntax error in args.json",
          message=r"arguments file .*args\.json is not valid JSON: .* at line 2, column 11", before=None,
          run=lambda ctx: _json_args_file(ctx, run_knn.main)),
@@ -221,6 +257,23 @@ CASES = [
     dict(id="maps-num-proc-zero", input="`python -m modeling_attg_mae.object_discovery --num_proc 0`",
          message=r"--num_proc must be >= 1 \(or not given\), got 0", before="data",
          run=lambda ctx: _maps(ctx, "--num_proc", "0")),
+    dict(id="maps-overwrite-input-folder", input="`--train_dir photos/ --output_dir photos/ --overwrite_output_dir` "
+         "(maps CLI; also a folder above the input)",
+         message=r"--output_dir .*photos is --train_dir .*photos or a folder above it: the output would replace its "
+                 r"source", before="data", run=lambda ctx: _maps_onto(ctx, lambda ctx, photos: photos)),
+    dict(id="maps-overwrite-foreign-folder", input="`--overwrite_output_dir` onto a non-empty folder that is not an "
+         "earlier maps output (maps CLI)",
+         message=r"--output_dir .*theirs holds something other than an earlier maps output \(no attg_mae_maps\.json "
+                 r"of the maps CLI in it\); not replacing it even with --overwrite_output_dir", before="data",
+         run=lambda ctx: _maps_onto(ctx, lambda ctx, photos: shutil.copytree(photos, ctx.tmp_path / "theirs"))),
+    dict(id="maps-overwrite-output-with-user-files", input="`--overwrite_output_dir` onto an earlier maps output "
+         "the user added files to (maps CLI)",
+         message=r"holds something other than an earlier maps output \(notes\.txt is not a file the maps CLI "
+                 r"writes\)", before="data",
+         run=lambda ctx: _maps_onto(ctx, _earlier_maps_output_with_notes)),
+    dict(id="maps-output-is-a-file", input="`--output_dir notes.txt` (a file) with `--overwrite_output_dir` (maps CLI)",
+         message=r"--output_dir .*notes\.txt is a file, not a folder", before="data",
+         run=lambda ctx: _maps_onto(ctx, lambda ctx, photos: photos / "notes.txt")),
     dict(id="gradcam-without-classification-head", input="`--method gradcam --model_name_or_path <a ResNetModel "
          "folder>` (no classification head)",
          message=r"--model_name_or_path '.*resnet_backbone' is a ResNetModel checkpoint without a classification "

@@ -8,12 +8,15 @@
 The data flags are the ones every command line shares (`modeling_attg_mae/data/arguments.py`): `--dataset_name` (a
 Hub id, a Hub-layout folder or a save_to_disk folder), `--train_dir` [`--validation_dir`], or the synthetic data
 (`--synthetic_*`, the default). The output folder is itself a save_to_disk folder: `run_pretrain.py --dataset_name
-<output_dir>` pre-trains on it with its `attention_map` column, computing no map.
+<output_dir>` pre-trains on it with its `attention_map` column, computing no map. `--overwrite_output_dir` replaces
+only an earlier output of this CLI (recognised by its `attg_mae_maps.json`): never a data source, nor a folder with
+anything else in it.
 
 Several GPUs: `--num_proc <n_gpus>` (worker i runs on cuda:i). Method parameters: `--method_kwargs '{"head": "max"}'`.
 All arguments can also come from a JSON file given as the only argument.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -22,7 +25,9 @@ from dataclasses import dataclass, field
 
 from ..cli import parse_cli, parse_json
 from ..data.arguments import DataSourceArguments
+from ..data.images import decode_image, undecoded_images
 from ..data.loading import load_data_source
+from ..export import check_output_folder
 from .map_step import AttentionMapStep, add_attention_maps
 from .registry import METHODS
 
@@ -55,7 +60,8 @@ class MapsOutputArguments:
     output_dir: str = field(default="attention_maps", metadata={"help": "save_to_disk folder"})
     push_to_hub: bool = field(default=False, metadata={"help": "also push the dataset to the Hub"})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id for --push_to_hub"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "allow replacing a non-empty output_dir"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "allow replacing a non-empty output_dir that holds an earlier output of this CLI (and nothing else)"})
     save_pictures: int = field(default=0, metadata={"help": "write a PNG of N image | map | weights rows"})
     temperature: float = field(default=0.75, metadata={"help": "tau for the weights in the pictures"})
 
@@ -66,6 +72,44 @@ class MapsOutputArguments:
 
 # the command line's argument groups, in parsing order
 ARGUMENTS = (ObjectDiscoveryArguments, DataSourceArguments, MapsOutputArguments)
+
+# Written into every output folder: how `--overwrite_output_dir` knows a folder is an earlier output of this CLI
+# (and not the user's images, or a save_to_disk dataset of theirs that happens to have an attention_map column).
+MARKER_FILE = "attg_mae_maps.json"
+PICTURE_FILE = "attention_maps.png"
+WRITTEN_BY = "modeling_attg_mae.object_discovery"
+
+
+def _previous_output(folder) -> str | None:
+    """None when `folder` holds an earlier output of this CLI and nothing else (the marker, save_to_disk's
+    dataset_dict.json and split folders, the picture); else why not, for the error message."""
+    try:
+        marker = json.loads((folder / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict) or marker.get("written_by") != WRITTEN_BY:
+        return f"no {MARKER_FILE} of the maps CLI in it"
+    try:
+        splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        splits = []
+    ours = {MARKER_FILE, PICTURE_FILE, "dataset_dict.json", *map(str, splits)}
+    # anything the user put next to our files is theirs: replacing the folder would delete it
+    foreign = sorted(entry.name for entry in folder.iterdir() if entry.name not in ours)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        return f"{shown} {'is not a file' if len(foreign) == 1 else 'are not files'} the maps CLI writes"
+    return None
+
+
+def check_maps_output_dir(output, data) -> None:
+    """Refuse, before any data is loaded, an output folder whose replacement would delete something not ours:
+    a data source or a folder above one, or a non-empty folder that is not an earlier output of this CLI."""
+    sources = [("--train_dir", data.train_dir), ("--validation_dir", data.validation_dir)]
+    if data.dataset_name is not None and os.path.isdir(os.path.expanduser(data.dataset_name)):
+        sources.append(("--dataset_name", data.dataset_name))
+    check_output_folder(output.output_dir, output.overwrite_output_dir, _previous_output, "an earlier maps output",
+                        sources=sources)
 
 
 def replace_folder(output_dir: str, write) -> None:
@@ -93,6 +137,22 @@ def replace_folder(output_dir: str, write) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
+def check_image_files(dataset, column: str, data) -> None:
+    """For an image-folder source (`--train_dir` / `--validation_dir`), decode every file once before any map is
+    computed: a corrupt file is named with its flag, split, row and path, and the detector never loads. (Inside the
+    map step the same error would come at the end of a `datasets` traceback, after the detector's work.)"""
+    folders = {"train": ("--train_dir", data.train_dir), "validation": ("--validation_dir", data.validation_dir)}
+    for split, part in dataset.items():
+        if split not in folders or column not in part.column_names:
+            continue
+        for row, value in enumerate(undecoded_images(part, column)[column]):
+            try:
+                decode_image(value, row, split).close()
+            except ValueError as error:
+                flag, folder = folders[split]
+                raise ValueError(f"{flag} {folder}: {error}") from None
+
+
 def main(argv=None):
     args, data, output = parse_cli(ARGUMENTS, argv)
     if args.method not in METHODS:
@@ -101,13 +161,13 @@ def main(argv=None):
     if not isinstance(params, dict):
         raise ValueError(f"--method_kwargs must be a JSON object, got {args.method_kwargs!r}")
     model = args.model_name_or_path or METHODS[args.method].default_model
-    if os.path.isdir(output.output_dir) and os.listdir(output.output_dir) and not output.overwrite_output_dir:
-        raise ValueError(f"output_dir {output.output_dir} exists and is not empty: pass --overwrite_output_dir to "
-                         "replace it, or choose another --output_dir")
+    check_maps_output_dir(output, data)
     input_column = args.image_column or data.image_column_name
     # method, parameters and detector checkpoint are checked before any data is loaded
     AttentionMapStep(args.method, model, image_column=input_column, grid_size=args.grid_size, **params)
     source = load_data_source(data)
+    if data.train_dir is not None:
+        check_image_files(source, input_column, data)
     result = add_attention_maps(
         source, args.method, model, image_column=input_column, grid_size=args.grid_size,
         batch_size=args.batch_size, num_proc=args.num_proc, **params,
@@ -115,6 +175,10 @@ def main(argv=None):
 
     def write(folder):
         result.save_to_disk(folder)
+        marker = {"written_by": WRITTEN_BY, "method": args.method, "model_name_or_path": model,
+                  "method_kwargs": params, "grid_size": args.grid_size, "image_column": input_column}
+        with open(os.path.join(folder, MARKER_FILE), "w") as f:
+            f.write(json.dumps(marker, indent=1) + "\n")
         if output.save_pictures > 0:
             from ..visualize import save_guidance_grid
 
@@ -124,7 +188,7 @@ def main(argv=None):
             picture_column = data.image_column_name if data.image_column_name in split.column_names else input_column
             save_guidance_grid(
                 split[picture_column], split.with_format("numpy")["attention_map"],
-                os.path.join(folder, "attention_maps.png"), temperature=output.temperature,
+                os.path.join(folder, PICTURE_FILE), temperature=output.temperature,
                 max_rows=output.save_pictures,
             )
 
@@ -132,7 +196,7 @@ def main(argv=None):
     print(f"saved {', '.join(f'{k}: {len(v)}' for k, v in result.items())} rows with attention maps to "
           f"{output.output_dir}")
     if output.save_pictures > 0:
-        print(f"wrote {os.path.join(output.output_dir, 'attention_maps.png')}")
+        print(f"wrote {os.path.join(output.output_dir, PICTURE_FILE)}")
     if output.push_to_hub:
         result.push_to_hub(output.hub_model_id)
     return result
