@@ -619,6 +619,9 @@ CASES = [
     dict(id="warmup-twice", input="`--warmup_steps` and `--warmup_epochs` together",
          args=["--warmup_steps", "0", "--warmup_epochs", "2"], message="set the warmup two ways: pass one",
          stage="arguments"),
+    dict(id="learning-rate-twice", input="`--learning_rate` and `--base_learning_rate` together",
+         args=["--learning_rate", "1e-3", "--base_learning_rate", "5e-4"],
+         message="set the learning rate two ways.*pass one", stage="arguments"),
     dict(id="auto-batch-size", input="`--auto_find_batch_size`", args=["--auto_find_batch_size"],
          message="--auto_find_batch_size is not supported", stage="arguments"),
     dict(id="prediction-loss-only", input="`--prediction_loss_only`", args=["--prediction_loss_only"],
@@ -694,6 +697,10 @@ def test_resume_refuses_a_finished_seed_of_another_subset(checkpoint, tmp_path):
     assert not (tmp_path / "out" / "seed-1").exists()  # refused before any training
     again = _seed_runs(checkpoint, tmp_path, train_fraction=0.25, seeds=[0, 1])  # the same arguments: reused
     assert [r["seed"] for r in again["results"] if r["split"] == "validation"] == [0, 1, None]
+    results = tmp_path / "out" / "seed-0" / "seed_results.json"
+    results.write_text(json.dumps({"results": json.loads(results.read_text())["results"]}))  # an older version's file
+    with pytest.raises(ValueError, match="finished seed in .*seed-0 has no record of the arguments it was made with"):
+        _seed_runs(checkpoint, tmp_path, train_fraction=0.25, seeds=[0, 1])
 
 
 def test_resume_refuses_a_finished_seed_of_another_start_checkpoint(checkpoint, tmp_path):

@@ -209,6 +209,10 @@ def parse_fine_tune_arguments(argv: list[str] | None = None):
     if "dataloader_pin_memory" not in explicit and not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False
     check_training_arguments(training_args)
+    if "learning_rate" in explicit and "base_learning_rate" in explicit:
+        raise ValueError(f"--learning_rate {training_args.learning_rate} and --base_learning_rate "
+                         f"{fine_tune_args.base_learning_rate} set the learning rate two ways (the base one is scaled "
+                         "by effective batch / 256): pass one")
     if "warmup_steps" in explicit and "warmup_epochs" in explicit:
         raise ValueError(f"--warmup_steps {training_args.warmup_steps} and --warmup_epochs {fine_tune_args.warmup_epochs} "
                          "set the warmup two ways: pass one")
