@@ -9,6 +9,9 @@ row. Rows (schema version 1, the evaluation's row format; accuracies in percent)
     {"method": "fine_tune", "split": "validation", ..., "seed": null, "top1": <mean>, "top1_std": <sample std>,
      "top5": ..., "top5_std": ..., "num_seeds": 3}
 
+The payload's `recipe` holds what the seeds trained with, as resolved: `learning_rate` (the peak, the head's),
+`warmup_steps`, `optim`, `lr_scheduler_type`, and `base_learning_rate` / `warmup_epochs` (null where
+`--learning_rate` / `--warmup_steps` decided instead), with the other recipe knobs.
 `train_fraction` is 1.0 for a full fine-tune and null with `--shots_per_class` (then `shots` is set). Only the
 summary rows (`seed: null`) go into the starting checkpoint's model card, one metric per fraction / shots.
 Resume (`--resume_from_checkpoint last`): finished seeds are read back from their `seed_results.json`, the
