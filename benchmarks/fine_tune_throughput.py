@@ -49,7 +49,8 @@ def images_per_second(full: bool, dataset, steps: int, batch: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, max_steps=steps + 1, per_device_train_batch_size=batch, report_to=[],
                                  save_strategy="no", disable_tqdm=True, use_cpu=True, logging_strategy="no",
-                                 remove_unused_columns=False, dataloader_pin_memory=False)
+                                 remove_unused_columns=False, dataloader_pin_memory=False,
+                                 optim="adamw_torch")  # run_fine_tune.py's optimizer (FINE_TUNE_TRAINING_DEFAULTS)
         trainer = FineTuneTrainer(model=model, args=args, train_dataset=train, data_collator=_collate,
                                   callbacks=[clock], mixup=mixup, layer_decay=0.75 if full else 1.0)
         trainer.train()

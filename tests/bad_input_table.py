@@ -14,6 +14,7 @@ SOURCES = {
     "tests.test_bad_inputs_data": "Data, maps and evaluation (`run_knn.py`, `run_linear_probe.py`, `run_retrieval.py`, "
                                    "the maps CLI)",
     "tests.test_export": "Encoder export (`python -m modeling_attg_mae.export`)",
+    "tests.test_fine_tuning": "Fine-tuning (`run_fine_tune.py`)",
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "TROUBLESHOOTING.md"
 

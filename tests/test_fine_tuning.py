@@ -237,12 +237,14 @@ def test_pixels_an_op_uncovers_get_the_normalisation_mean():
 
 @pytest.mark.parametrize("size,resized", [(224, 256), (192, 219), (240, 240)])
 def test_fine_tune_evaluation_crops_as_mae_up_to_224_px_and_not_above(size, resized):
-    # MAE's main_finetune.py: crop_pct 224/256 up to 224 px, 1.0 above; a 2:1 image's shorter side goes to `resized`
+    # MAE's main_finetune.py: crop_pct 224/256 up to 224 px, 1.0 above; a 2:1 image's shorter side goes to `resized`;
+    # the crop's offset is transformers' (w - S) // 2 (the saved processor computes the evaluation): 13 at 192 px,
+    # where torchvision's round(13.5) is 14
     from modeling_attg_mae.fine_tuning.augment import fine_tune_eval_transform
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 600, 3), dtype=np.uint8))
     scaled = image.resize((2 * resized, resized), resample=Image.BICUBIC)
-    left, top = round((2 * resized - size) / 2), round((resized - size) / 2)
+    left, top = (2 * resized - size) // 2, (resized - size) // 2
     crop = np.asarray(scaled.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
     mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
     expected = torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1)).float()
@@ -343,7 +345,7 @@ def test_resized_position_embeddings_equal_the_stock_interpolation_and_keep_the_
 def test_fine_tune_at_another_size_saves_a_model_stock_pipelines_run(checkpoint, tmp_path, monkeypatch):
     """--image_size 48 on a 32 px checkpoint: the saved config must say 48 (the processor resizes to 48), else the
     stock image-classification pipeline, which passes no interpolate_pos_encoding, refuses the input."""
-    from transformers import ViTForImageClassification, ViTImageProcessorPil, pipeline
+    from transformers import CLIPImageProcessorPil, ViTForImageClassification, pipeline
 
     from modeling_attg_mae.fine_tuning import run as run_module
 
@@ -372,7 +374,7 @@ def test_fine_tune_at_another_size_saves_a_model_stock_pipelines_run(checkpoint,
     fine_tuned = built[0].eval()
     image = colour_image(1, np.random.default_rng(5))
     # the saved processor, read by its PIL class: AutoImageProcessor of transformers < 5.2x asks for torchvision
-    processor = ViTImageProcessorPil.from_pretrained(saved)
+    processor = CLIPImageProcessorPil.from_pretrained(saved)
     classify = pipeline("image-classification", model=str(saved), image_processor=processor, device="cpu")
     scores = {row["label"]: row["score"] for row in classify(image, top_k=3, function_to_apply="none")}
     with torch.no_grad():
@@ -550,3 +552,198 @@ def test_non_empty_output_dir_is_not_overwritten(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="exists and is not empty"):
         _run(checkpoint, tmp_path)
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep"
+
+
+# ---- reliability (issue 20) ----------------------------------------------------------------------------------------
+
+def _cli_run(checkpoint, tmp_path, *extra, dataset=None):
+    """parse_fine_tune_arguments + run_fine_tune, as run_fine_tune.py does, on the colour dataset (or `dataset`)."""
+    argv = ["--model_name_or_path", str(checkpoint), "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size",
+            "4", "--per_device_eval_batch_size", "8", "--report_to", "none", "--update_model_card", "false",
+            "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--dataloader_pin_memory", "false", *extra]
+    return run_fine_tune(*parse_fine_tune_arguments(argv), dataset=colour_dataset() if dataset is None else dataset)
+
+
+def test_warmup_steps_zero_and_optim_are_honoured_and_the_peak_lr_is_logged_and_recorded(checkpoint, tmp_path):
+    """--warmup_steps 0 was replaced by 5 epochs of warmup, --optim by the package's own AdamW, and the logged
+    learning_rate was the embeddings' (the first, most decayed group's: 0.01 * 0.5^3 here)."""
+    payload = _cli_run(checkpoint, tmp_path, "--learning_rate", "0.01", "--warmup_steps", "0", "--lr_scheduler_type",
+                       "constant_with_warmup", "--optim", "sgd", "--layer_decay", "0.5", "--max_steps", "2",
+                       "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2")
+    saved = tmp_path / "out" / "seed-42" / "checkpoint-2"
+    logged = [entry["learning_rate"] for entry in json.loads((saved / "trainer_state.json").read_text())["log_history"]
+              if "learning_rate" in entry]
+    assert logged == [0.01, 0.01]  # no warmup, and the head's (peak) lr
+    optimizer = torch.load(saved / "optimizer.pt")
+    assert not any("exp_avg" in state for state in optimizer["state"].values())  # SGD, not AdamW
+    assert all("momentum" in group and "betas" not in group for group in optimizer["param_groups"])
+    # layer decay still applies under SGD: head 0.01, two layers, embeddings 0.01 * 0.5^3
+    assert sorted({round(g["lr"], 12) for g in optimizer["param_groups"]}) == [0.00125, 0.0025, 0.005, 0.01]
+    recipe = payload["recipe"]
+    assert (recipe["optim"], recipe["learning_rate"], recipe["warmup_steps"]) == ("sgd", 0.01, 0)
+    assert recipe["base_learning_rate"] is None and recipe["warmup_epochs"] is None  # not what this run used
+
+
+def test_the_recipe_records_the_learning_rate_and_warmup_it_computed(checkpoint, tmp_path):
+    payload = _cli_run(checkpoint, tmp_path, "--max_steps", "1", "--base_learning_rate", "2e-3", "--warmup_epochs", "2")
+    recipe = payload["recipe"]
+    # lr = base lr * batch 4 / 256; 24 training images in batches of 4: 6 steps an epoch, 12 of warmup
+    assert recipe["learning_rate"] == pytest.approx(2e-3 * 4 / 256) and recipe["warmup_steps"] == 12
+    assert (recipe["optim"], recipe["base_learning_rate"], recipe["warmup_epochs"]) == ("adamw_torch", 2e-3, 2.0)
+
+
+def _distilled_deit(tmp_path):
+    from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
+
+    path = tmp_path / "deit"
+    DeiTForImageClassificationWithTeacher(DeiTConfig(**TINY, num_labels=3)).save_pretrained(path)
+    return ["--model_name_or_path", str(path)]
+
+
+# bad input to run_fine_tune.py, also a source of docs/TROUBLESHOOTING.md (`python -m tests.bad_input_table`);
+# stage "arguments": refused before the data is read or a weight is built
+CASES = [
+    dict(id="eval-strategy", input="`--eval_strategy epoch` (or steps)", args=["--eval_strategy", "epoch"],
+         message="--eval_strategy epoch is not supported by run_fine_tune.py: it passes the Trainer no evaluation "
+                 "set during training", stage="arguments"),
+    dict(id="load-best-model", input="`--load_best_model_at_end`", args=["--load_best_model_at_end"],
+         message="--load_best_model_at_end is not supported by run_fine_tune.py", stage="arguments"),
+    dict(id="load-best-model-with-eval", input="`--load_best_model_at_end` with matching eval / save strategies",
+         args=["--eval_strategy", "epoch", "--save_strategy", "epoch", "--load_best_model_at_end"],
+         message="--eval_strategy epoch is not supported", stage="arguments"),
+    dict(id="optim-without-groups", input="`--optim galore_adamw` (GaLore, APOLLO, LOMO, AdaLOMO)",
+         args=["--optim", "galore_adamw"], message="--optim galore_adamw builds its own parameter groups.*layer-wise "
+                                                   "lr decay", stage="arguments"),
+    dict(id="optim-lomo", input="`--optim lomo`", args=["--optim", "lomo"],
+         message="--optim lomo builds its own parameter groups", stage="arguments"),
+    dict(id="warmup-twice", input="`--warmup_steps` and `--warmup_epochs` together",
+         args=["--warmup_steps", "0", "--warmup_epochs", "2"], message="set the warmup two ways: pass one",
+         stage="arguments"),
+    dict(id="learning-rate-twice", input="`--learning_rate` and `--base_learning_rate` together",
+         args=["--learning_rate", "1e-3", "--base_learning_rate", "5e-4"],
+         message="set the learning rate two ways.*pass one", stage="arguments"),
+    dict(id="auto-batch-size", input="`--auto_find_batch_size`", args=["--auto_find_batch_size"],
+         message="--auto_find_batch_size is not supported", stage="arguments"),
+    dict(id="prediction-loss-only", input="`--prediction_loss_only`", args=["--prediction_loss_only"],
+         message="--prediction_loss_only would leave the evaluation without the logits", stage="arguments"),
+    dict(id="distilled-deit", input="`--model_name_or_path` a distilled DeiT (model type `deit`)", setup=_distilled_deit,
+         message=r"is a distilled DeiT \(model type 'deit'.*Supported: vit_mae, vit, vit_msn", stage="arguments"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+def test_bad_input_is_refused_before_the_data_is_read(tmp_path, monkeypatch, case):
+    import run_fine_tune
+    from modeling_attg_mae.evaluation import session
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the bad input was refused")
+
+    monkeypatch.setattr(session, "EvaluationData", no_data)
+    argv = ["--model_name_or_path", "x", "--output_dir", str(tmp_path / "out"), *case.get("args", []),
+            *(case["setup"](tmp_path) if "setup" in case else [])]
+    with pytest.raises(ValueError, match=case["message"]):
+        run_fine_tune.main(argv)
+
+
+def _framed_image(label: int, rng) -> Image.Image:
+    """96x32: the centre third in the class's colour, the outer thirds in the next class's. The evaluation's center
+    crop sees the class colour; an image processor that resizes the whole image sees mostly the other one."""
+    from tests.conftest import COLOURS
+
+    pixels = np.empty((32, 96, 3))
+    pixels[:] = COLOURS[(label + 1) % 3]
+    pixels[:, 32:64] = COLOURS[label]
+    return Image.fromarray(np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8))
+
+
+def test_the_stock_pipeline_on_a_saved_seed_gives_the_reported_accuracy(checkpoint, tmp_path):
+    """The saved processor squashed the image (ViTImageProcessor) while the evaluation resized and center-cropped:
+    on these images the pipeline was 0 % where the run reported 100 %."""
+    import datasets
+    import transformers
+
+    rng = np.random.default_rng(0)
+    dataset = colour_dataset()
+    labels = [c for c in range(3) for _ in range(6)]
+    dataset["validation"] = datasets.Dataset.from_dict(
+        {"image": [_framed_image(c, rng) for c in labels], "label": labels}, features=dataset["train"].features)
+    del dataset["validation_shifted"]
+    payload = _run(checkpoint, tmp_path, dataset=dataset, model={"global_pool": False, "drop_path": 0.0},
+                   fine_tune={"mixup": 0, "cutmix": 0, "rand_augment": False, "random_erase": 0}, max_steps=20,
+                   learning_rate=1e-2, warmup_steps=1, per_device_train_batch_size=8)
+    reported = next(r["top1"] for r in payload["results"] if r["seed"] == 42)
+    assert reported == 100.0  # the run learnt the colours: a processor that does not crop would disagree
+    saved = tmp_path / "out" / "seed-42"
+    # the saved processor's class, by its PIL backend (AutoImageProcessor of transformers < 5.2x asks for torchvision)
+    kind = json.loads((saved / "preprocessor_config.json").read_text())["image_processor_type"]
+    processor = getattr(transformers, f"{kind}Pil").from_pretrained(saved)
+    classify = transformers.pipeline("image-classification", model=str(saved), image_processor=processor, device="cpu")
+    predicted = [classify(image, top_k=1)[0]["label"] for image in dataset["validation"]["image"]]
+    assert 100.0 * np.mean([p == "rgb"[label] for p, label in zip(predicted, labels)]) == reported
+
+
+def _seed_runs(checkpoint, tmp_path, **fine_tune):
+    return _run(checkpoint, tmp_path, max_steps=2, fine_tune={"overwrite_output_dir": False, **fine_tune},
+                resume_from_checkpoint="last" if (tmp_path / "out").exists() else None)
+
+
+def test_resume_refuses_a_finished_seed_of_another_subset(checkpoint, tmp_path):
+    """A "50 %, 2 seeds" summary averaged a seed trained on 25 % (read back from seed_results.json) with one on 50 %."""
+    _seed_runs(checkpoint, tmp_path, train_fraction=0.25, seeds=[0])
+    with pytest.raises(ValueError, match=r"finished seed in .*seed-0 was fine-tuned with other arguments than this "
+                                         r"run's: .*train_fraction 0.25 there, 0.5 now"):
+        _seed_runs(checkpoint, tmp_path, train_fraction=0.5, seeds=[0, 1])
+    assert not (tmp_path / "out" / "seed-1").exists()  # refused before any training
+    again = _seed_runs(checkpoint, tmp_path, train_fraction=0.25, seeds=[0, 1])  # the same arguments: reused
+    assert [r["seed"] for r in again["results"] if r["split"] == "validation"] == [0, 1, None]
+    results = tmp_path / "out" / "seed-0" / "seed_results.json"
+    results.write_text(json.dumps({"results": json.loads(results.read_text())["results"]}))  # an older version's file
+    with pytest.raises(ValueError, match="finished seed in .*seed-0 has no record of the arguments it was made with"):
+        _seed_runs(checkpoint, tmp_path, train_fraction=0.25, seeds=[0, 1])
+
+
+def test_resume_refuses_a_finished_seed_of_another_start_checkpoint(checkpoint, tmp_path):
+    """With another --model_name_or_path, the first checkpoint's seed results were written into the second's card."""
+    import shutil
+
+    from tests.conftest import EVAL_CHECKPOINT_OVERRIDES, save_tiny_checkpoint
+
+    first = tmp_path / "start"
+    shutil.copytree(checkpoint, first)
+    _seed_runs(first, tmp_path, seeds=[0])
+    other = save_tiny_checkpoint(tmp_path / "other", seed=1, **EVAL_CHECKPOINT_OVERRIDES)
+    with pytest.raises(ValueError, match=r"other arguments than this run's: checkpoint .*model_name_or_path"):
+        _seed_runs(other, tmp_path, seeds=[0])
+    # the same folder, other weights in it (retrained in place): refused by the weights' hash
+    shutil.copy(other / "model.safetensors", first / "model.safetensors")
+    with pytest.raises(ValueError, match=r"other arguments than this run's: checkpoint \{.*'weights'"):
+        _seed_runs(first, tmp_path, seeds=[0])
+
+
+def test_resume_continues_a_checkpoint_only_of_the_same_arguments(checkpoint, tmp_path):
+    """An interrupted seed's checkpoint-N was resumed whatever the new run's arguments."""
+    _run(checkpoint, tmp_path, max_steps=2, save_strategy="steps", save_steps=1, fine_tune={"train_fraction": 0.5})
+    seed_dir = tmp_path / "out" / "seed-42"
+    for name in ("seed_results.json", "model.safetensors"):  # as a kill after checkpoint-2 leaves the seed
+        (seed_dir / name).unlink()
+    with pytest.raises(ValueError, match=r"checkpoint .*checkpoint-2 was fine-tuned with other arguments than this "
+                                         r"run's: .*max_steps 2 there, 4 now"):
+        _run(checkpoint, tmp_path, max_steps=4, save_strategy="steps", save_steps=1, resume_from_checkpoint="last",
+             fine_tune={"train_fraction": 0.5})
+    with pytest.raises(ValueError, match=r"other arguments .*train_fraction 0.5 there, 0.25 now"):
+        _run(checkpoint, tmp_path, max_steps=2, save_strategy="steps", save_steps=1,
+             resume_from_checkpoint=str(seed_dir / "checkpoint-2"), fine_tune={"train_fraction": 0.25})
+    (seed_dir / "seed_arguments.json").unlink()  # a folder of an older version: what it was made with is unknown
+    with pytest.raises(ValueError, match="has no record of the arguments it was made with"):
+        _run(checkpoint, tmp_path, max_steps=2, save_strategy="steps", save_steps=1, resume_from_checkpoint="last",
+             fine_tune={"train_fraction": 0.5})
+
+
+def test_overwriting_a_seed_folder_removes_the_earlier_runs_checkpoints(checkpoint, tmp_path):
+    """Else a kill of the new run and `--resume_from_checkpoint last` would take the old run's checkpoint-N."""
+    _run(checkpoint, tmp_path, max_steps=3, save_strategy="steps", save_steps=1, fine_tune={"train_fraction": 0.5})
+    _run(checkpoint, tmp_path, max_steps=1, save_strategy="no", fine_tune={"train_fraction": 0.25, "overwrite_output_dir": True})
+    seed_dir = tmp_path / "out" / "seed-42"
+    assert not list(seed_dir.glob("checkpoint-*"))
+    assert json.loads((seed_dir / "seed_arguments.json").read_text())["train_fraction"] == 0.25

@@ -6,6 +6,13 @@ lr decay, `lr = base_lr * effective_batch / 256`, warmup 5 epochs then cosine, d
 Mixup 0.8 / CutMix 1.0 (switch 0.5), RandAugment m9 mstd0.5, RandomErasing 0.25, evaluation at resize
 `size / 0.875` + center crop up to 224 px, resize to `size` + center crop above (`augment.eval_resize_ratio`).
 Three knobs depend on the model size, as in FINETUNE.md: see `recipe_defaults`.
+
+TrainingArguments: every flag is passed to the Trainer as given and honoured, except the ones
+`REFUSED_TRAINING_FLAGS` lists (refused at parsing, each with its reason), and four the run sets per seed:
+`output_dir` (`<output_dir>/seed-<n>`), `seed` (each of `--seeds`), `learning_rate` (from `--base_learning_rate`
+unless given) and `warmup_steps` (from `--warmup_epochs` unless given; `--warmup_steps 0` is no warmup). The
+optimizer is the one `--optim` names (default: MAE's `adamw_torch`), built by the Trainer's own rule
+(`Trainer.get_optimizer_cls_and_kwargs`, so `--optim_args`, `--adam_*` apply) on the layer-decay parameter groups.
 """
 
 from __future__ import annotations
@@ -34,6 +41,54 @@ FINE_TUNE_TRAINING_DEFAULTS = {
     "save_total_limit": 2,
     "report_to": ["tensorboard"],
     "remove_unused_columns": False,  # the batches are built here, not from dataset columns
+    "optim": "adamw_torch",  # MAE's torch AdamW (the Trainer's default is the fused kernel)
+}
+
+# --optim values whose Trainer construction replaces the parameter groups (GaLore, APOLLO: their own groups of
+# target modules; LOMO / AdaLOMO: the model itself), which would drop the recipe's layer-wise lr decay
+_OPTIMIZERS_WITHOUT_GROUPS = ("galore", "apollo", "lomo", "adalomo")
+
+# flag -> (is it set?, why it is refused); checked at parsing (`check_training_arguments`)
+REFUSED_TRAINING_FLAGS = {
+    "label_smoothing_factor": (
+        lambda a: bool(a.label_smoothing_factor),
+        "would smooth the labels a second time: the recipe smooths inside Mixup's targets; use --label_smoothing"),
+    "push_to_hub": (
+        lambda a: a.push_to_hub,
+        "is not supported by run_fine_tune.py: upload <output_dir>/seed-<n> with `hf upload` after the run"),
+    "dataloader_persistent_workers": (
+        lambda a: a.dataloader_persistent_workers,
+        "is not supported by run_fine_tune.py: a persistent worker keeps its copy of the training set, whose epoch "
+        "(a seed of every augmentation) then never advances, so every epoch would repeat the first one's crops, "
+        "RandAugment and erasing; drop the flag (workers are restarted each epoch)"),
+    "eval_strategy": (
+        lambda a: str(getattr(a.eval_strategy, "value", a.eval_strategy)) != "no",
+        "is not supported by run_fine_tune.py: it passes the Trainer no evaluation set during training; every seed's "
+        "final model is evaluated on every --eval_splits split after training (MAE reports that last epoch too); "
+        "drop the flag"),
+    "load_best_model_at_end": (
+        lambda a: a.load_best_model_at_end,
+        "is not supported by run_fine_tune.py: choosing a checkpoint needs an evaluation during training, which "
+        "this CLI does not run (and picking it on --eval_splits would select on the split it reports); drop the flag"),
+    "eval_on_start": (
+        lambda a: a.eval_on_start,
+        "is not supported by run_fine_tune.py: there is no evaluation during training; drop the flag"),
+    "prediction_loss_only": (
+        lambda a: a.prediction_loss_only,
+        "would leave the evaluation without the logits that top-1 / top-5 are computed from; drop the flag"),
+    "auto_find_batch_size": (
+        lambda a: a.auto_find_batch_size,
+        "is not supported by run_fine_tune.py: the learning rate (base lr x effective batch / 256) and the warmup "
+        "are computed from --per_device_train_batch_size, which the Trainer would then shrink behind them; pass "
+        "a --per_device_train_batch_size that fits"),
+    "optim": (
+        lambda a: str(getattr(a.optim, "value", a.optim)).startswith(_OPTIMIZERS_WITHOUT_GROUPS),
+        "builds its own parameter groups (or updates the model itself), which drops the recipe's layer-wise lr "
+        "decay; choose an optimizer that takes parameter groups (adamw_torch, the default; adamw_torch_fused, sgd, "
+        "adafactor, ...)"),
+    "optim_target_modules": (
+        lambda a: a.optim_target_modules is not None,
+        "is read by GaLore / APOLLO only, which run_fine_tune.py refuses (see --optim); drop the flag"),
 }
 
 
@@ -46,7 +101,8 @@ def recipe_defaults(num_hidden_layers: int, hidden_size: int) -> dict:
 @dataclass
 class FineTuneModelArguments:
     model_name_or_path: str = field(
-        metadata={"help": "Checkpoint folder or Hub id to start from: ours, facebook/vit-mae-*, or a ViT / DeiT / ViT-MSN."})
+        metadata={"help": "Checkpoint folder or Hub id to start from: ours, facebook/vit-mae-*, or a ViT (DeiT without "
+                          "distillation included) / ViT-MSN; not a distilled DeiT."})
     global_pool: bool = field(
         default=True,
         metadata={"help": "MAE's default head: fc_norm(mean of the patch tokens). false: the CLS token after the "
@@ -76,7 +132,9 @@ class FineTuneArguments:
     layer_decay: float | None = field(
         default=None, metadata={"help": "Layer-wise lr decay: layer i of L trains at lr * decay^(L - i) (default: "
                                         "MAE's, 0.75; 0.65 for ViT-B)."})
-    warmup_epochs: float = field(default=5.0, metadata={"help": "Linear warmup, in epochs, before the cosine decay."})
+    warmup_epochs: float = field(
+        default=5.0, metadata={"help": "Linear warmup, in epochs, before the cosine decay (unless --warmup_steps is "
+                                       "given, which counts in steps)."})
     label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing, applied once (inside Mixup's targets)."})
     mixup: float = field(default=0.8, metadata={"help": "Mixup alpha; 0 switches Mixup off."})
     cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha; 0 switches CutMix off."})
@@ -136,36 +194,48 @@ def parse_fine_tune_arguments(argv: list[str] | None = None):
     if not argv:
         raise ValueError("--model_name_or_path is required (a checkpoint folder or Hub id; see --help)")
     # `explicit`: the names the user set, in any spelling argparse accepts (hyphens, abbreviations, --no_x)
-    (model_args, data_args, fine_tune_args, training_args), explicit = parse_cli_with_explicit(
-        (FineTuneModelArguments, EvalDataArguments, FineTuneArguments, TrainingArguments), argv)
+    try:
+        (model_args, data_args, fine_tune_args, training_args), explicit = parse_cli_with_explicit(
+            (FineTuneModelArguments, EvalDataArguments, FineTuneArguments, TrainingArguments), argv)
+    except ValueError as error:
+        # TrainingArguments' own check (save and eval strategies must match) would come first and ask for an
+        # evaluation strategy that this CLI refuses too: say why the flag is refused at all
+        if "--load_best_model_at_end" in str(error):
+            raise ValueError(f"--load_best_model_at_end {REFUSED_TRAINING_FLAGS['load_best_model_at_end'][1]}") from None
+        raise
     for key, value in FINE_TUNE_TRAINING_DEFAULTS.items():
         if key not in explicit:
             setattr(training_args, key, value)
     if "dataloader_pin_memory" not in explicit and not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False
     check_training_arguments(training_args)
-    # the recipe's lr = base lr * effective batch / 256 applies unless --learning_rate was given
+    if "learning_rate" in explicit and "base_learning_rate" in explicit:
+        raise ValueError(f"--learning_rate {training_args.learning_rate} and --base_learning_rate "
+                         f"{fine_tune_args.base_learning_rate} set the learning rate two ways (the base one is scaled "
+                         "by effective batch / 256): pass one")
+    if "warmup_steps" in explicit and "warmup_epochs" in explicit:
+        raise ValueError(f"--warmup_steps {training_args.warmup_steps} and --warmup_epochs {fine_tune_args.warmup_epochs} "
+                         "set the warmup two ways: pass one")
+    # the recipe's lr = base lr * effective batch / 256 applies unless --learning_rate was given, and its warmup of
+    # --warmup_epochs unless --warmup_steps was (0 included: no warmup)
     fine_tune_args.learning_rate_explicit = "learning_rate" in explicit
+    fine_tune_args.warmup_steps_explicit = "warmup_steps" in explicit
     return model_args, data_args, fine_tune_args, training_args
 
 
 def check_training_arguments(training_args) -> None:
-    """Trainer settings this recipe replaces or does not support, refused instead of silently overridden."""
-    if training_args.label_smoothing_factor:
-        raise ValueError("--label_smoothing_factor would smooth the labels a second time: the recipe smooths inside "
-                         "Mixup's targets; use --label_smoothing")
-    if training_args.push_to_hub:
-        raise ValueError("--push_to_hub is not supported by run_fine_tune.py: upload <output_dir>/seed-<n> with "
-                         "`hf upload` after the run")
-    if training_args.dataloader_persistent_workers:
-        raise ValueError("--dataloader_persistent_workers is not supported by run_fine_tune.py: a persistent worker "
-                         "keeps its copy of the training set, whose epoch (a seed of every augmentation) then never "
-                         "advances, so every epoch would repeat the first one's crops, RandAugment and erasing; drop "
-                         "the flag (workers are restarted each epoch)")
+    """Trainer settings this recipe replaces or does not support (`REFUSED_TRAINING_FLAGS`), refused instead of
+    silently overridden or ignored."""
+    for name, (is_set, why) in REFUSED_TRAINING_FLAGS.items():
+        if is_set(training_args):
+            value = getattr(getattr(training_args, name), "value", getattr(training_args, name))
+            shown = f" {value}" if isinstance(value, str) else ""  # a chosen name (epoch, galore_adamw), not a switch
+            raise ValueError(f"--{name}{shown} {why}")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")
 
 
-__all__ = ["FineTuneModelArguments", "FineTuneArguments", "FINE_TUNE_TRAINING_DEFAULTS", "recipe_defaults",
+__all__ = ["FineTuneModelArguments", "FineTuneArguments", "FINE_TUNE_TRAINING_DEFAULTS", "REFUSED_TRAINING_FLAGS",
+           "recipe_defaults",
            "parse_fine_tune_arguments", "check_training_arguments"]

@@ -28,12 +28,40 @@ def eval_resize_ratio(image_size: int) -> float:
     return 256 / 224 if image_size <= 224 else 1.0
 
 
-def fine_tune_eval_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """`image -> pixel_values (3, S, S)`: bicubic resize of the shorter side to `int(S * eval_resize_ratio(S))`,
-    center crop S, normalise."""
-    from ..evaluation.runner import eval_pixels_transform
+def fine_tune_image_processor(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The image processor saved with every fine-tuned model, and the evaluation's preprocessing itself (see
+    `fine_tune_eval_transform`): a stock `CLIPImageProcessor` (PIL backend), bicubic resize of the shorter side to
+    `int(S * eval_resize_ratio(S))`, center crop S, rescale, normalise. A `ViTImageProcessor` cannot crop (it
+    resizes the whole image to S x S), so the stock image-classification pipeline on the saved model disagreed with
+    the reported accuracy on some images."""
+    from transformers import CLIPImageProcessorPil
 
-    return eval_pixels_transform(image_size, mean, std, resize_ratio=eval_resize_ratio(image_size))
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": int(image_size * eval_resize_ratio(image_size))},
+        crop_size={"height": image_size, "width": image_size}, resample=3, image_mean=list(mean), image_std=list(std),
+        do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True, do_convert_rgb=True)
+
+
+class _ProcessorPixels:
+    """`image -> pixel_values (3, S, S)` by an image processor, after `to_rgb_image` (which scales 16-bit images
+    to 8 bits, where PIL's conversion inside the processor would clip them white; 8-bit images pass unchanged)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, image) -> torch.Tensor:
+        from ..data.images import to_rgb_image
+
+        return self.processor(to_rgb_image(image), return_tensors="pt")["pixel_values"][0]
+
+
+def fine_tune_eval_transform(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """`image -> pixel_values (3, S, S)`: MAE's evaluation (bicubic resize of the shorter side to
+    `int(S * eval_resize_ratio(S))`, center crop S, normalise), computed by the saved image processor
+    (`fine_tune_image_processor`), so that the stock pipeline on a fine-tuned model gives the reported accuracy.
+    One difference from torchvision's crop, which MAE uses: the crop's offset is transformers' `(w - S) // 2`, not
+    `round((w - S) / 2)`, at most one pixel apart."""
+    return _ProcessorPixels(fine_tune_image_processor(image_size, mean, std))
 
 
 def fill_color(mean) -> tuple[int, ...]:
@@ -151,4 +179,4 @@ class FineTuneTrainTransform:
 
 
 __all__ = ["RandAugment", "RAND_AUGMENT_OPS", "random_erasing", "fill_color", "FineTuneTrainTransform",
-           "eval_resize_ratio", "fine_tune_eval_transform"]
+           "eval_resize_ratio", "fine_tune_eval_transform", "fine_tune_image_processor"]

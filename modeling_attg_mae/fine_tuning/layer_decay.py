@@ -33,7 +33,8 @@ def layer_decay_param_groups(model: torch.nn.Module, num_layers: int, weight_dec
     """AdamW parameter groups `{"params", "weight_decay", "lr_scale", "names"}`, one per (depth, decay or not).
 
     `lr_scale = layer_decay ** (num_layers + 1 - depth)`; the optimizer's lr of a group is `base lr * lr_scale`
-    (set by the caller). Frozen parameters are left out.
+    (set by the caller). Frozen parameters are left out. The groups run from the head down (the deepest first), so
+    the first group trains at the peak lr: the Trainer logs `learning_rate` from the first group.
     """
     if not 0 < layer_decay <= 1:
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
@@ -48,7 +49,7 @@ def layer_decay_param_groups(model: torch.nn.Module, num_layers: int, weight_dec
             "lr_scale": layer_decay ** (num_layers + 1 - depth)})
         group["params"].append(parameter)
         group["names"].append(name)
-    return [groups[key] for key in sorted(groups)]
+    return [groups[key] for key in sorted(groups, key=lambda key: (-key[0], key[1]))]
 
 
 __all__ = ["layer_depth", "layer_decay_param_groups"]

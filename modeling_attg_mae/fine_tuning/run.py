@@ -9,10 +9,17 @@ row. Rows (schema version 1, the evaluation's row format; accuracies in percent)
     {"method": "fine_tune", "split": "validation", ..., "seed": null, "top1": <mean>, "top1_std": <sample std>,
      "top5": ..., "top5_std": ..., "num_seeds": 3}
 
+The payload's `recipe` holds what the seeds trained with, as resolved: `learning_rate` (the peak, the head's),
+`warmup_steps`, `optim`, `lr_scheduler_type`, and `base_learning_rate` / `warmup_epochs` (null where
+`--learning_rate` / `--warmup_steps` decided instead), with the other recipe knobs.
 `train_fraction` is 1.0 for a full fine-tune and null with `--shots_per_class` (then `shots` is set). Only the
 summary rows (`seed: null`) go into the starting checkpoint's model card, one metric per fraction / shots.
 Resume (`--resume_from_checkpoint last`): finished seeds are read back from their `seed_results.json`, the
-interrupted one continues from its newest complete checkpoint, later ones start.
+interrupted one continues from its newest complete checkpoint, later ones start. Only a seed's own run is reused:
+`seed_arguments.json` (written when the seed starts, and copied into `seed_results.json`) holds what determines its
+result (`seed_arguments`: the start checkpoint's weights, the data, the subset, the recipe and the Trainer's
+optimisation flags); a seed folder whose arguments differ from this run's is refused, naming the differences, not
+reused nor retrained over (it is the user's earlier result).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import copy
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -30,7 +38,7 @@ from transformers import Trainer, TrainerCallback
 from ..checkpointing import RESUME_LATEST, FullWeightsResumeMixin, resolve_resume_checkpoint
 from ..seeding import seeded_generator
 from .arguments import recipe_defaults
-from .augment import FineTuneTrainTransform, RandAugment, fine_tune_eval_transform
+from .augment import FineTuneTrainTransform, RandAugment, fine_tune_eval_transform, fine_tune_image_processor
 from .drop_path import add_drop_path
 from .layer_decay import layer_decay_param_groups
 from .low_shot import check_shots, low_shot_indices
@@ -40,8 +48,16 @@ from .modeling import AttGViTForImageClassification, resize_position_embeddings
 logger = logging.getLogger(__name__)
 RESULTS_FILE = "fine_tune_results.json"
 SEED_RESULTS_FILE = "seed_results.json"
-# checkpoints whose weights sit in ViTForImageClassification's layout (DINOv2's layer scale, for one, does not)
-FINE_TUNE_MODEL_TYPES = ("vit_mae", "vit", "deit", "vit_msn")
+SEED_ARGUMENTS_FILE = "seed_arguments.json"
+# the TrainingArguments that change what a seed trains (the rest: where and how often it logs and saves, workers)
+_RESULT_TRAINING_FLAGS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                          "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "optim",
+                          "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "bf16", "fp16", "tf32",
+                          "torch_compile", "data_seed", "dataloader_drop_last", "full_determinism",
+                          "gradient_checkpointing", "neftune_noise_alpha")
+# checkpoints whose weights sit in ViTForImageClassification's layout (DINOv2's layer scale, for one, does not; a
+# distilled DeiT, model type "deit", has a distillation token and position embeddings for it, which ViT lacks)
+FINE_TUNE_MODEL_TYPES = ("vit_mae", "vit", "vit_msn")
 _VIT_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
                     "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
                     "image_size", "patch_size", "num_channels", "qkv_bias")
@@ -65,6 +81,12 @@ def classifier_config(model_args, num_labels: int, id2label: dict[int, str] | No
 
     source = load_config(model_args.model_name_or_path, "--model_name_or_path", cache_dir=model_args.cache_dir,
                          revision=model_args.model_revision)
+    if source.model_type == "deit":
+        raise ValueError(f"--model_name_or_path {model_args.model_name_or_path!r} is a distilled DeiT (model type "
+                         "'deit': a distillation token next to CLS, and position embeddings for both), which "
+                         "fine-tuning does not support: its classifier is a ViT with one CLS token. Supported: "
+                         f"{', '.join(FINE_TUNE_MODEL_TYPES)}, among them DeiT without distillation "
+                         "(facebook/deit-*-patch16-224, model type 'vit')")
     if source.model_type not in FINE_TUNE_MODEL_TYPES:
         raise ValueError(f"--model_name_or_path {model_args.model_name_or_path!r} is a {source.model_type!r} checkpoint; "
                          f"fine-tuning starts from a ViT whose weights ViTForImageClassification holds: "
@@ -181,8 +203,10 @@ class FineTuneTrainer(FullWeightsResumeMixin, Trainer):
             for group in groups:
                 group["lr"] = self.args.learning_rate * group["lr_scale"]
                 del group["names"]
-            self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, eps=self.args.adam_epsilon,
-                                               betas=(self.args.adam_beta1, self.args.adam_beta2))
+            # the optimizer --optim names, with the Trainer's own kwargs (--optim_args, --adam_*); the ones that
+            # replace the groups are refused at parsing (arguments.REFUSED_TRAINING_FLAGS)
+            optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
     def _mix_generator(self) -> torch.Generator:
@@ -216,28 +240,128 @@ def _check_output_dir(training_args, fine_tune_args) -> None:
     check_output_dir(training_args, fine_tune_args)
 
 
-def _seed_resume(seed_dir: Path, resume) -> tuple[str, str | None]:
-    """("done", None) when the seed finished, ("resume", checkpoint), or ("start", None)."""
-    if (seed_dir / SEED_RESULTS_FILE).is_file() and resume:
+def seed_arguments(model_args, data, fine_tune_args, args, checkpoint: dict, recipe: dict, num_train: int) -> dict:
+    """What determines one seed's result, JSON values: the start checkpoint (`checkpoint_fingerprint`: the weights'
+    sha256, or a Hub commit), the data (source, splits, the train labels' hash), the subset, the recipe (resolved
+    defaults included) and the optimisation flags of `args`, the seed's TrainingArguments."""
+    import hashlib
+
+    labels = data.train_labels.numpy().astype("int64").tobytes()
+    values = {
+        "model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
+        "checkpoint": checkpoint, "global_pool": bool(model_args.global_pool),
+        "dataset": data.description, "train_split": data.train_split, "eval_splits": list(data.eval_splits),
+        "image_column_name": data.image_column, "label_column_name": data.label_column,
+        "train_labels_sha256": hashlib.sha256(labels).hexdigest(),
+        "train_fraction": fine_tune_args.train_fraction, "shots_per_class": fine_tune_args.shots_per_class,
+        "num_train_images": num_train, "seed": args.seed, "world_size": args.world_size,
+        **{name: getattr(fine_tune_args, name) for name in (
+            "label_smoothing", "mixup", "cutmix", "mixup_switch_prob", "mixup_prob", "rand_augment",
+            "rand_augment_magnitude", "rand_augment_magnitude_std", "random_erase")},
+        **recipe,  # base lr, layer decay, drop path, image size, warmup, learning rate: as resolved for this run
+        **{name: getattr(args, name) for name in _RESULT_TRAINING_FLAGS},
+    }
+    # enums (optim, scheduler) as their names, tuples as lists: the form the file holds
+    return json.loads(json.dumps(values, default=lambda value: getattr(value, "value", str(value))))
+
+
+def _check_seed_arguments(stored: dict | None, current: dict, what: str) -> None:
+    """Refuse to reuse `what` (a seed's results or checkpoint) made with arguments other than `current`."""
+    if stored is None:
+        raise ValueError(f"{what} has no record of the arguments it was made with ({SEED_ARGUMENTS_FILE}: written by "
+                         "an older version, or not a run_fine_tune.py seed folder); a resume reuses only this run's "
+                         "work. Start over with --overwrite_output_dir (without --resume_from_checkpoint), or choose "
+                         "another --output_dir")
+    differences = [f"{key} {stored.get(key)!r} there, {current.get(key)!r} now"
+                   for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
+    if differences:
+        raise ValueError(f"{what} was fine-tuned with other arguments than this run's: {'; '.join(differences)}. A "
+                         "resume reuses only its own run's work: rerun with that run's arguments, choose another "
+                         "--output_dir, or start over with --overwrite_output_dir (without --resume_from_checkpoint)")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); the run was probably killed while writing it: "
+                         "remove the file to fine-tune that seed again") from None
+
+
+def _seed_resume(seed_dir: Path, resume, arguments: dict) -> tuple[str, str | None]:
+    """("done", None) when the seed finished, ("resume", checkpoint), or ("start", None); a finished seed or a
+    checkpoint is taken only when made with `arguments` (`_check_seed_arguments`)."""
+    if not resume:
+        return "start", None
+    results = _read_json(seed_dir / SEED_RESULTS_FILE)
+    if results is not None:
+        _check_seed_arguments(results.get("arguments"), arguments, f"the finished seed in {seed_dir}")
         return "done", None
-    if resume and str(resume).lower() in RESUME_LATEST:
+    if str(resume).lower() in RESUME_LATEST:
         try:
-            return "resume", resolve_resume_checkpoint("last", seed_dir)
+            checkpoint = resolve_resume_checkpoint("last", seed_dir)
         except ValueError:
+            checkpoint = None
+        if checkpoint is None and not (seed_dir / SEED_ARGUMENTS_FILE).is_file():
             return "start", None
-    if resume:
-        return "resume", resolve_resume_checkpoint(resume, seed_dir)
-    return "start", None
+    else:
+        checkpoint = resolve_resume_checkpoint(resume, seed_dir)
+    # the arguments of the seed folder a checkpoint sits in (or of one that never got to a complete checkpoint)
+    owner = Path(checkpoint).parent if checkpoint else seed_dir
+    _check_seed_arguments(_read_json(owner / SEED_ARGUMENTS_FILE), arguments,
+                          f"checkpoint {checkpoint}" if checkpoint else f"the seed folder {seed_dir}")
+    return ("resume", checkpoint) if checkpoint else ("start", None)
+
+
+def _clear_earlier_seed(seed_dir: Path) -> None:
+    """Before a seed starts afresh in a folder of an earlier run (--overwrite_output_dir): remove that run's
+    checkpoints and results, so that a later `--resume_from_checkpoint last` cannot take them for this run's."""
+    import shutil
+
+    if not seed_dir.is_dir():
+        return
+    for path in seed_dir.iterdir():
+        if path.is_dir() and path.name.startswith("checkpoint-"):
+            shutil.rmtree(path)
+        elif path.name in (SEED_RESULTS_FILE, SEED_ARGUMENTS_FILE):
+            path.unlink()
+
+
+def _seed_schedule(args, fine_tune_args, base_lr: float, num_train: int) -> dict:
+    """The learning rate and warmup one seed trains with: `learning_rate` (the peak: the head's) is
+    `--learning_rate` if given, else base lr * effective batch / 256; `warmup_steps` is `--warmup_steps` if given
+    (0: none), else `--warmup_epochs` of optimizer steps. `base_learning_rate` / `warmup_epochs` are None where the
+    other flag decided."""
+    world = max(args.world_size, 1)
+    lr_given = getattr(fine_tune_args, "learning_rate_explicit", False)
+    # without the parser (a TrainingArguments passed in), a non-zero warmup_steps is the caller's choice
+    warmup_given = getattr(fine_tune_args, "warmup_steps_explicit", bool(args.warmup_steps))
+    effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
+    steps_per_epoch = max(1, math.ceil(num_train / (args.per_device_train_batch_size * world)) // args.gradient_accumulation_steps)
+    return {"base_learning_rate": None if lr_given else base_lr,
+            "learning_rate": args.learning_rate if lr_given else base_lr * effective / 256,
+            "warmup_epochs": None if warmup_given else fine_tune_args.warmup_epochs,
+            "warmup_steps": args.warmup_steps if warmup_given else int(round(fine_tune_args.warmup_epochs * steps_per_epoch))}
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Whole or not at all (a kill mid-write leaves the old file or none): written aside, then renamed."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=None) -> dict:
     """Fine-tune once per seed, evaluate top-1 / top-5 on every eval split, write the JSON and the model card."""
-    from transformers import ViTImageProcessorPil, set_seed
+    from transformers import set_seed
 
+    from ..evaluation.feature_cache import checkpoint_fingerprint
     from ..evaluation.few_shot import mean_std
     from ..evaluation.metrics import top_k_accuracy
     from ..evaluation.session import EvaluationData, write_results_and_card
-    from ..model_source import image_normalisation
+    from ..model_source import image_normalisation, load_config
 
     # 1. everything that needs neither data nor weights
     seeds = fine_tune_args.seeds or [training_args.seed]
@@ -263,6 +387,9 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
     layer_decay = fine_tune_args.layer_decay or recipe["layer_decay"]
     drop_path = recipe["drop_path"] if model_args.drop_path is None else model_args.drop_path
     mean, std = image_normalisation(model_args.model_name_or_path, model_args.cache_dir, model_args.model_revision)
+    # the evaluation's preprocessing is the saved processor's (augment.fine_tune_eval_transform): the stock
+    # pipeline on a saved seed reproduces the reported accuracy
+    processor = fine_tune_image_processor(size, mean, std)
     eval_transform = fine_tune_eval_transform(size, mean, std)
     rand_augment = (RandAugment(fine_tune_args.rand_augment_magnitude, fine_tune_args.rand_augment_magnitude_std)
                     if fine_tune_args.rand_augment else None)
@@ -270,32 +397,43 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
     mixup = Mixup(num_classes, fine_tune_args.mixup, fine_tune_args.cutmix, fine_tune_args.mixup_switch_prob,
                   fine_tune_args.mixup_prob, fine_tune_args.label_smoothing)
     fraction = None if fine_tune_args.shots_per_class is not None else (fine_tune_args.train_fraction or 1.0)
+    source_commit = getattr(load_config(model_args.model_name_or_path, "--model_name_or_path", cache_dir=model_args.cache_dir,
+                                        revision=model_args.model_revision), "_commit_hash", None)
+    # the start checkpoint's identity: a local folder's weights (sha256), a Hub id's commit
+    checkpoint = (checkpoint_fingerprint(model_args.model_name_or_path, source_commit) if source_commit or
+                  Path(model_args.model_name_or_path).is_dir() else
+                  {"checkpoint": model_args.model_name_or_path, "revision": model_args.model_revision})
     output_dir = Path(training_args.output_dir)
-    rows = []
+    rows, used = [], []
     for seed in seeds:
         seed_dir = output_dir / f"seed-{seed}"
-        state, checkpoint = _seed_resume(seed_dir, resume)
-        if state == "done":
-            logger.warning("seed %d finished earlier: its results are read from %s", seed, seed_dir / SEED_RESULTS_FILE)
-            rows += json.loads((seed_dir / SEED_RESULTS_FILE).read_text())["results"]
-            continue
         indices = low_shot_indices(train_labels, seed, fine_tune_args.train_fraction, fine_tune_args.shots_per_class)
         train = _Images(dataset[train_split], indices, data_args.image_column_name, data_args.label_column_name,
                         train_transform, True, seed, train_split)
         args = copy.deepcopy(training_args)
         args.output_dir, args.seed = str(seed_dir), seed
-        effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
-        if not getattr(fine_tune_args, "learning_rate_explicit", False):
-            args.learning_rate = base_lr * effective / 256
-        steps_per_epoch = max(1, math.ceil(len(train) / (args.per_device_train_batch_size * max(args.world_size, 1)))
-                              // args.gradient_accumulation_steps)
-        if not args.warmup_steps:
-            args.warmup_steps = int(round(fine_tune_args.warmup_epochs * steps_per_epoch))
+        schedule = _seed_schedule(args, fine_tune_args, base_lr, len(train))
+        args.learning_rate, args.warmup_steps = schedule["learning_rate"], schedule["warmup_steps"]
+        resolved = {**schedule, "layer_decay": layer_decay, "drop_path": drop_path, "image_size": size}
+        arguments = seed_arguments(model_args, data, fine_tune_args, args, checkpoint, resolved, len(train))
+        used.append(arguments)
+        state, resume_checkpoint = _seed_resume(seed_dir, resume, arguments)
+        if state == "done":
+            logger.warning("seed %d finished earlier with this run's arguments: its results are read from %s", seed,
+                           seed_dir / SEED_RESULTS_FILE)
+            rows += json.loads((seed_dir / SEED_RESULTS_FILE).read_text())["results"]
+            continue
         set_seed(seed)
         model = build_classifier(model_args, config, drop_path, checkpoint_image_size)
         trainer = FineTuneTrainer(model=model, args=args, train_dataset=train, data_collator=_collate,
                                   callbacks=[_EpochCallback(train)], mixup=mixup, layer_decay=layer_decay)
-        trainer.train(resume_from_checkpoint=checkpoint)
+        if trainer.is_world_process_zero():
+            if state == "start":
+                _clear_earlier_seed(seed_dir)
+            seed_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(seed_dir / SEED_ARGUMENTS_FILE, arguments)
+        trainer.accelerator.wait_for_everyone()
+        trainer.train(resume_from_checkpoint=resume_checkpoint)
         seed_rows = []
         for split in eval_splits:
             images = _Images(dataset[split], None, data_args.image_column_name, data_args.label_column_name,
@@ -311,9 +449,8 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
         # main one only); a rank-0-only call would hang there
         trainer.save_model(str(seed_dir))
         if trainer.is_world_process_zero():
-            ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std),
-                                 resample=3).save_pretrained(seed_dir)
-            (seed_dir / SEED_RESULTS_FILE).write_text(json.dumps({"results": seed_rows}, indent=2) + "\n")
+            processor.save_pretrained(seed_dir)
+            _write_json(seed_dir / SEED_RESULTS_FILE, {"arguments": arguments, "results": seed_rows})
         trainer.accelerator.wait_for_everyone()
         rows += seed_rows
     for split in eval_splits:
@@ -324,11 +461,16 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
                      "seed": None, "top1": top1, "top1_std": top1_std, "top5": top5, "top5_std": top5_std,
                      "num_seeds": len(per_seed)})
     pooling = "mean" if model_args.global_pool else "cls"
+    # what the seeds trained with, as resolved (learning rate, warmup, optimizer): one value, as every seed has the
+    # same batch and subset size
+    first = used[0]
     payload = {"schema_version": 1, "checkpoint": model_args.model_name_or_path, "dataset": data.label,
                "train_split": train_split, "pooling": pooling, "num_classes": num_classes,
                "num_processes": training_args.world_size,
-               "recipe": {"base_learning_rate": base_lr, "layer_decay": layer_decay, "drop_path": drop_path,
-                          "weight_decay": training_args.weight_decay, "warmup_epochs": fine_tune_args.warmup_epochs,
+               "recipe": {**{key: first[key] for key in ("base_learning_rate", "layer_decay", "drop_path")},
+                          "weight_decay": training_args.weight_decay,
+                          **{key: first[key] for key in ("warmup_epochs", "warmup_steps", "learning_rate", "optim",
+                                                         "lr_scheduler_type")},
                           "epochs": training_args.num_train_epochs, "label_smoothing": fine_tune_args.label_smoothing,
                           "mixup": fine_tune_args.mixup, "cutmix": fine_tune_args.cutmix,
                           "rand_augment": fine_tune_args.rand_augment, "random_erase": fine_tune_args.random_erase,
