@@ -21,8 +21,8 @@ GEM_P, GEM_EPS = 3.0, 1e-6
 # DINO's `multi_scale` (utils.py, used by eval_image_retrieval / eval_copy_detection)
 MULTI_SCALES = (1.0, 2 ** -0.5, 0.5)
 # Not a global feature but every token, for heads that pool for themselves (the attentive probe): CLS + patches
-# `(B, 1 + N, D)`, register and distillation tokens dropped so that every encoder gives the same layout. Kept out of POOLINGS, which
-# lists what k-NN and the linear probe accept.
+# `(B, 1 + N, D)`, register and distillation tokens dropped so that every encoder gives the same layout. Kept out
+# of POOLINGS, which lists what k-NN and the linear probe accept.
 TOKENS = "tokens"
 
 

@@ -87,8 +87,9 @@ def test_distilled_deit_pools_its_patches_only(tmp_path):
     from modeling_attg_mae.model_source import load_encoder
 
     torch.manual_seed(0)
-    DeiTModel(DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                         image_size=IMAGE, patch_size=PATCH), add_pooling_layer=False).save_pretrained(tmp_path / "deit")
+    config = DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        image_size=IMAGE, patch_size=PATCH)
+    DeiTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "deit")
     deit, info = load_encoder(str(tmp_path / "deit"))
     assert type(deit).__name__ == "DeiTModel" and info.model_type == "deit"
     for size, resized in (((IMAGE, IMAGE), False), ((48, 40), True)):  # 4x4 patches; 6x5 interpolated

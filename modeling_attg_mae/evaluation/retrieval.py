@@ -765,7 +765,8 @@ def main(argv=None) -> None:
 
 __all__ = [
     "DEFAULT_KAPPAS", "PROTOCOLS", "RetrievalScores", "compute_map", "rank_database", "evaluate_revisited",
-    "evaluate_by_label", "load_gnd", "load_gnd_pickle", "check_gnd", "convert_gnd", "gnd_content_sha256", "run_retrieval",
+    "evaluate_by_label", "load_gnd", "load_gnd_pickle", "check_gnd", "convert_gnd", "gnd_content_sha256",
+    "run_retrieval",
     "format_retrieval_table", "print_retrieval_summary",
 ]
 
