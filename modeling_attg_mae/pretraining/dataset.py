@@ -63,6 +63,8 @@ class StreamPasses(torch.utils.data.IterableDataset):
     ends its epoch early and the next epoch is the next pass, so a run resumed in its second pass replayed the
     second pass from its start (the batches skipped ran off the end of a first pass). Read as one endless epoch,
     the Trainer's own count is right: the batches it skips are exactly the ones the interrupted run trained on.
+    (Upstream: huggingface/transformers#26413, the skip runs off the end of the stream, and the open fix #33544;
+    pinned by tests/test_fault_injection_streaming.py.)
     """
 
     def __init__(self, stream: datasets.IterableDataset):
