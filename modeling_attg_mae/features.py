@@ -21,8 +21,8 @@ GEM_P, GEM_EPS = 3.0, 1e-6
 # DINO's `multi_scale` (utils.py, used by eval_image_retrieval / eval_copy_detection)
 MULTI_SCALES = (1.0, 2 ** -0.5, 0.5)
 # Not a global feature but every token, for heads that pool for themselves (the attentive probe): CLS + patches
-# `(B, 1 + N, D)`, register tokens dropped so that every encoder gives the same layout. Kept out of POOLINGS, which
-# lists what k-NN and the linear probe accept.
+# `(B, 1 + N, D)`, register and distillation tokens dropped so that every encoder gives the same layout. Kept out
+# of POOLINGS, which lists what k-NN and the linear probe accept.
 TOKENS = "tokens"
 
 
@@ -39,7 +39,8 @@ def _mask_ratio(config, value: float):
 def encode_tokens(model, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False):
     """All tokens of the last layer (after the final norm) with no masking: `(B, 1 + N, D)` and the prefix length.
 
-    The prefix is the CLS token (plus DINOv2's register tokens); patches follow in row-major order.
+    The prefix is the CLS token (plus DeiT's distillation token, DINOv2's register tokens: every token that is
+    not a patch of the input's grid); patches follow in row-major order.
     """
     if isinstance(model, ViTMAEForPreTraining):
         model = model.vit
@@ -59,9 +60,25 @@ def encode_tokens(model, pixel_values: torch.Tensor, interpolate_pos_encoding: b
     if hidden is None or hidden.dim() != 3:
         raise ValueError(
             f"{type(model).__name__} does not return ViT tokens (last_hidden_state of shape (B, tokens, dim)); "
-            "extract_features supports ViTMAE, ViT, DINO and DINOv2 encoders"
+            "extract_features supports ViTMAE, ViT, DeiT, DINO and DINOv2 encoders"
         )
-    return hidden, 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
+    return hidden, _prefix_length(model, hidden, pixel_values)
+
+
+def _prefix_length(model, hidden: torch.Tensor, pixel_values: torch.Tensor) -> int:
+    """The number of tokens before the patches, by the model's own count: every token that is not one of the
+    input's `grid_h * grid_w` patches (ViT / ViTMSN: CLS; DeiT: CLS + distillation; DINOv2: CLS + registers).
+    Counting from the config's extras instead (registers only) pooled DeiT's distillation token as a patch."""
+    try:
+        grid_h, grid_w = patch_grid(model.config, pixel_values)
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"{type(model).__name__}: cannot tell its patch tokens from the others (no square patch_size "
+                         f"in its config: {error})") from error
+    prefix = hidden.shape[1] - grid_h * grid_w
+    if prefix < 1:
+        raise ValueError(f"{type(model).__name__} returned {hidden.shape[1]} tokens for a {grid_h}x{grid_w} grid of "
+                         f"{model.config.patch_size}-pixel patches: no CLS token before the patches")
+    return prefix
 
 
 @torch.no_grad()
@@ -76,7 +93,7 @@ def extract_features(
         pixel_values: `(B, C, H, W)` normalised images.
         pooling: "cls" (the CLS token), "mean" (mean of the patch tokens), "cls+mean" (both, concatenated), or
             "gem" (generalized-mean pooling of the patch tokens, p = 3), or "tokens" (no pooling: CLS + patch tokens,
-            register tokens dropped).
+            register and distillation tokens dropped).
         interpolate_pos_encoding: let the encoder take inputs of another size than its config's (position
             embeddings resampled), e.g. aspect-preserving retrieval inputs or the smaller scales of multi-scale.
     """

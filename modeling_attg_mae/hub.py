@@ -53,6 +53,16 @@ def _metric_config(row: dict, metric: str, pooling: str) -> str:
     return "-".join(parts)
 
 
+def ground_truth_config(row: dict) -> str | None:
+    """`gnd-<12 hex>` for a revisited retrieval row: its ground truth by content (`gnd_content_sha256`), the
+    `dataset.config` of its model-index entry. The dataset label comes from the file's name, which two different
+    ground truths can share (`gnd.pkl` in two folders): the Hub groups, and we replace, results by task, dataset
+    type, config, split and revision, so without it the second file's values replaced the first's, and a metric it
+    lacked (an undefined Hard) left the first's next to them."""
+    content = row.get("gnd_content_sha256")
+    return f"gnd-{content[:12]}" if content else None
+
+
 def _retrieval_result(row: dict, dataset: str, pooling: str) -> EvalResult:
     """The mAP (in percent) of a retrieval row; its mP@k stay in the results JSON."""
     details = [row["protocol"].replace("_", " "), f"{pooling} pooling", "multi-scale" if row.get("multi_scale") else "single-scale"]
@@ -65,6 +75,7 @@ def _retrieval_result(row: dict, dataset: str, pooling: str) -> EvalResult:
         task_name="Image retrieval",
         dataset_type=dataset,
         dataset_name=dataset,
+        dataset_config=ground_truth_config(row),
         dataset_split=row["split"],
         metric_type="map",
         metric_value=round(float(row["map"]), 2),
@@ -118,7 +129,9 @@ def results_table(eval_results: Sequence[EvalResult]) -> str:
     # k-NN / probe cards keep their "accuracy" column; one with a retrieval mAP in it says "value"
     value = "accuracy (%)" if all(r.metric_type == "accuracy" for r in eval_results) else "value (%)"
     lines = [f"| dataset | split | metric | {value} |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r.dataset_name} | {r.dataset_split} | {r.metric_name} | {r.metric_value:.2f} |" for r in eval_results]
+    # the config tells apart datasets of the same name (the ground truths of retrieval, see ground_truth_config)
+    lines += [f"| {r.dataset_name}{f' ({r.dataset_config})' if r.dataset_config else ''} | {r.dataset_split} | "
+              f"{r.metric_name} | {r.metric_value:.2f} |" for r in eval_results]
     return "\n".join(lines)
 
 

@@ -77,3 +77,35 @@ def test_bad_inputs():
     resnet = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1])).eval()
     with pytest.raises(ValueError, match="does not return ViT tokens"):
         extract_features(resnet, torch.randn(1, 3, IMAGE, IMAGE))
+
+
+def test_distilled_deit_pools_its_patches_only(tmp_path):
+    # DeiT puts a distillation token after CLS: tokens = CLS, distillation, 16 patches. Counting the prefix as CLS
+    # (+ registers) pooled the distillation token as a patch; the model's own count (tokens - patches) drops it.
+    from transformers import DeiTConfig, DeiTModel
+
+    from modeling_attg_mae.model_source import load_encoder
+
+    torch.manual_seed(0)
+    config = DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        image_size=IMAGE, patch_size=PATCH)
+    DeiTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "deit")
+    deit, info = load_encoder(str(tmp_path / "deit"))
+    assert type(deit).__name__ == "DeiTModel" and info.model_type == "deit"
+    for size, resized in (((IMAGE, IMAGE), False), ((48, 40), True)):  # 4x4 patches; 6x5 interpolated
+        pixels = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            hidden = deit(pixel_values=pixels, interpolate_pos_encoding=resized).last_hidden_state
+        num_patches = (size[0] // PATCH) * (size[1] // PATCH)
+        assert hidden.shape[1] == 2 + num_patches
+        patches = hidden[:, 2:]  # by hand: the patch tokens only
+        tokens, prefix = encode_tokens(deit, pixels, interpolate_pos_encoding=resized)
+        assert prefix == 2
+        mean = extract_features(deit, pixels, "mean", interpolate_pos_encoding=resized)
+        assert torch.allclose(mean, patches.mean(1), atol=1e-6)
+        assert not torch.allclose(mean, hidden[:, 1:].mean(1), atol=1e-3)  # what pooling the distillation token gives
+        gem = extract_features(deit, pixels, "gem", interpolate_pos_encoding=resized)
+        assert torch.allclose(gem, patches.clamp(min=1e-6).pow(3).mean(1).pow(1 / 3), atol=1e-6)
+        assert torch.allclose(extract_features(deit, pixels, "cls", interpolate_pos_encoding=resized), hidden[:, 0])
+        every = extract_features(deit, pixels, "tokens", interpolate_pos_encoding=resized)
+        assert torch.allclose(every, torch.cat([hidden[:, :1], patches], dim=1))  # CLS + patches, as for every encoder

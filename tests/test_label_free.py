@@ -171,9 +171,10 @@ def test_the_self_maps_warm_up_ignores_a_stored_map_column(tmp_path):
 
 def test_a_second_pass_over_a_stream_draws_new_crops(tmp_path, monkeypatch):
     from modeling_attg_mae.data import PretrainCollator, load_synthetic_dataset
+    from modeling_attg_mae.seeding import mix_seed
 
-    # 16 rows, batch 8, 4 steps: two passes over the stream, which the Trainer runs as its epochs 0 and 1 although
-    # state.epoch (steps / max_steps) is still 0.5 when the second begins
+    # 16 rows, batch 8, 4 steps: two passes over the stream, which the Trainer reads as one epoch of 4 steps
+    # (StreamPasses): each example carries its pass, which seeds its crop
     source = load_synthetic_dataset(num_train=16, num_validation=8, image_size=32, cache_dir=str(tmp_path / "c"))
     streaming = datasets.IterableDatasetDict({split: part.to_iterable_dataset() for split, part in source.items()})
     seen = []
@@ -181,7 +182,11 @@ def test_a_second_pass_over_a_stream_draws_new_crops(tmp_path, monkeypatch):
 
     def recording_call(self, examples):
         if self.seed is not None:  # the training collator (the evaluation one draws nothing)
-            seen.append((self.epoch, [example["image"]["bytes"] for example in examples]))
+            # the crop of a row is seeded by its own pass, not by the collator's (Trainer) epoch
+            assert all(self._generator(e).initial_seed() == mix_seed(self.seed, e["__epoch__"], e["__index__"])
+                       for e in examples)
+            seen.append(({example["__epoch__"] for example in examples},
+                         [example["image"]["bytes"] for example in examples]))
         return real_call(self, examples)
 
     monkeypatch.setattr(PretrainCollator, "__call__", recording_call)
@@ -189,9 +194,10 @@ def test_a_second_pass_over_a_stream_draws_new_crops(tmp_path, monkeypatch):
                               "--max_steps", "4", "--eval_strategy", "no", "--save_strategy", "no",
                               "--num_pictures", "0", "--dataloader_num_workers", "0", synthetic=False)
     run(*parse_arguments(args), dataset=streaming)
-    assert [epoch for epoch, _ in seen] == [0, 0, 1, 1]  # the crop seed's epoch: new crops on the second pass
+    # accelerate's loader reads one batch ahead: the endless stream collates a 5th batch (of the third pass), unused
+    assert [epochs for epochs, _ in seen] == [{0}, {0}, {1}, {1}, {2}]  # the crop seed's pass: new crops each pass
     # the stream is shuffled (as the Trainer's sampler shuffles a map-style split), differently on each pass
-    passes = [sum((rows for _, rows in seen[:2]), []), sum((rows for _, rows in seen[2:]), [])]
+    passes = [sum((rows for _, rows in seen[:2]), []), sum((rows for _, rows in seen[2:4]), [])]
     in_order = [image["bytes"] for image in source["train"].cast_column("image", datasets.Image(decode=False))["image"]]
     assert sorted(passes[0]) == sorted(passes[1]) == sorted(in_order)  # every row once a pass
     assert passes[0] != in_order and passes[1] != in_order and passes[0] != passes[1]
@@ -223,6 +229,8 @@ def test_streaming_flag_streams_a_hub_layout_folder_through_the_cli(tmp_path):
     (["--dataset_name", "x/y", "--max_steps", "-1"], "no length: pass --max_steps"),
     (["--dataset_name", "x/y", "--max_steps", "3"], "cannot get a stored map column"),
     (["--dataset_name", "x/y", "--max_steps", "3", "--attention_online", "--run_knn"], "--run_knn / --knn_monitor"),
+    (["--dataset_name", "x/y", "--max_steps", "3", "--attention_online", "--save_strategy", "epoch"],
+     "--save_strategy epoch: a streaming training split is read pass after pass as one epoch"),
 ])
 def test_streaming_flag_refuses_what_cannot_stream_before_any_data_work(tmp_path, monkeypatch, extra, message):
     import modeling_attg_mae.pretraining.wiring as wiring

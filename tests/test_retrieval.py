@@ -513,3 +513,53 @@ def test_another_image_size_does_not_replace_the_default_size_on_the_card(checkp
     for protocol in ("easy", "medium", "hard"):
         assert entries[f"retrieval-{protocol}-map-cls"].metric_value == round(rows[protocol]["map"], 2)
         assert "16-px images" in entries[f"retrieval-{protocol}-map-cls-16px"].metric_name
+
+
+def test_two_ground_truths_of_the_same_name_keep_their_own_card_entries(tmp_path):
+    import run_retrieval as cli
+    from tests.conftest import EVAL_CHECKPOINT_OVERRIDES, save_tiny_checkpoint
+
+    # the same images, two different ground truths, both saved as gnd_toy5.pkl (in folders a/ and b/): both label
+    # "toy5". B has other positives and no hard image, so its Hard is undefined: written to the card under the same
+    # name, B's Easy / Medium replaced A's and A's Hard 100.00 stayed next to them
+    model = save_tiny_checkpoint(tmp_path / "model", seed=0, **EVAL_CHECKPOINT_OVERRIDES)
+    gnd_a = _revisited_layout(tmp_path / "a")
+    gnd_b = _revisited_layout(tmp_path / "b")
+    other = {**load_gnd(gnd_b), "gnd": [
+        {"bbx": np.array([4.0, 6.0, 36.0, 30.0]), "easy": np.array([5, 0]), "hard": np.array([], dtype=np.int64),
+         "junk": np.array([3])},
+        {"bbx": np.array([4.0, 6.0, 36.0, 30.0]), "easy": np.array([1, 2, 3]), "hard": np.array([], dtype=np.int64),
+         "junk": np.array([], dtype=np.int64)}]}
+    gnd_b.write_bytes(pickle.dumps(other))
+    payloads = {}
+    for name, gnd_file in (("a", gnd_a), ("b", gnd_b)):
+        payloads[name] = cli.main(["--model_name_or_path", str(model), "--gnd_file", str(gnd_file), "--output_dir",
+                                   str(tmp_path / f"out-{name}"), "--feature_cache_dir", str(tmp_path / "cache"),
+                                   "--progress", "false"])
+        assert payloads[name]["dataset"] == "toy5"  # the same label: only the content tells them apart
+    maps = {name: {r["protocol"]: r["map"] for r in payload["results"]} for name, payload in payloads.items()}
+    assert maps["b"]["hard"] is None and maps["a"]["hard"] is not None and maps["a"]["easy"] != maps["b"]["easy"]
+
+    card = ModelCard.load(model / "README.md")
+    on_card = {}  # per dataset entry of the card (name and config): protocol -> mAP
+    for result in card.data.eval_results:
+        entry = on_card.setdefault((result.dataset_name, result.dataset_config), {})
+        entry[result.metric_config.split("-")[1]] = result.metric_value
+    # each ground truth with its own values, B without a Hard: nothing replaced, nothing mixed in
+    expected = {name: {p: round(v, 2) for p, v in maps[name].items() if v is not None} for name in ("a", "b")}
+    assert sorted(on_card.values(), key=str) == sorted(expected.values(), key=str)
+    configs = {name: f"gnd-{payload['gnd_content_sha256'][:12]}" for name, payload in payloads.items()}
+    assert on_card == {("toy5", configs[name]): expected[name] for name in ("a", "b")}  # filed by content
+    # the model-index files them as two datasets, and the table tells its rows apart
+    index = card.data.to_dict()["model-index"][0]["results"]
+    assert sorted(entry["dataset"]["config"] for entry in index) == sorted(configs.values())
+    assert all(len(entry["metrics"]) == len(on_card[("toy5", entry["dataset"]["config"])]) for entry in index)
+    for name in ("a", "b"):
+        assert f"| toy5 ({configs[name]}) | query | retrieval mAP (easy" in card.text
+    # the same ground truth again (here its JSON conversion) replaces its own entries only
+    convert_gnd(gnd_a, tmp_path / "a" / "gnd_toy5.json")
+    again = cli.main(["--model_name_or_path", str(model), "--gnd_file", str(tmp_path / "a" / "gnd_toy5.json"),
+                      "--output_dir", str(tmp_path / "out-a2"), "--feature_cache_dir", str(tmp_path / "cache"),
+                      "--progress", "false"])
+    assert again["gnd_content_sha256"] == payloads["a"]["gnd_content_sha256"]
+    assert len(ModelCard.load(model / "README.md").data.eval_results) == len(card.data.eval_results)

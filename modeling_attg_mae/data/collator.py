@@ -115,20 +115,24 @@ class PretrainCollator:
         seed: with `seed`, examples that carry their dataset row in `index_column` are augmented with a generator
             seeded by (seed, `epoch`, row): the augmentation of a row no longer depends on the global RNG or on
             which batches ran before, so a resumed run sees exactly the crops of the uninterrupted one.
-            Set `epoch` before each epoch (the pre-training Trainer does).
+            Set `epoch` before each epoch (the pre-training Trainer does). An example that carries its own pass
+            over the data in `epoch_column` (a stream read pass after pass, where one batch may hold the end of a
+            pass and the start of the next) is seeded with that pass instead.
     """
 
     def __init__(self, transform: Transform, image_column: str = "image", attention_map_column: str = "attention_map",
-                 require_attention_map: bool = True, seed: int | None = None, index_column: str = "__index__"):
+                 require_attention_map: bool = True, seed: int | None = None, index_column: str = "__index__",
+                 epoch_column: str = "__epoch__"):
         self.transform = transform
         self.image_column, self.attention_map_column = image_column, attention_map_column
         self.require_attention_map = require_attention_map
-        self.seed, self.index_column, self.epoch = seed, index_column, 0
+        self.seed, self.index_column, self.epoch_column, self.epoch = seed, index_column, epoch_column, 0
 
     def _generator(self, example: dict) -> torch.Generator | None:
         if self.seed is None or self.index_column not in example:
             return None
-        return seeded_generator(self.seed, self.epoch, int(example[self.index_column]))
+        epoch = example.get(self.epoch_column, self.epoch)
+        return seeded_generator(self.seed, int(epoch), int(example[self.index_column]))
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         pixel_values, attention_map = transform_examples(

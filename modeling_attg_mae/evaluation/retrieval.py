@@ -31,18 +31,23 @@ Results JSON, `<output_dir>/retrieval_results.json`, schema version 1:
       "input": "revisited" | "labels", "train_split": null | "train" (the database split of "labels"),
       "pooling": "cls" | "mean" | "gem", "multi_scale": false, "scales": [1.0], "kappas": [1, 5, 10],
       "num_database": 4993, "num_processes": 1,
-      revisited only: "gnd_file": "...", "images_dir": ".../jpg", "crop_queries": true, "image_size": 224,
+      revisited only: "gnd_file": "...", "gnd_content_sha256": "<64 hex>", "images_dir": ".../jpg",
+        "crop_queries": true, "image_size": 224,
       labels only: "num_classes": 10,
       "results": [
         {"method": "retrieval", "split": "query" | "<eval split>", "protocol": "easy" | "medium" | "hard" | "same_label",
          "map": 61.3, "mp_at_k": {"1": 85.7, "5": 80.0, "10": 74.1}, "num_queries": 70, "num_empty": 0,
          "num_database": 4993, "multi_scale": false, "k": null, "shots": null, "seed": null,
-         revisited only: "crop_queries": true, "image_size": 224, "image_size_is_default": true (the checkpoint's)}, ...
+         revisited only: "crop_queries": true, "image_size": 224, "image_size_is_default": true (the checkpoint's),
+           "gnd_content_sha256": "<64 hex>"}, ...
       ]
     }
 
 `map` and `mp_at_k` are in percent, means over the `num_queries - num_empty` queries that have a positive
 (null when there is none). `k` / `shots` / `seed` are null (the k-NN rows' keys, kept for one row format).
+`gnd_content_sha256` names the ground truth by its content (the same for a pickle and its JSON conversion, another
+for any other ground truth): the model card files each ground truth's results apart under it, so that two files
+of the same name (`gnd.pkl` in two folders) never replace or mix each other's entries.
 """
 
 import argparse
@@ -573,6 +578,12 @@ def check_revisited_images(gnd: dict, folder: Path, extension: str, transform: T
     return database, queries, boxes
 
 
+def gnd_content_sha256(gnd: dict) -> str:
+    """The sha256 of a checked ground truth's content (`gnd_to_json`, keys sorted): its name on the model card,
+    whatever the file is called or whichever format (pickle / JSON) holds it."""
+    return hashlib.sha256(json.dumps(gnd_to_json(gnd), sort_keys=True).encode()).hexdigest()
+
+
 def _sha256(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -627,6 +638,7 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
         gnd, folder, retrieval_args.image_extension, transform, info.patch_size, scales, retrieval_args.crop_queries)
     model.to(accelerator.device)
     dataset_label = retrieval_args.dataset_label or gnd_file.stem.removeprefix("gnd_")
+    content = gnd_content_sha256(gnd)  # the file's name may be shared by other ground truths: its content is not
     described = {"gnd_file": str(gnd_file.resolve()), "gnd_sha256": _sha256(gnd_file), "images_dir": str(folder.resolve()),
                  "image_extension": retrieval_args.image_extension}
     cache_hits = {}
@@ -655,7 +667,8 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
     queries = features("query", RevisitedImages(query_paths, boxes, split="query"))
     payload = {
         "schema_version": 1, "checkpoint": info.model_name_or_path, "dataset": dataset_label, "input": "revisited",
-        "gnd_file": str(gnd_file), "images_dir": str(folder), "crop_queries": retrieval_args.crop_queries,
+        "gnd_file": str(gnd_file), "gnd_content_sha256": content, "images_dir": str(folder),
+        "crop_queries": retrieval_args.crop_queries,
         "image_size": image_size, "train_split": None, "pooling": model_args.pooling,
         "multi_scale": retrieval_args.multi_scale, "scales": list(scales), "kappas": list(retrieval_args.kappas),
         "num_database": len(database_paths), "num_processes": accelerator.num_processes, "results": [],
@@ -665,7 +678,8 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
     scores = evaluate_revisited(database.to(accelerator.device), queries.to(accelerator.device), gnd["gnd"], retrieval_args.kappas)
     payload["results"] = [{**_row("query", p, s, len(database_paths), retrieval_args.multi_scale),
                            "crop_queries": retrieval_args.crop_queries, "image_size": image_size,
-                           "image_size_is_default": image_size == info.image_size} for p, s in scores.items()]
+                           "image_size_is_default": image_size == info.image_size, "gnd_content_sha256": content}
+                          for p, s in scores.items()]
     _warn_empty(payload["results"])
     payload = write_results_and_card(payload, RESULTS_FILE, model_args, run_args, dataset_label)
     payload["cache_hits"] = cache_hits
@@ -751,7 +765,8 @@ def main(argv=None) -> None:
 
 __all__ = [
     "DEFAULT_KAPPAS", "PROTOCOLS", "RetrievalScores", "compute_map", "rank_database", "evaluate_revisited",
-    "evaluate_by_label", "load_gnd", "load_gnd_pickle", "check_gnd", "convert_gnd", "run_retrieval",
+    "evaluate_by_label", "load_gnd", "load_gnd_pickle", "check_gnd", "convert_gnd", "gnd_content_sha256",
+    "run_retrieval",
     "format_retrieval_table", "print_retrieval_summary",
 ]
 

@@ -42,6 +42,18 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
         self.eval_data_collator = eval_data_collator  # evaluation sees center crops, not training augmentation
         self.can_return_loss = True  # the reconstruction loss needs no `labels`: report eval_loss anyway
 
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        """On resume, a stream read by `StreamPasses` starts `num_batches` batches in by dropping undecoded rows,
+        rather than by accelerate's skip, which decodes and collates every skipped batch. Only where the rows of a
+        batch are the next `batch size` rows of the one stream: one process, no DataLoader worker (workers read
+        shards of their own; with several processes accelerate dispatches); elsewhere the Trainer's own skip."""
+        dataset = self.train_dataset
+        if (hasattr(dataset, "skip_rows_on_next_iteration") and self.args.world_size == 1
+                and self.args.dataloader_num_workers == 0 and getattr(dataloader, "dataset", None) is dataset):
+            dataset.skip_rows_on_next_iteration(num_batches * self._train_batch_size)
+            return dataloader
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
     def get_eval_dataloader(self, eval_dataset=None):
         if self.eval_data_collator is None:
             return super().get_eval_dataloader(eval_dataset)
@@ -139,9 +151,8 @@ class AugmentationEpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         # The first epoch of a train() call: state.epoch is k at the start of epoch k and a fraction when resuming
-        # inside one. The later ones count up by one, as the Trainer's loop does: state.epoch cannot tell them
-        # apart for a streaming split, whose "epoch" is max_steps long, so that a stream shorter than the run
-        # ends at state.epoch < 1 and its second pass would otherwise repeat the first pass's crops.
+        # inside one. The later ones count up by one, as the Trainer's loop does. (A streamed split is one endless
+        # epoch for the Trainer, StreamPasses: its examples carry their pass, which the collator uses instead.)
         if self._epoch is None:
             self._epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
         else:

@@ -26,7 +26,7 @@ from ..modeling_attg_mae import AttGViTMAEForPreTraining
 from ..temperature import AttGTemperatureCallback
 from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments
 from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
-from .dataset import check_attention_arguments, knn_eval_splits, load_pretraining_data
+from .dataset import StreamPasses, check_attention_arguments, knn_eval_splits, load_pretraining_data
 from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictureCallback
 
 logger = logging.getLogger(__name__)
@@ -182,11 +182,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     # augmentation and masking draw from (seed, epoch/step, row) streams, not from the global RNG: a resumed run
     # repeats the uninterrupted one exactly (the Trainer restores RNG states only after prefetching a batch)
     # (add_column concatenates an in-memory column: the image data is not rewritten, unlike a map)
-    if streaming:  # no length: the row index (here the position in the shuffled pass) comes with each example
+    if streaming:  # no length: the pass and the row index (the position in the shuffled pass) come with each example
         # the Trainer shuffles a map-style split with its sampler but a stream not at all: shuffle it through a
-        # buffer, reshuffled each pass (the Trainer calls the dataset's set_epoch)
-        train = train.shuffle(seed=training_args.seed, buffer_size=data_args.streaming_shuffle_buffer)
-        train = train.map(lambda example, index: {"__index__": index}, with_indices=True)
+        # buffer, reshuffled each pass; the passes are one endless epoch for the Trainer (see StreamPasses)
+        train = StreamPasses(train.shuffle(seed=training_args.seed, buffer_size=data_args.streaming_shuffle_buffer))
     else:
         train = train.add_column("__index__", list(range(len(train))))
     collator = PretrainCollator(PretrainTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
@@ -296,6 +295,13 @@ def check_streaming_arguments(data_args: DataArguments, attg_args: AttGArguments
     if attg_args.run_knn or attg_args.knn_monitor:
         raise ValueError("--run_knn / --knn_monitor need splits with a length; a streaming source has none: drop "
                          "them and run run_knn.py on the exported checkpoint")
+    # the passes over a stream are one endless epoch for the Trainer (StreamPasses), which ends with the run
+    per_epoch = [f"--{name} epoch" for name in ("save_strategy", "eval_strategy", "logging_strategy")
+                 if str(getattr(getattr(training_args, name), "value", getattr(training_args, name))) == "epoch"]
+    if per_epoch:
+        raise ValueError(f"{', '.join(per_epoch)}: a streaming training split is read pass after pass as one epoch of "
+                         "--max_steps steps, which ends with the run; use the steps strategy (--save_steps, "
+                         "--eval_steps, --logging_steps)")
 
 
 def _warmup_epochs(data_args: DataArguments) -> int:
