@@ -308,6 +308,15 @@ def test_self_maps_warm_up_as_mae_change_only_at_refresh_points_and_survive_a_re
     other = tmp_path / "other"
     shutil.copytree(full / "checkpoint-9", other / "checkpoint-9")
     schedule = [*SELF_FLAGS, "--attention_refresh_epochs", "2", "--attention_warmup_epochs", "0"]
+    with pytest.raises(ValueError, match="a run with other arguments \\(attention_refresh_epochs 1 there, 2 here; "
+                                         "attention_warmup_epochs 1 there, 0 here\\)"):
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, *schedule, "--resume_from_checkpoint",
+                                                str(other / "checkpoint-9"), name="other")))
+    # a checkpoint without the run's fingerprint (an older version's): the maps' own record still refuses it
+    state_file = other / "checkpoint-9" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["RunFingerprintCallback"]
+    state_file.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="holds the maps of epoch 1, but .* epoch 1 trains with those of epoch 0"):
         run(*parse_arguments(tiny_pretrain_args(tmp_path, *schedule, "--resume_from_checkpoint",
                                                 str(other / "checkpoint-9"), name="other")))

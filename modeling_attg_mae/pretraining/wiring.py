@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from ..checkpointing import check_output_dir, resolve_resume_checkpoint
+from ..checkpointing import (
+    RunFingerprintCallback,
+    check_output_dir,
+    check_run_fingerprint,
+    replace_earlier_run,
+    resolve_resume_checkpoint,
+)
 from ..configuration_attg_mae import AttGViTMAEConfig, image_size_of, patch_size_of
 from ..data.loading import load_data_source
 from ..data.source import write_data_source
@@ -24,9 +30,10 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..model_source import checkpoint_normalisation
 from ..modeling_attg_mae import AttGViTMAEForPreTraining
 from ..temperature import AttGTemperatureCallback
-from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments
+from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments, run_fingerprint
 from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
 from .dataset import check_attention_arguments, knn_eval_splits, load_pretraining_data
+from .outputs import PRETRAINING_OUTPUTS
 from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictureCallback
 
 logger = logging.getLogger(__name__)
@@ -85,9 +92,12 @@ def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, at
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")
-    check_output_dir(training_args, attg_args)
+    check_output_dir(training_args, attg_args, PRETRAINING_OUTPUTS)
     training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
                                                                      training_args.output_dir)
+    # a resume continues this run only: not an old run's checkpoint-N, nor one of a run with other arguments
+    check_run_fingerprint(training_args.resume_from_checkpoint,
+                          run_fingerprint(model_args, data_args, attg_args, training_args))
     if attg_args.run_knn and data_args.train_dir and not data_args.validation_dir:
         raise ValueError("--run_knn evaluates on the splits besides the training one, but --train_dir was given "
                          "without --validation_dir; add one, or drop --run_knn and run run_knn.py later")
@@ -203,7 +213,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
             collator, train, data_args.image_column_name, mean, std, data_args.attention_grid_size,
             data_args.attention_refresh_epochs, _warmup_epochs(data_args), data_args.attention_batch_size,
             attg_args.num_pictures)
-    callbacks = [AttGTemperatureCallback(), AugmentationEpochCallback(collator)]
+    callbacks = [AttGTemperatureCallback(), AugmentationEpochCallback(collator),
+                 RunFingerprintCallback(run_fingerprint(model_args, data_args, attg_args, training_args))]
     if refresher is not None:
         callbacks.append(refresher)
     pictures = None
@@ -223,6 +234,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         callbacks.append(monitor)
     # batches of the collator's columns read through Arrow in one call (stored maps as one array), see data/rows.py
     rows = training_rows(train, [data_args.image_column_name, "attention_map", "__index__"])
+    # every check has passed: only now does --overwrite_output_dir remove the earlier run's outputs (main process)
+    with training_args.main_process_first(local=False, desc="replacing the earlier run"):
+        if training_args.process_index == 0:
+            replace_earlier_run(training_args, attg_args, PRETRAINING_OUTPUTS)
     trainer = AttGTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=validation,
                           data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks,
                           online_attention_maps=online, maps_optional=self_maps)
