@@ -160,6 +160,18 @@ CASES = [
          "other arguments (here another `--learning_rate`)", setup=_checkpoint_of_another_run,
          message="is a checkpoint of a run with other arguments \\(learning_rate 0.5 there, 0.25 here\\)",
          stage="arguments"),
+    dict(id="self-maps-after-the-last-epoch", input="`--attention_method self` whose warm-up lasts the whole run "
+         "(`--attention_refresh_epochs 2 --num_train_epochs 2`)",
+         args=["--attention_method", "self", "--attention_refresh_epochs", "2", "--max_steps", "-1",
+               "--num_train_epochs", "2"],
+         message="computes its first maps at the start of epoch 2 .* --num_train_epochs 2 ends the run before",
+         stage="arguments"),
+    dict(id="self-maps-after-the-last-step", input="`--attention_method self` whose warm-up lasts the whole run "
+         "(`--attention_warmup_epochs 1 --max_steps 6`, 6 steps an epoch)",
+         args=["--attention_method", "self", "--attention_refresh_epochs", "1", "--attention_warmup_epochs", "1",
+               "--max_steps", "6"],
+         message="computes its first maps at the start of epoch 1 .* after 6 steps .* --max_steps 6 ends the run "
+                 "before", stage="data"),
 ]
 
 

@@ -128,3 +128,17 @@ def test_overwrite_replaces_only_what_the_package_wrote(tmp_path):
     with pytest.raises(ValueError, match=r"holds README.md, notes.txt, which this package did not write"):
         run(*parse_arguments(tiny_pretrain_args(tmp_path, *COMMON, "--max_steps", "1", "--overwrite_output_dir")))
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "README.md").read_text().startswith("# my own")
+
+
+# ------------------------------------------------------------------------------------------- a self-maps run's length
+
+@pytest.mark.parametrize("length", [("--max_steps", "7"), ("--max_steps", "-1", "--num_train_epochs", "1.5")])
+def test_a_self_maps_run_whose_first_maps_come_in_its_last_step_or_epoch_is_accepted(tmp_path, length):
+    # 48 images / batch 8: 6 steps an epoch, the first maps at the start of epoch 1 (step 6); one step after is
+    # enough (tests/test_bad_inputs_pretrain.py refuses --max_steps 6 and a run of W epochs)
+    run(*parse_arguments(tiny_pretrain_args(
+        tmp_path, "--attention_method", "self", "--attention_refresh_epochs", "1", "--attention_warmup_epochs", "1",
+        "--warmup_steps", "0", "--eval_strategy", "no", "--save_strategy", "no", "--num_pictures", "0", *length)))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert [e["self_map_refresh_epoch"] for e in state["log_history"] if "self_map_refresh_epoch" in e] == [1]
+    assert state["global_step"] > 6

@@ -135,6 +135,7 @@ def check_label_free_run(data_args: DataArguments, attg_args: AttGArguments, tra
         if training_args.dataloader_persistent_workers:
             raise ValueError("--attention_method self hands each epoch's workers the maps of the last refresh; "
                              "persistent workers would keep the first ones: drop --dataloader_persistent_workers")
+        check_self_maps_schedule(data_args, training_args)  # with --max_steps: again once the data is known
         if training_args.resume_from_checkpoint and not self_maps_resume_verified():
             from .._dependencies import installed_version
 
@@ -183,6 +184,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
                                    run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
     if data_args.attention_online or self_maps:
         splits = {name: without_stored_maps(part) for name, part in splits.items()}
+    if self_maps:
+        check_self_maps_schedule(data_args, training_args, len(splits[data_args.train_split]))
     set_seed(training_args.seed)
     model = build_model(model_args, attg_args, config)
     train = splits[data_args.train_split]
@@ -309,6 +312,39 @@ def check_streaming_arguments(data_args: DataArguments, attg_args: AttGArguments
     if attg_args.run_knn or attg_args.knn_monitor:
         raise ValueError("--run_knn / --knn_monitor need splits with a length; a streaming source has none: drop "
                          "them and run run_knn.py on the exported checkpoint")
+
+
+def check_self_maps_schedule(data_args: DataArguments, training_args: TrainingArguments,
+                             num_train_rows: int | None = None) -> None:
+    """Refuse a self-maps run that ends before its first maps: they are computed at the start of epoch W (the
+    warm-up, `_warmup_epochs`; then every K epochs, see self_maps.is_refresh_epoch), so a run of W epochs or fewer
+    trains a plain MAE throughout, under a card that says AttG with self maps. With `--num_train_epochs` it is
+    known from the arguments; with `--max_steps` from the number of steps an epoch has (`num_train_rows`, as the
+    Trainer counts them)."""
+    warmup = _warmup_epochs(data_args)
+    if warmup == 0:
+        return  # the first maps come from the initial weights, before the first step
+    flags = (f"--attention_warmup_epochs {warmup}" if data_args.attention_warmup_epochs is not None else
+             f"--attention_refresh_epochs {warmup}, the warm-up when --attention_warmup_epochs is unset")
+    fix = ("lower --attention_warmup_epochs (0: the first maps from the initial weights) or train longer, or use "
+           "--attg_guidance none for a plain MAE")
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        epochs = training_args.num_train_epochs
+        if warmup >= epochs:
+            raise ValueError(f"--attention_method self computes its first maps at the start of epoch {warmup} "
+                             f"({flags}), but --num_train_epochs {epochs:g} ends the run before: it would train a "
+                             f"plain MAE throughout, under a card that says self maps; {fix}")
+        return
+    if num_train_rows is None:
+        return
+    per_step = training_args.per_device_train_batch_size * max(training_args.world_size, 1)
+    batches = num_train_rows // per_step if training_args.dataloader_drop_last else math.ceil(num_train_rows / per_step)
+    steps_per_epoch = max(math.ceil(batches / training_args.gradient_accumulation_steps), 1)  # as the Trainer counts
+    if warmup * steps_per_epoch >= training_args.max_steps:
+        raise ValueError(f"--attention_method self computes its first maps at the start of epoch {warmup} "
+                         f"({flags}), after {warmup * steps_per_epoch} steps ({steps_per_epoch} an epoch: "
+                         f"{num_train_rows} training images), but --max_steps {training_args.max_steps} ends the run "
+                         f"before: it would train a plain MAE throughout, under a card that says self maps; {fix}")
 
 
 def _warmup_epochs(data_args: DataArguments) -> int:
