@@ -7,6 +7,7 @@ Real runs of `run_pretrain.py` (tiny model, 48 synthetic images), a real SIGKILL
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import ViTImageProcessor
 
+import run_knn
 from modeling_attg_mae.pretraining import parse_arguments, run
-from tests.conftest import tiny_pretrain_args
+from tests.conftest import TINY_PRETRAIN_CONFIG, save_tiny_checkpoint, tiny_pretrain_args
 
 REPO = Path(__file__).resolve().parents[1]
 # lr 2e-3: runs that differ in anything visibly end with other weights
@@ -128,6 +131,75 @@ def test_overwrite_replaces_only_what_the_package_wrote(tmp_path):
     with pytest.raises(ValueError, match=r"holds README.md, notes.txt, which this package did not write"):
         run(*parse_arguments(tiny_pretrain_args(tmp_path, *COMMON, "--max_steps", "1", "--overwrite_output_dir")))
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "README.md").read_text().startswith("# my own")
+
+
+# ------------------------------------------------------------------------------------------- inside a run folder
+
+MEAN, STD = [0.3, 0.6, 0.1], [0.5, 0.1, 0.3]  # far from ImageNet's: features of the same weights differ with them
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run continued from a checkpoint whose processor has its own mean/std (so the run's has them too)."""
+    tmp_path = tmp_path_factory.mktemp("inside")
+    base = save_tiny_checkpoint(tmp_path / "base", seed=1, **{k: v for k, v in TINY_PRETRAIN_CONFIG.items()})
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=MEAN, image_std=STD).save_pretrained(base)
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, *COMMON, "--max_steps", "2", "--model_name_or_path", str(base),
+                                            "--learning_rate", "2e-3", name="run")))
+    return tmp_path
+
+
+def _knn(tmp_path, model, name):
+    return run_knn.main(["--model_name_or_path", str(model), "--ks", "5", "--output_dir", str(tmp_path / name),
+                         "--feature_cache_dir", str(tmp_path / f"cache-{name}"), "--update_model_card", "false",
+                         "--progress", "false"])
+
+
+def test_a_checkpoint_is_evaluated_with_its_runs_normalisation_and_data(trained, tmp_path):
+    from modeling_attg_mae.model_source import load_encoder
+
+    folder = trained / "run"
+    legacy = tmp_path / "legacy"  # a run of an older version: its checkpoints hold no image processor
+    shutil.copytree(folder, legacy)
+    (legacy / "checkpoint-2" / "preprocessor_config.json").unlink(missing_ok=True)
+    expected = _knn(tmp_path, folder, "run")
+    for checkpoint in (folder / "checkpoint-2", legacy / "checkpoint-2"):
+        _, info = load_encoder(str(checkpoint))
+        assert list(info.image_mean) == pytest.approx(MEAN) and list(info.image_std) == pytest.approx(STD)
+        got = _knn(tmp_path, checkpoint, checkpoint.parent.name)
+        assert got["dataset"] == expected["dataset"]  # the run's 32 px data, not the 64 px synthetic default
+        assert got["results"] == expected["results"]  # the same weights, the same features: the same k-NN
+    # the encoder export of a checkpoint reads the same processor (one home: model_source.processor_source)
+    from modeling_attg_mae.export import export_encoder
+
+    exported = export_encoder(legacy / "checkpoint-2", output_dir=tmp_path / "exported")
+    assert json.loads((exported / "preprocessor_config.json").read_text())["image_mean"] == pytest.approx(MEAN)
+
+
+def test_a_checkpoint_whose_normalisation_is_unknown_is_refused(trained, tmp_path):
+    from modeling_attg_mae.model_source import load_encoder
+
+    killed = tmp_path / "killed"  # a run killed before its end: no processor next to its checkpoint either
+    shutil.copytree(trained / "run" / "checkpoint-2", killed / "checkpoint-2")
+    (killed / "checkpoint-2" / "preprocessor_config.json").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="without preprocessor_config.json, and its run folder .* has none either"):
+        load_encoder(str(killed / "checkpoint-2"))
+    from modeling_attg_mae.export import export_encoder
+
+    with pytest.raises(ValueError, match="has none either.*or pass --image_processor"):
+        export_encoder(killed / "checkpoint-2", output_dir=tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()
+
+
+def test_the_encoder_export_is_evaluated_on_its_runs_data_without_a_load_report(trained, tmp_path, capfd):
+    folder = trained / "run"
+    expected = _knn(tmp_path, folder, "run")
+    capfd.readouterr()
+    got = _knn(tmp_path, folder / "encoder", "encoder")
+    output = "".join(capfd.readouterr())
+    assert got["dataset"] == expected["dataset"] == "attg-mae-synthetic-32px-train48-val16-seed0"
+    assert [row["top1"] for row in got["results"]] == [row["top1"] for row in expected["results"]]
+    assert "LOAD REPORT" not in output and "UNEXPECTED" not in output and "pooler" not in output
 
 
 # ------------------------------------------------------------------------------------------- a self-maps run's length

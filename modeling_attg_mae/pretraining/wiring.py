@@ -31,7 +31,7 @@ from ..model_source import checkpoint_normalisation
 from ..modeling_attg_mae import AttGViTMAEForPreTraining
 from ..temperature import AttGTemperatureCallback
 from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments, run_fingerprint
-from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
+from .card import export_checkpoint, run_image_processor, run_knn_on_checkpoint, write_model_card
 from .dataset import check_attention_arguments, knn_eval_splits, load_pretraining_data
 from .outputs import PRETRAINING_OUTPUTS
 from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictureCallback
@@ -241,9 +241,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     with training_args.main_process_first(local=False, desc="replacing the earlier run"):
         if training_args.process_index == 0:
             replace_earlier_run(training_args, attg_args, PRETRAINING_OUTPUTS)
+    # processing_class: the Trainer saves the run's image processor into each checkpoint-N, which the evaluation and
+    # the export then read (a checkpoint of a killed run has no run folder processor to fall back on)
     trainer = AttGTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=validation,
                           data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks,
-                          online_attention_maps=online, maps_optional=self_maps)
+                          online_attention_maps=online, maps_optional=self_maps,
+                          processing_class=run_image_processor(size, mean, std))
     for callback in (pictures, monitor, refresher):
         if callback is not None:
             callback.trainer = trainer
