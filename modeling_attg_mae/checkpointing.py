@@ -11,6 +11,16 @@ Two upstream traps are guarded here (transformers 5.24, see shared/REFERENCE.md)
 * A run killed while writing a checkpoint leaves `checkpoint-N` under its final name with some files missing;
   `get_last_checkpoint` then picks it. The Trainer writes `trainer_state.json` last, so a checkpoint is complete
   when that file parses; `resolve_resume_checkpoint` skips incomplete ones with a warning.
+
+And two of the package's own:
+
+* A resume must continue *this* run: `RunFingerprintCallback` records the arguments that define the run in every
+  checkpoint's `trainer_state.json` (written last, so a complete checkpoint has it), and `check_run_fingerprint`
+  refuses a checkpoint written with other ones, naming them (an old run's `checkpoint-N` left in the folder would
+  otherwise be taken by `last`: training "ends" at once and the old weights go out under the new run's card).
+* `--overwrite_output_dir` replaces an earlier run, not a user's files: with a `RunOutputs` description of what a
+  command writes, `check_output_dir` refuses a folder holding anything else, and `replace_earlier_run` removes the
+  earlier run's outputs (checkpoints, exports, card, logs) before training, so that nothing stale survives.
 """
 
 from __future__ import annotations
@@ -19,10 +29,15 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 logger = logging.getLogger(__name__)
 
@@ -128,21 +143,119 @@ def checkpoint_belongs_to(checkpoint: str | os.PathLike, output_dir: str | os.Pa
     return output_dir in checkpoint.parents
 
 
-__all__ = ["load_checkpoint_weights", "FullWeightsResumeMixin", "is_complete_checkpoint", "resolve_resume_checkpoint", "checkpoint_belongs_to",
-           "RESUME_LATEST"]
+# --------------------------------------------------------------------------- the run a checkpoint belongs to
 
+class RunFingerprintCallback(TrainerCallback, ExportableState):
+    """Puts `fingerprint` (the arguments that define the run, JSON-able) into every checkpoint's trainer_state.json,
+    through the Trainer's stateful callbacks: it is written with the state file, the checkpoint's last file."""
+
+    def __init__(self, fingerprint: dict):
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back (tuples as lists)
+
+    def state(self) -> dict:
+        return {"args": {"fingerprint": self.fingerprint}, "attributes": {}}
+
+
+def read_run_fingerprint(checkpoint: str | os.PathLike) -> dict | None:
+    """The fingerprint `RunFingerprintCallback` left in `checkpoint`, or None (a checkpoint of an older version)."""
+    try:
+        state = json.loads((Path(checkpoint) / STATE_FILE).read_text())
+        return state["stateful_callbacks"][RunFingerprintCallback.__name__]["args"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_run_fingerprint(checkpoint: str | os.PathLike | None, fingerprint: dict) -> None:
+    """Refuse to resume `checkpoint` when it was written by a run with other defining arguments; the message names
+    each one with both values. A checkpoint without a fingerprint (written before they existed) is resumed with a
+    warning. Keys only one side has are not compared (a field added by a later version)."""
+    if not checkpoint:
+        return
+    recorded = read_run_fingerprint(checkpoint)
+    if recorded is None:
+        logger.warning("%s records no run fingerprint (written by an older version): cannot check that it is a "
+                       "checkpoint of a run with these arguments", checkpoint)
+        return
+    current = json.loads(json.dumps(fingerprint))
+    differing = [name for name in sorted(set(recorded) & set(current)) if recorded[name] != current[name]]
+    if differing:
+        listed = "; ".join(f"{name} {_shown(recorded[name])} there, {_shown(current[name])} here"
+                           for name in differing)
+        raise ValueError(
+            f"--resume_from_checkpoint {checkpoint} is a checkpoint of a run with other arguments ({listed}): "
+            "resuming it would continue that run, not this one. Resume with that run's arguments, or start this "
+            "run afresh (--overwrite_output_dir replaces the earlier run's outputs, or choose another --output_dir)")
+
+
+def _shown(value) -> str:
+    return "unset" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+__all__ = ["load_checkpoint_weights", "FullWeightsResumeMixin", "is_complete_checkpoint", "resolve_resume_checkpoint",
+           "checkpoint_belongs_to", "RESUME_LATEST", "RunFingerprintCallback", "read_run_fingerprint",
+           "check_run_fingerprint", "RunOutputs", "check_output_dir", "replace_earlier_run"]
+
+
+# --------------------------------------------------------------------------- the output folder
 
 _WRITE_PROBE = ".attg-mae-write-check-"
+REPLACE, KEEP = "replace", "keep"
 
 
-def check_output_dir(training_args, run_args) -> None:
+@dataclass(frozen=True)
+class RunOutputs:
+    """What a command writes into its output_dir, for `check_output_dir` and `replace_earlier_run`.
+
+    `kind(entry)` says what an entry of the folder is: REPLACE (an earlier run's output, removed by
+    `--overwrite_output_dir`), KEEP (the package's, left in place) or None (not the package's: refused).
+    `collides(entry)` is True for an entry the run would write over (a resumed run refuses one that is not its
+    own). `what` lists the outputs, for the messages.
+    """
+
+    kind: Callable[[Path], str | None]
+    collides: Callable[[Path], bool]
+    what: str
+
+
+def _entries(path: Path) -> list[Path]:
+    # another process of this run may be probing the folder right now: its probe file is not an earlier run
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if not p.name.startswith(_WRITE_PROBE))
+
+
+def _replaces_earlier_run(training_args, run_args) -> bool:
+    """`--overwrite_output_dir` without resuming a checkpoint inside the folder (that continues the run it holds)."""
+    resume = training_args.resume_from_checkpoint
+    if not run_args.overwrite_output_dir:
+        return False
+    if not resume:
+        return True
+    return str(resume).lower() not in RESUME_LATEST and not checkpoint_belongs_to(resume, training_args.output_dir)
+
+
+def _foreign_message(path: Path, foreign: list[Path], outputs: RunOutputs, why: str) -> str:
+    names = ", ".join(f"{p.name}/" if p.is_dir() else p.name for p in foreign[:8])
+    names += f" and {len(foreign) - 8} more" if len(foreign) > 8 else ""
+    clash = [p.name for p in foreign if outputs.collides(p)]
+    clash_text = f" (the run writes its own {', '.join(clash)} there)" if clash else ""
+    return (f"output_dir {path} holds {names}, which this package did not write{clash_text}. {why} Move "
+            f"{'them' if len(foreign) > 1 else 'it'} out of {path}, or choose another --output_dir")
+
+
+def check_output_dir(training_args, run_args, outputs: RunOutputs | None = None) -> None:
     """Refuse to write into a non-empty `training_args.output_dir` unless asked to (`run_args.overwrite_output_dir`),
     or unless resuming a checkpoint of the run it holds; fail now, not after data and maps, when it cannot be
-    written. Shared by pre-training and fine-tuning (both resume through the Trainer)."""
+    written. Shared by pre-training and fine-tuning (both resume through the Trainer).
+
+    With `outputs` (what the command writes), also: `--overwrite_output_dir` is refused for a folder holding
+    anything the package did not write (it replaces only an earlier run's outputs, see `replace_earlier_run`), and
+    a resumed run for a folder where something not the package's stands where the run writes (a user's encoder/).
+    """
     path = Path(training_args.output_dir)
     resume = training_args.resume_from_checkpoint
-    # another process of this run may be probing the folder right now: its probe file is not an earlier run
-    used = path.is_dir() and any(not p.name.startswith(_WRITE_PROBE) for p in path.iterdir())
+    entries = _entries(path)
+    used = bool(entries)
     if used and not run_args.overwrite_output_dir:
         if not resume:
             raise ValueError(
@@ -155,9 +268,47 @@ def check_output_dir(training_args, run_args) -> None:
                 "not empty: continuing there would overwrite that run's model, card and state. Choose an empty "
                 "--output_dir (or the checkpoint's own run folder), or pass --overwrite_output_dir to replace it"
             )
+    if used and outputs is not None:
+        foreign = [p for p in entries if outputs.kind(p) is None]
+        if _replaces_earlier_run(training_args, run_args):
+            if foreign:
+                raise ValueError(_foreign_message(
+                    path, foreign, outputs, f"--overwrite_output_dir replaces only an earlier run's outputs "
+                    f"({outputs.what}), never anything else."))
+        elif any(outputs.collides(p) for p in foreign):
+            raise ValueError(_foreign_message(
+                path, [p for p in foreign if outputs.collides(p)], outputs,
+                "The resumed run would fail on it at its end, after training."))
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=_WRITE_PROBE):
             pass
     except OSError as error:
         raise ValueError(f"output_dir {path} cannot be written ({error})") from None
+
+
+def replace_earlier_run(training_args, run_args, outputs: RunOutputs) -> list[str]:
+    """With `--overwrite_output_dir` (and no resume of a checkpoint inside the folder), remove the earlier run's
+    outputs from `output_dir` (the entries `outputs.kind` calls REPLACE) so that none survives into the new run: no
+    stale checkpoint for `--resume_from_checkpoint last`, no stale export for `--push_to_hub`. Call it on the main
+    process only, after every check, just before training. Returns the names removed."""
+    if not _replaces_earlier_run(training_args, run_args):
+        return []
+    path = Path(training_args.output_dir)
+    entries = _entries(path)
+    foreign = [p for p in entries if outputs.kind(p) is None]
+    if foreign:  # appeared since check_output_dir: still not ours to remove
+        raise ValueError(_foreign_message(path, foreign, outputs, "--overwrite_output_dir replaces only an earlier "
+                                          f"run's outputs ({outputs.what})."))
+    removed = []
+    # checkpoints first: a kill half-way leaves no old checkpoint for `last` (the fingerprint would refuse it too)
+    replaced = [p for p in entries if outputs.kind(p) == REPLACE]
+    for entry in sorted(replaced, key=lambda p: not _CHECKPOINT_RE.match(p.name)):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    if removed:
+        logger.info("--overwrite_output_dir: removed the earlier run's %s from %s", ", ".join(removed), path)
+    return removed

@@ -187,10 +187,17 @@ def load_source_encoder(checkpoint, flag: str = "--checkpoint"):
 
 
 def load_source_processor(checkpoint, image_processor=None, config=None):
-    """The source's `ViTImageProcessor` (or the one of `image_processor`), checked against the model's input size."""
+    """The source's `ViTImageProcessor` (or the one of `image_processor`), checked against the model's input size.
+    A Trainer `checkpoint-N` without one has its run folder's (`model_source.processor_source`)."""
     from transformers import ViTImageProcessor
 
-    source = image_processor if image_processor is not None else checkpoint
+    from .model_source import processor_source
+
+    try:
+        source = image_processor if image_processor is not None else processor_source(checkpoint)
+    except ValueError as error:  # a checkpoint-N of a run that never wrote its processor
+        raise ValueError(f"--checkpoint: {error}; or pass --image_processor with a folder or Hub id that has "
+                         "one") from None
     flag = "--image_processor" if image_processor is not None else "--checkpoint"
     try:
         processor = ViTImageProcessor.from_pretrained(os.path.expanduser(os.fspath(source)))

@@ -9,9 +9,12 @@ form 'repo_name' or 'namespace/repo_name'".
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 # Model types whose encoders `features.extract_features` understands (CLS first, then optional registers, then patches).
 VIT_MODEL_TYPES = ("vit_mae", "vit", "deit", "dinov2", "dinov2_with_registers", "vit_msn")
@@ -60,17 +63,47 @@ def load_config(model_name_or_path, flag: str = "--model_name_or_path", **kwargs
                          f"{error}") from error
 
 
+PROCESSOR_FILE = "preprocessor_config.json"
+
+
+def processor_source(model_name_or_path):
+    """Where the image processor of a checkpoint is: the checkpoint itself, or, for a Trainer `checkpoint-N` without
+    one (older runs saved none in it), its run folder's (`data.source.run_folder_of`: the run writes it there).
+
+    Raises ValueError for a `checkpoint-N` whose run folder has none either (a run killed before its end): the
+    normalisation it trained with is unknown, and ImageNet's would give other features of the same weights. Every
+    reader of a checkpoint's processor asks here: the normalisation below, and the encoder export.
+    """
+    from .data.source import run_folder_of
+
+    text = os.fspath(model_name_or_path)
+    folder = Path(os.path.expanduser(text))
+    if not folder.is_dir() or (folder / PROCESSOR_FILE).is_file():
+        return model_name_or_path
+    run = run_folder_of(folder)
+    if run is None or not (folder / "trainer_state.json").is_file():
+        return model_name_or_path  # not a Trainer checkpoint: no run folder to read it from
+    if (run / PROCESSOR_FILE).is_file():
+        return str(run)
+    raise ValueError(
+        f"{text} is a Trainer checkpoint without {PROCESSOR_FILE}, and its run folder {run} has none either (the run "
+        "did not reach its end): the normalisation it was trained with is unknown, and ImageNet's would give other "
+        f"features of the same weights. Put the run's {PROCESSOR_FILE} into {text} or {run} (the image processor "
+        "run_pretrain.py saves: ImageNet mean/std unless the run continued from a checkpoint with other values)")
+
+
 def checkpoint_normalisation(model_name_or_path, cache_dir=None, revision=None) -> tuple[tuple, tuple] | None:
     """`(mean, std)` from the checkpoint's `preprocessor_config.json` (a key it lacks: ImageNet's), or None when the
     checkpoint has no such file. Every consumer of a checkpoint's normalisation reads it here: evaluation,
-    fine-tuning, and pre-training continued from a checkpoint."""
+    fine-tuning, and pre-training continued from a checkpoint. A Trainer `checkpoint-N` reads its run folder's
+    (`processor_source`)."""
     from transformers.utils import cached_file
 
     from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     path = cached_file(
-        model_name_or_path,
-        "preprocessor_config.json",
+        processor_source(model_name_or_path),
+        PROCESSOR_FILE,
         cache_dir=cache_dir,
         revision=revision,
         _raise_exceptions_for_missing_entries=False,
@@ -139,8 +172,10 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
     loader = ViTMAEModel if model_type == "vit_mae" else AutoModel
     kwargs = {"add_pooling_layer": False} if model_type in ("vit", "deit") else {}
     verbosity = transformers_logging.get_verbosity()
-    if model_type == "vit_mae":  # the decoder weights of a pre-training checkpoint are unused here, by design
-        transformers_logging.set_verbosity_error()
+    # transformers' load report is silenced: the weights missing or of another shape are refused below, and the
+    # unused ones are reported there too, except those unused by design (a pre-training checkpoint's decoder; the
+    # pooler of a ViTModel, such as the package's own encoder export, loaded without one: features are tokens)
+    transformers_logging.set_verbosity_error()
     try:
         model, loading = loader.from_pretrained(model_name_or_path, cache_dir=cache_dir, revision=revision,
                                                 output_loading_info=True, **kwargs)
@@ -160,6 +195,12 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
         raise ValueError(f"--model_name_or_path {model_name_or_path!r}: the checkpoint has no usable weights for "
                          f"{len(absent)} encoder parameter(s) ({', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}); "
                          "they would be random. Is it a complete export of this architecture?")
+    unused = sorted(str(key) for key in loading.get("unexpected_keys") or []
+                    if not str(key).startswith(("decoder.", "pooler.")))
+    if unused:
+        logger.warning("%s: %d weight(s) of the checkpoint are not part of the %s encoder and are not used (%s%s)",
+                       model_name_or_path, len(unused), model_type, ", ".join(unused[:5]),
+                       ", ..." if len(unused) > 5 else "")
     model.eval().requires_grad_(False)
     mean, std = image_normalisation(model_name_or_path, cache_dir, revision)
     info = EncoderInfo(
@@ -175,5 +216,5 @@ def load_encoder(model_name_or_path: str, cache_dir: str | None = None, revision
     return model, info
 
 
-__all__ = ["check_model_path", "load_config", "checkpoint_normalisation", "image_normalisation", "EncoderInfo",
-           "VIT_MODEL_TYPES", "load_encoder"]
+__all__ = ["check_model_path", "load_config", "processor_source", "checkpoint_normalisation", "image_normalisation",
+           "EncoderInfo", "VIT_MODEL_TYPES", "load_encoder"]

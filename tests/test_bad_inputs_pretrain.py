@@ -74,6 +74,43 @@ def _string_map_column(tmp_path):
     return ["--dataset_name", str(tmp_path / "maps"), "--max_train_samples", "40"]
 
 
+def _foreign_files(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    return ["--overwrite_output_dir"]
+
+
+def _users_encoder(tmp_path, *extra):
+    folder = tmp_path / "out" / "encoder"  # a folder of the user's, not an export of this package
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "vit"}')
+    return list(extra)
+
+
+def _complete_checkpoint(tmp_path, step, fingerprint=None):
+    import json
+
+    checkpoint = tmp_path / "out" / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"\0" * 16)
+    state = {"global_step": step, "stateful_callbacks": {}}
+    if fingerprint is not None:
+        state["stateful_callbacks"]["RunFingerprintCallback"] = {"args": {"fingerprint": fingerprint}}
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    return checkpoint
+
+
+def _users_encoder_on_resume(tmp_path):
+    _complete_checkpoint(tmp_path, 2)
+    return _users_encoder(tmp_path, "--resume_from_checkpoint", "last")
+
+
+def _checkpoint_of_another_run(tmp_path):
+    # the fingerprints are compared key by key: one that records only another learning rate is enough
+    checkpoint = _complete_checkpoint(tmp_path, 2, {"learning_rate": 0.5})
+    return ["--learning_rate", "0.25", "--resume_from_checkpoint", str(checkpoint)]
+
+
 CASES = [
     dict(id="non-vit-checkpoint", input="`--model_name_or_path` pointing at a BERT (or any non-ViTMAE) checkpoint",
          setup=_bert_checkpoint, message="is a 'bert' checkpoint; pre-training continues only from a ViTMAE",
@@ -123,6 +160,34 @@ CASES = [
          stage="data"),
     dict(id="missing-image-column", input="`--image_column_name picture` (no such column)",
          args=["--image_column_name", "picture"], message="'picture'.*image.*label", stage="data"),
+    dict(id="overwrite-foreign-files", input="`--overwrite_output_dir` into a folder holding files the package did "
+         "not write", setup=_foreign_files,
+         message="holds notes.txt, which this package did not write. --overwrite_output_dir replaces only an "
+                 "earlier run's outputs", stage="arguments"),
+    dict(id="users-encoder-overwrite", input="`--overwrite_output_dir` into a folder holding a user's `encoder/`",
+         setup=lambda tmp_path: _users_encoder(tmp_path, "--overwrite_output_dir"),
+         message="holds encoder/, which this package did not write \\(the run writes its own encoder there\\). "
+                 "--overwrite_output_dir replaces only", stage="arguments"),
+    dict(id="users-encoder-resume", input="`--resume_from_checkpoint last` in a run folder holding a user's `encoder/`",
+         setup=_users_encoder_on_resume,
+         message="holds encoder/, which this package did not write \\(the run writes its own encoder there\\). "
+                 "The resumed run would fail on it", stage="arguments"),
+    dict(id="resume-another-runs-checkpoint", input="`--resume_from_checkpoint` naming a checkpoint of a run with "
+         "other arguments (here another `--learning_rate`)", setup=_checkpoint_of_another_run,
+         message="is a checkpoint of a run with other arguments \\(learning_rate 0.5 there, 0.25 here\\)",
+         stage="arguments"),
+    dict(id="self-maps-after-the-last-epoch", input="`--attention_method self` whose warm-up lasts the whole run "
+         "(`--attention_refresh_epochs 2 --num_train_epochs 2`)",
+         args=["--attention_method", "self", "--attention_refresh_epochs", "2", "--max_steps", "-1",
+               "--num_train_epochs", "2"],
+         message="computes its first maps at the start of epoch 2 .* --num_train_epochs 2 ends the run before",
+         stage="arguments"),
+    dict(id="self-maps-after-the-last-step", input="`--attention_method self` whose warm-up lasts the whole run "
+         "(`--attention_warmup_epochs 1 --max_steps 6`, 6 steps an epoch)",
+         args=["--attention_method", "self", "--attention_refresh_epochs", "1", "--attention_warmup_epochs", "1",
+               "--max_steps", "6"],
+         message="computes its first maps at the start of epoch 1 .* after 6 steps .* --max_steps 6 ends the run "
+                 "before", stage="data"),
 ]
 
 

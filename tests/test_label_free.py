@@ -160,13 +160,14 @@ def test_online_maps_replace_a_stored_map_column_the_source_happens_to_have(tmp_
 
 def test_the_self_maps_warm_up_ignores_a_stored_map_column(tmp_path):
     # one warm-up epoch (3 steps): a plain MAE, whose loss logs no object_loss_share, not a run guided by the column
+    # (a second epoch, guided by the first self maps: a run that ends with its warm-up is refused)
     args = tiny_pretrain_args(tmp_path, "--attention_method", "self", "--attention_refresh_epochs", "1",
-                              "--num_train_epochs", "1", "--eval_strategy", "no", "--save_strategy", "no",
+                              "--num_train_epochs", "2", "--eval_strategy", "no", "--save_strategy", "no",
                               "--num_pictures", "0", "--dataloader_num_workers", "0", synthetic=False)
     run(*parse_arguments(args), dataset=_with_a_stored_constant_map_column(tmp_path))
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
-    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
-    assert not [e for e in state["log_history"] if "object_loss_share" in e]
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4, 5, 6]
+    assert not [e for e in state["log_history"] if "object_loss_share" in e and e["step"] <= 3]
 
 
 def test_a_second_pass_over_a_stream_draws_new_crops(tmp_path, monkeypatch):
@@ -316,6 +317,15 @@ def test_self_maps_warm_up_as_mae_change_only_at_refresh_points_and_survive_a_re
     other = tmp_path / "other"
     shutil.copytree(full / "checkpoint-9", other / "checkpoint-9")
     schedule = [*SELF_FLAGS, "--attention_refresh_epochs", "2", "--attention_warmup_epochs", "0"]
+    with pytest.raises(ValueError, match="a run with other arguments \\(attention_refresh_epochs 1 there, 2 here; "
+                                         "attention_warmup_epochs 1 there, 0 here\\)"):
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, *schedule, "--resume_from_checkpoint",
+                                                str(other / "checkpoint-9"), name="other")))
+    # a checkpoint without the run's fingerprint (an older version's): the maps' own record still refuses it
+    state_file = other / "checkpoint-9" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["RunFingerprintCallback"]
+    state_file.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="holds the maps of epoch 1, but .* epoch 1 trains with those of epoch 0"):
         run(*parse_arguments(tiny_pretrain_args(tmp_path, *schedule, "--resume_from_checkpoint",
                                                 str(other / "checkpoint-9"), name="other")))

@@ -332,14 +332,20 @@ def test_an_image_folder_without_images_is_refused(tmp_path):
 
 
 def test_an_existing_output_dir_is_not_overwritten_unless_asked(tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "precious.txt").write_text("an earlier run")
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no")))
+    earlier = (tmp_path / "out" / "model.safetensors").read_bytes()
     with pytest.raises(ValueError, match="exists and is not empty.*overwrite_output_dir"):
         run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1")))
-    assert (tmp_path / "out" / "precious.txt").read_text() == "an earlier run"
-    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1", "--eval_strategy", "no",
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == earlier
+    # --overwrite_output_dir replaces the earlier run's outputs, but not a file the package did not write
+    (tmp_path / "out" / "precious.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds precious.txt, which this package did not write"):
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "1", "--overwrite_output_dir")))
+    assert (tmp_path / "out" / "precious.txt").read_text() == "mine"
+    (tmp_path / "out" / "precious.txt").unlink()
+    run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "2", "--eval_strategy", "no",
                                    "--overwrite_output_dir")))
-    assert (tmp_path / "out" / "model.safetensors").exists()
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() != earlier
 
 
 def test_another_process_probing_the_output_dir_is_not_an_earlier_run(tmp_path):

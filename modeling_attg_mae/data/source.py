@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from .arguments import (
@@ -59,10 +60,38 @@ def write_data_source(output_dir, data_args: DataSourceArguments) -> Path:
     return path
 
 
+def run_folder_of(checkpoint) -> Path | None:
+    """The run folder a local checkpoint folder is part of, or None: the parent of a Trainer `checkpoint-N` (it has
+    the Trainer's trainer_state.json) or of an encoder export (`export.export_format_of`). The run writes what they
+    lack next to them: its data record and (at its end) its image processor."""
+    from ..export import export_format_of
+
+    folder = Path(os.path.expanduser(os.fspath(checkpoint)))
+    if not folder.is_dir():
+        return None
+    trainer_checkpoint = re.match(r"^checkpoint-\d+$", folder.name) and (folder / "trainer_state.json").is_file()
+    if trainer_checkpoint or export_format_of(folder) is not None:
+        return folder.resolve().parent
+    return None
+
+
+def data_source_path(checkpoint) -> Path | None:
+    """The data record that applies to a local checkpoint folder: its own, else its run folder's (a `checkpoint-N`
+    or an encoder export evaluates on the run's data, like the run folder), else None."""
+    path = Path(os.path.expanduser(os.fspath(checkpoint))) / DATA_SOURCE_FILE
+    if path.is_file():
+        return path
+    run = run_folder_of(checkpoint)
+    if run is not None and (run / DATA_SOURCE_FILE).is_file():
+        return run / DATA_SOURCE_FILE
+    return None
+
+
 def read_data_source(checkpoint) -> dict | None:
-    """The record of a local checkpoint folder, or None (no record, or not a local folder)."""
-    path = Path(os.fspath(checkpoint)) / DATA_SOURCE_FILE
-    if not path.is_file():
+    """The record of a local checkpoint folder (or of the run folder it is part of, see `data_source_path`), or
+    None (no record, or not a local folder)."""
+    path = data_source_path(checkpoint)
+    if path is None:
         return None
     try:
         record = json.loads(path.read_text())
@@ -96,7 +125,7 @@ def use_recorded_source(data_args: DataSourceArguments, checkpoint) -> dict | No
         if hasattr(data_args, name) and getattr(data_args, name) == default and record.get(name):
             setattr(data_args, name, record[name])
     logger.warning("no data flag: evaluating on the checkpoint's pre-training data %s (from %s)",
-                   dataset_label(record), Path(os.fspath(checkpoint)) / DATA_SOURCE_FILE)
+                   dataset_label(record), data_source_path(checkpoint))
     return record
 
 
@@ -118,5 +147,5 @@ def dataset_label(source: dict) -> str:
             f"val{synthetic['num_validation']}-seed{synthetic['seed']}{colour}")
 
 
-__all__ = ["DATA_SOURCE_FILE", "data_source", "dataset_label", "read_data_source", "use_recorded_source",
-           "write_data_source"]
+__all__ = ["DATA_SOURCE_FILE", "data_source", "data_source_path", "dataset_label", "read_data_source", "run_folder_of",
+           "use_recorded_source", "write_data_source"]

@@ -236,6 +236,49 @@ DEMO_ARGUMENTS = {
 CONFIG_FIELDS = ("mask_ratio", "norm_pix_loss", "attg_guidance", "attg_temperature", "attg_temperature_end",
                  "attg_temperature_schedule", "attg_quantile")
 
+# The arguments that define a run, recorded in each checkpoint (checkpointing.RunFingerprintCallback) so that a
+# resume continues only a checkpoint of the same run: everything that changes the weights it ends with. Not the
+# paths, logging, saving, evaluation, pictures, k-NN or Hub flags, nor how the work is spread (processes, workers:
+# the effective batch is what the run is).
+FINGERPRINT_FIELDS = {
+    "model": ("model_preset", "config_overrides", "mask_ratio", "norm_pix_loss"),
+    "data": ("streaming", "streaming_shuffle_buffer", "max_train_samples", "attention_column", "attention_method",
+             "attention_model_name_or_path", "attention_source_column", "attention_grid_size", "attention_online",
+             "attention_refresh_epochs", "attention_warmup_epochs"),
+    "attg": ("attg_guidance", "attg_temperature", "attg_temperature_end", "attg_temperature_schedule", "attg_quantile"),
+    "training": ("seed", "data_seed", "learning_rate", "max_steps", "warmup_steps", "weight_decay", "adam_beta1",
+                 "adam_beta2", "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "lr_scheduler_kwargs", "optim",
+                 "optim_args", "bf16", "fp16", "dataloader_drop_last"),
+}
+
+
+def run_fingerprint(model_args, data_args, attg_args, training_args) -> dict:
+    """`{flag: value}` of the arguments that define the run (`FINGERPRINT_FIELDS`), JSON-able: the data source as
+    `data.source.data_source` records it (local paths absolute), the effective batch, and `num_train_epochs` only
+    when `max_steps` does not override it."""
+    from ..data.arguments import SYNTHETIC_FLAGS
+    from ..data.source import data_source
+
+    def plain(value):
+        value = getattr(value, "value", value)  # enums (lr_scheduler_type, optim) as their strings
+        return value if isinstance(value, (bool, int, float, str, type(None), list, dict)) else str(value)
+
+    groups = {"model": model_args, "data": data_args, "attg": attg_args, "training": training_args}
+    fingerprint = {name: plain(getattr(groups[group], name, None))
+                   for group, names in FINGERPRINT_FIELDS.items() for name in names}
+    model = model_args.model_name_or_path
+    fingerprint["model_name_or_path"] = os.path.abspath(model) if model and os.path.isdir(model) else model
+    recorded = data_source(data_args)
+    synthetic = recorded.pop("synthetic") or {}
+    recorded.pop("version")
+    fingerprint.update(recorded)
+    fingerprint.update({flag: synthetic.get(name) for flag, name in SYNTHETIC_FLAGS.items()})
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        fingerprint["num_train_epochs"] = training_args.num_train_epochs
+    fingerprint["effective_batch_size"] = effective_batch_size(training_args)
+    return fingerprint
+
+
 # MAE's recipe, applied where the user did not set the TrainingArguments field explicitly (with the data loader's
 # workers, which depend on the machine: `dataloader_workers`).
 MAE_TRAINING_DEFAULTS = {

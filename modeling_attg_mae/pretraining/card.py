@@ -18,12 +18,18 @@ from ..modeling_attg_mae import save_for_inference_and_pretraining
 from .arguments import DataArguments, ModelArguments, effective_batch_size
 
 
+def run_image_processor(size: int, mean, std) -> ViTImageProcessor:
+    """The run's image processor: saved with the export and into every checkpoint-N (the Trainer's
+    processing_class)."""
+    return ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std),
+                             resample=3)  # 3 = bicubic
+
+
 def export_checkpoint(model, output_dir: Path, size: int, mean, std) -> None:
     """Safetensors weights (mask_ratio 0 for stock pipelines, see `save_for_inference_and_pretraining`) and an
     image processor, so that `pipeline("image-feature-extraction", model=output_dir)` works out of the box."""
     save_for_inference_and_pretraining(model, output_dir)
-    ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std),
-                      resample=3).save_pretrained(output_dir)  # 3 = bicubic
+    run_image_processor(size, mean, std).save_pretrained(output_dir)
     from ..export import export_encoder  # + <output_dir>/encoder: a ViTModel with every token in order (the run's own)
     export_encoder(output_dir, overwrite=True)
 

@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from ..checkpointing import check_output_dir, resolve_resume_checkpoint
+from ..checkpointing import (
+    RunFingerprintCallback,
+    check_output_dir,
+    check_run_fingerprint,
+    replace_earlier_run,
+    resolve_resume_checkpoint,
+)
 from ..configuration_attg_mae import AttGViTMAEConfig, image_size_of, patch_size_of
 from ..data.loading import load_data_source
 from ..data.source import write_data_source
@@ -24,9 +30,10 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..model_source import checkpoint_normalisation
 from ..modeling_attg_mae import AttGViTMAEForPreTraining
 from ..temperature import AttGTemperatureCallback
-from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments
-from .card import export_checkpoint, run_knn_on_checkpoint, write_model_card
+from .arguments import CONFIG_FIELDS, MODEL_PRESETS, AttGArguments, DataArguments, ModelArguments, run_fingerprint
+from .card import export_checkpoint, run_image_processor, run_knn_on_checkpoint, write_model_card
 from .dataset import StreamPasses, check_attention_arguments, knn_eval_splits, load_pretraining_data
+from .outputs import PRETRAINING_OUTPUTS
 from .trainer import AttGTrainer, AugmentationEpochCallback, ReconstructionPictureCallback
 
 logger = logging.getLogger(__name__)
@@ -85,9 +92,12 @@ def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, at
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")
-    check_output_dir(training_args, attg_args)
+    check_output_dir(training_args, attg_args, PRETRAINING_OUTPUTS)
     training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
                                                                      training_args.output_dir)
+    # a resume continues this run only: not an old run's checkpoint-N, nor one of a run with other arguments
+    check_run_fingerprint(training_args.resume_from_checkpoint,
+                          run_fingerprint(model_args, data_args, attg_args, training_args))
     if attg_args.run_knn and data_args.train_dir and not data_args.validation_dir:
         raise ValueError("--run_knn evaluates on the splits besides the training one, but --train_dir was given "
                          "without --validation_dir; add one, or drop --run_knn and run run_knn.py later")
@@ -125,6 +135,7 @@ def check_label_free_run(data_args: DataArguments, attg_args: AttGArguments, tra
         if training_args.dataloader_persistent_workers:
             raise ValueError("--attention_method self hands each epoch's workers the maps of the last refresh; "
                              "persistent workers would keep the first ones: drop --dataloader_persistent_workers")
+        check_self_maps_schedule(data_args, training_args)  # with --max_steps: again once the data is known
         if training_args.resume_from_checkpoint and not self_maps_resume_verified():
             from .._dependencies import installed_version
 
@@ -175,6 +186,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
                                    run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
     if data_args.attention_online or self_maps:
         splits = {name: without_stored_maps(part) for name, part in splits.items()}
+    if self_maps:
+        check_self_maps_schedule(data_args, training_args, len(splits[data_args.train_split]))
     set_seed(training_args.seed)
     model = build_model(model_args, attg_args, config)
     train = splits[data_args.train_split]
@@ -204,7 +217,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
             collator, train, data_args.image_column_name, mean, std, data_args.attention_grid_size,
             data_args.attention_refresh_epochs, _warmup_epochs(data_args), data_args.attention_batch_size,
             attg_args.num_pictures)
-    callbacks = [AttGTemperatureCallback(), AugmentationEpochCallback(collator)]
+    callbacks = [AttGTemperatureCallback(), AugmentationEpochCallback(collator),
+                 RunFingerprintCallback(run_fingerprint(model_args, data_args, attg_args, training_args))]
     if refresher is not None:
         callbacks.append(refresher)
     pictures = None
@@ -224,9 +238,16 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         callbacks.append(monitor)
     # batches of the collator's columns read through Arrow in one call (stored maps as one array), see data/rows.py
     rows = training_rows(train, [data_args.image_column_name, "attention_map", "__index__"])
+    # every check has passed: only now does --overwrite_output_dir remove the earlier run's outputs (main process)
+    with training_args.main_process_first(local=False, desc="replacing the earlier run"):
+        if training_args.process_index == 0:
+            replace_earlier_run(training_args, attg_args, PRETRAINING_OUTPUTS)
+    # processing_class: the Trainer saves the run's image processor into each checkpoint-N, which the evaluation and
+    # the export then read (a checkpoint of a killed run has no run folder processor to fall back on)
     trainer = AttGTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=validation,
                           data_collator=collator, eval_data_collator=eval_collator, callbacks=callbacks,
-                          online_attention_maps=online, maps_optional=self_maps)
+                          online_attention_maps=online, maps_optional=self_maps,
+                          processing_class=run_image_processor(size, mean, std))
     for callback in (pictures, monitor, refresher):
         if callback is not None:
             callback.trainer = trainer
@@ -302,6 +323,39 @@ def check_streaming_arguments(data_args: DataArguments, attg_args: AttGArguments
         raise ValueError(f"{', '.join(per_epoch)}: a streaming training split is read pass after pass as one epoch of "
                          "--max_steps steps, which ends with the run; use the steps strategy (--save_steps, "
                          "--eval_steps, --logging_steps)")
+
+
+def check_self_maps_schedule(data_args: DataArguments, training_args: TrainingArguments,
+                             num_train_rows: int | None = None) -> None:
+    """Refuse a self-maps run that ends before its first maps: they are computed at the start of epoch W (the
+    warm-up, `_warmup_epochs`; then every K epochs, see self_maps.is_refresh_epoch), so a run of W epochs or fewer
+    trains a plain MAE throughout, under a card that says AttG with self maps. With `--num_train_epochs` it is
+    known from the arguments; with `--max_steps` from the number of steps an epoch has (`num_train_rows`, as the
+    Trainer counts them)."""
+    warmup = _warmup_epochs(data_args)
+    if warmup == 0:
+        return  # the first maps come from the initial weights, before the first step
+    flags = (f"--attention_warmup_epochs {warmup}" if data_args.attention_warmup_epochs is not None else
+             f"--attention_refresh_epochs {warmup}, the warm-up when --attention_warmup_epochs is unset")
+    fix = ("lower --attention_warmup_epochs (0: the first maps from the initial weights) or train longer, or use "
+           "--attg_guidance none for a plain MAE")
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        epochs = training_args.num_train_epochs
+        if warmup >= epochs:
+            raise ValueError(f"--attention_method self computes its first maps at the start of epoch {warmup} "
+                             f"({flags}), but --num_train_epochs {epochs:g} ends the run before: it would train a "
+                             f"plain MAE throughout, under a card that says self maps; {fix}")
+        return
+    if num_train_rows is None:
+        return
+    per_step = training_args.per_device_train_batch_size * max(training_args.world_size, 1)
+    batches = num_train_rows // per_step if training_args.dataloader_drop_last else math.ceil(num_train_rows / per_step)
+    steps_per_epoch = max(math.ceil(batches / training_args.gradient_accumulation_steps), 1)  # as the Trainer counts
+    if warmup * steps_per_epoch >= training_args.max_steps:
+        raise ValueError(f"--attention_method self computes its first maps at the start of epoch {warmup} "
+                         f"({flags}), after {warmup * steps_per_epoch} steps ({steps_per_epoch} an epoch: "
+                         f"{num_train_rows} training images), but --max_steps {training_args.max_steps} ends the run "
+                         f"before: it would train a plain MAE throughout, under a card that says self maps; {fix}")
 
 
 def _warmup_epochs(data_args: DataArguments) -> int:

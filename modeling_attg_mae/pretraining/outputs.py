@@ -1,0 +1,80 @@
+"""What a pre-training run writes into its `--output_dir`, for the one output-folder guard
+(`checkpointing.check_output_dir` / `replace_earlier_run`).
+
+`--overwrite_output_dir` replaces an earlier run: every entry listed here is removed before the new run trains (a
+stale `checkpoint-N` would be taken by `--resume_from_checkpoint last`, a stale `encoder-timm/` pushed with
+`--push_to_hub`), and a folder holding anything else is refused, since it is not the package's to delete. Files a
+user may well keep under the same name are recognised by content, not by name alone: the card (README.md) by its
+attg-mae tag, config.json by its model type, an export folder by `export.export_format_of`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..checkpointing import KEEP, REPLACE, RunOutputs
+
+# files of the run folder: the stock-loadable export, the Trainer's state, the data record, the k-NN after training
+# (and the results of the evaluations, should they be pointed at the run folder), the embedding plot
+_FILES = {"model.safetensors", "preprocessor_config.json", "trainer_state.json", "training_args.bin",
+          "attg_mae_data.json", "embedding.png", "embedding_tsne.json"}
+_RESULTS = re.compile(r"^[a-z_]+_results\.json$")  # knn_results.json, linear_probe_results.json, ...
+# folders: Trainer checkpoints, TensorBoard logs, pictures, the k-NN's feature cache, the export's staging folders
+_CHECKPOINT = re.compile(r"^checkpoint-\d+$")
+_FOLDERS = {"runs", "pictures", "feature_cache"}
+_STAGING = re.compile(r"^\.(encoder|encoder-timm)\.(tmp|old)-")
+# benchmarks/attg_vs_mae.py opens <output_dir>/train.log before it starts this run: removing it would lose the log
+_KEPT = {"train.log"}
+# what the run writes itself, at the end: a foreign entry of that name stops it after training
+_WRITES = {"encoder", "README.md", "config.json", "model.safetensors", "preprocessor_config.json",
+           "attg_mae_data.json", "trainer_state.json"}
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_evaluation_output(folder: Path) -> bool:
+    """A folder of evaluation results only (the study's eval-<name>/ folders)."""
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    return bool(files) and all(_RESULTS.match(p.name) or p.name in ("embedding.png", "embedding_tsne.json")
+                               for p in files)
+
+
+def output_kind(entry: Path) -> str | None:
+    """REPLACE for an earlier pre-training run's output, KEEP for the study's log, None for anything else."""
+    from ..export import export_format_of
+
+    name = entry.name
+    if name in _KEPT and entry.is_file():
+        return KEEP
+    if entry.is_dir():
+        if (_CHECKPOINT.match(name) or name in _FOLDERS or _STAGING.match(name) or export_format_of(entry)
+                or _is_evaluation_output(entry)):
+            return REPLACE
+        return None
+    if name in _FILES or _RESULTS.match(name):
+        return REPLACE
+    if name == "README.md":  # the model card (hub.render_model_card tags it attg-mae)
+        return REPLACE if "attg-mae" in _text(entry) else None
+    if name == "config.json":
+        try:
+            return REPLACE if json.loads(_text(entry)).get("model_type") == "vit_mae" else None
+        except (ValueError, AttributeError):
+            return None
+    return None
+
+
+def collides(entry: Path) -> bool:
+    return entry.name in _WRITES
+
+
+PRETRAINING_OUTPUTS = RunOutputs(
+    kind=output_kind, collides=collides,
+    what="checkpoint-N, the exported model and its encoder/ and encoder-timm/ exports, the card, runs/ logs, "
+         "pictures/, feature_cache/ and results")
