@@ -40,13 +40,14 @@ from typing import Literal
 import torch
 
 from .configuration_attg_mae import patch_size_of
+from .output_folders import CONFIG_FILE, check_output_folder, export_format_of
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("hf", "timm")
 ENCODER_SUBFOLDER = {"hf": "encoder", "timm": "encoder-timm"}  # default output folders inside the checkpoint
 HUB_REPO_SUFFIX = {"hf": "-encoder", "timm": "-timm"}  # the pushed repo: <hub_model_id><suffix>
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+WEIGHTS_FILE = "model.safetensors"
 # tokens of the exported model must equal extract_features on the source to this (float32 round-off only)
 EXPORT_ATOL = 1e-5
 
@@ -70,61 +71,6 @@ def default_output_dir(checkpoint, format: str = "hf") -> Path:
     if not os.path.isdir(os.path.expanduser(os.fspath(checkpoint))):
         raise ValueError(f"--checkpoint {os.fspath(checkpoint)!r} is not a local folder (a Hub id?): pass --output_dir")
     return Path(os.path.expanduser(os.fspath(checkpoint))) / ENCODER_SUBFOLDER[format]
-
-
-def export_format_of(folder) -> str | None:
-    """"hf" or "timm" when `folder` holds an export this module wrote, else None.
-
-    Not any ViT or timm folder: a fine-tuned `ViTForImageClassification`, a DINO `ViTModel` or a downloaded timm
-    model also have `model_type: vit` / `architecture`, and `--overwrite_output_dir` must never delete those. An "hf"
-    export is the only `ViTModel` with the identity pooler (`pooler_act: linear`, see `vit_config_from`); a timm
-    export carries the "attg_mae" key of `timm_config`.
-    """
-    try:
-        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict):
-        return None
-    if (config.get("model_type") == "vit" and config.get("architectures") == ["ViTModel"]
-            and config.get("pooler_act") == "linear"):
-        return "hf"
-    if "architecture" in config and isinstance(config.get("attg_mae"), dict):
-        return "timm"
-    return None
-
-
-def check_output_folder(output_dir, overwrite: bool, previous_output, what: str, sources=(), hint: str = "",
-                        ) -> Path:
-    """Refuse, before any work, an `--output_dir` whose replacement would destroy something this package did not
-    write: the one "folder holds only our earlier output" guard of the commands that replace their output folder
-    whole (the encoder export, the maps CLI).
-
-    It may not be a source (`sources`: `(description, path)` pairs, e.g. `("--train_dir", "photos/")`) or a folder
-    above one; an existing non-empty folder needs `overwrite`, and even then is replaced only when
-    `previous_output(folder)` returns None (an earlier output of the command; else it returns why not, named in
-    the error). `what` names that output in the error ("an encoder export"); `hint` is appended to the source error.
-    """
-    output_dir = Path(os.path.expanduser(os.fspath(output_dir)))
-    target = output_dir.resolve()
-    for description, source in sources:
-        if source is None:
-            continue
-        source = Path(os.path.expanduser(os.fspath(source)))
-        if source.exists() and (target == source.resolve() or target in source.resolve().parents):
-            raise ValueError(f"--output_dir {output_dir} is {description} {source} or a folder above it: "
-                             f"the output would replace its source{hint}")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise ValueError(f"--output_dir {output_dir} already exists and is not empty; pass --overwrite_output_dir "
-                             "to replace it, or choose another --output_dir")
-        why = previous_output(output_dir)
-        if why is not None:
-            raise ValueError(f"--output_dir {output_dir} holds something other than {what} ({why}); not replacing "
-                             "it even with --overwrite_output_dir")
-    return output_dir
 
 
 def check_output_dir(output_dir, checkpoint, overwrite: bool) -> Path:

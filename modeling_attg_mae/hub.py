@@ -292,7 +292,7 @@ def push_encoder_to_hub(encoder_dir, repo_id: str, source_repo_id: str | None = 
     """Upload an export of modeling_attg_mae.export to its own repo (`<source repo>-encoder` by convention: the
     widget and `pipeline(repo)` need the model at a repo root). A ViTModel export's card is rendered again first,
     with the repo ids in place of local paths. Returns the commit URL."""
-    from .export import export_format_of
+    from .output_folders import export_format_of
 
     encoder_dir = Path(encoder_dir)
     format = export_format_of(encoder_dir)

@@ -68,13 +68,13 @@ PROCESSOR_FILE = "preprocessor_config.json"
 
 def processor_source(model_name_or_path):
     """Where the image processor of a checkpoint is: the checkpoint itself, or, for a Trainer `checkpoint-N` without
-    one (older runs saved none in it), its run folder's (`data.source.run_folder_of`: the run writes it there).
+    one (older runs saved none in it), its run folder's (`output_folders.run_folder_of`: the run writes it there).
 
     Raises ValueError for a `checkpoint-N` whose run folder has none either (a run killed before its end): the
     normalisation it trained with is unknown, and ImageNet's would give other features of the same weights. Every
     reader of a checkpoint's processor asks here: the normalisation below, and the encoder export.
     """
-    from .data.source import run_folder_of
+    from .output_folders import run_folder_of
 
     text = os.fspath(model_name_or_path)
     folder = Path(os.path.expanduser(text))

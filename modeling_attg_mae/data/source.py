@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
+from ..output_folders import run_folder_of
 from .arguments import (
     SOURCE_FLAGS,
     SYNTHETIC_FLAGS,
@@ -58,21 +58,6 @@ def write_data_source(output_dir, data_args: DataSourceArguments) -> Path:
     path = Path(output_dir) / DATA_SOURCE_FILE
     path.write_text(json.dumps(data_source(data_args), indent=2, sort_keys=True) + "\n")
     return path
-
-
-def run_folder_of(checkpoint) -> Path | None:
-    """The run folder a local checkpoint folder is part of, or None: the parent of a Trainer `checkpoint-N` (it has
-    the Trainer's trainer_state.json) or of an encoder export (`export.export_format_of`). The run writes what they
-    lack next to them: its data record and (at its end) its image processor."""
-    from ..export import export_format_of
-
-    folder = Path(os.path.expanduser(os.fspath(checkpoint)))
-    if not folder.is_dir():
-        return None
-    trainer_checkpoint = re.match(r"^checkpoint-\d+$", folder.name) and (folder / "trainer_state.json").is_file()
-    if trainer_checkpoint or export_format_of(folder) is not None:
-        return folder.resolve().parent
-    return None
 
 
 def data_source_path(checkpoint) -> Path | None:

@@ -27,7 +27,7 @@ from ..cli import parse_cli, parse_json
 from ..data.arguments import DataSourceArguments
 from ..data.images import decode_image, undecoded_images
 from ..data.loading import load_data_source
-from ..export import check_output_folder
+from ..output_folders import check_output_folder
 from .map_step import AttentionMapStep, add_attention_maps
 from .registry import METHODS
 

@@ -48,7 +48,7 @@ def _is_evaluation_output(folder: Path) -> bool:
 
 def output_kind(entry: Path) -> str | None:
     """REPLACE for an earlier pre-training run's output, KEEP for the study's log, None for anything else."""
-    from ..export import export_format_of
+    from ..output_folders import export_format_of
 
     name = entry.name
     if name in _KEPT and entry.is_file():
