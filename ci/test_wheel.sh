@@ -9,7 +9,11 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 work=$(mktemp -d "${TMPDIR:-/tmp}/attg-mae-wheel.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-"$PYTHON" -m pip wheel -q --no-deps -w "$work/dist" "$repo"
+# built from a copy of the tracked files: an in-tree build reuses build/lib, so a module deleted or renamed since the
+# last build (or an untracked file) would still ship and still import
+mkdir "$work/src"
+git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 tar -cf - --) | tar -xf - -C "$work/src"
+"$PYTHON" -m pip wheel -q --no-deps -w "$work/dist" "$work/src"
 "$PYTHON" -m venv "$work/venv"
 py="$work/venv/bin/python"
 "$py" -m pip install -q "$TORCH_SPEC"              # the CPU build first: a plain `torch` requirement is a CUDA one
@@ -45,3 +49,8 @@ tiny=$tiny,decoder_hidden_size=32,decoder_num_hidden_layers=1,decoder_num_attent
 test -f "$work/run/model.safetensors" && test -f "$work/run/encoder/model.safetensors"
 grep -q '"global_step": 2' "$work/run/trainer_state.json"
 echo "wheel: attg-mae-pretrain ran 2 steps from the installed wheel ($work/run)"
+# an evaluation too: it needs the metric module and the card template shipped inside the package
+"$work/venv/bin/attg-mae-knn" --model_name_or_path "$work/run" --ks 1 --output_dir "$work/knn" --progress false \
+  > "$work/knn.log" 2>&1 || { tail -n 30 "$work/knn.log"; exit 1; }
+grep -q '"top1"' "$work/knn/knn_results.json" && grep -qi "k-NN" "$work/run/README.md"
+echo "wheel: attg-mae-knn evaluated it and wrote its results into the card"

@@ -9,14 +9,16 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def packaged_path(*parts: str) -> Path:
-    """`<repository>/<parts>` in a checkout (or an editable install), else the copy shipped as
-    `modeling_attg_mae/<parts>` in an installed wheel.
+    """The copy shipped as `modeling_attg_mae/<parts>` in an installed wheel, else `<repository>/<parts>` in a
+    checkout (or an editable install).
 
     When neither exists the checkout path is returned, not an error: the caller refuses it with a message that names
     what it needed (a metric module, the card template) and where it looked.
     """
-    candidates = (_PACKAGE.parent.joinpath(*parts), _PACKAGE.joinpath(*parts))
-    return next((path for path in candidates if path.exists()), candidates[0])
+    # the package's own copy first: in an install, the folder above the package is site-packages, where an
+    # unrelated top-level `metrics/` or `model_cards/` may stand
+    candidates = (_PACKAGE.joinpath(*parts), _PACKAGE.parent.joinpath(*parts))
+    return next((path for path in candidates if path.exists()), candidates[1])
 
 
 __all__ = ["packaged_path"]

@@ -189,3 +189,111 @@ def test_label_free_pre_training_takes_any_class_sets(tmp_path):
         tmp_path, "--train_dir", str(train), "--validation_dir", str(val), "--attg_guidance", "none",
         "--max_steps", "1", "--eval_strategy", "no", "--num_pictures", "0", synthetic=False)))
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+# --- what the red-team review of the alignment found (Hub-layout parquet, mixed label kinds, retrieval, monitor) ---
+
+def _hub_layout(tmp_path, classes_per_split, names_per_split=None):
+    """A Hub-layout folder (data/<split>-00000-of-00001.parquet), each split class-encoded on its own: the file of a
+    split declares its own ClassLabel in its schema metadata (`Dataset.to_parquet`), as a per-split push does."""
+    root = tmp_path / "hub"
+    (root / "data").mkdir(parents=True)
+    for split, classes in classes_per_split.items():
+        names = (names_per_split or {}).get(split, sorted(classes))
+        rows = [(name, i) for name in classes for i in range(PER_CLASS)]
+        datasets.Dataset.from_dict(
+            {"image": [_image(name, i) for name, i in rows], "label": [names.index(name) for name, _ in rows]},
+            features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}),
+        ).to_parquet(root / "data" / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+@pytest.mark.parametrize("validation_names", [["green", "red"], ["red", "green", "blue"]])
+def test_hub_layout_parquet_splits_encoded_on_their_own_keep_their_files_names(checkpoint, tmp_path,
+                                                                               validation_names):
+    # datasets applies the first file's features to every split: validation's ids 0, 1 were read as blue, green
+    # (k-NN 0.0 / 33.3 %); each file's own metadata names its ids
+    folder = _hub_layout(tmp_path, {"train": ["blue", "green", "red"], "validation": validation_names[::-1]},
+                         {"train": ["blue", "green", "red"], "validation": validation_names})
+    payload = run_knn.main(_knn_flags(checkpoint, tmp_path, "--dataset_name", str(folder)))
+    assert _top1(payload) == 100.0 and payload["num_classes"] == 3
+
+
+@pytest.mark.parametrize("train, validation", [
+    (datasets.Value("int64"), datasets.ClassLabel(names=["green", "red"])),  # ids in train, names in validation
+    (datasets.Value("string"), datasets.Value("int64")),  # names in train, ids in validation
+    (datasets.ClassLabel(names=["blue", "green", "red"]), datasets.Value("int64")),
+])
+def test_class_names_in_one_split_and_plain_ids_in_another_are_refused(train, validation):
+    from modeling_attg_mae.data.loading import align_class_labels
+
+    values = {"int64": [0, 1], "string": ["green", "red"]}
+    def column(feature):
+        return values.get(getattr(feature, "dtype", "int64"), [0, 1])
+    dataset = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"label": column(train)}, features=datasets.Features({"label": train})),
+        "validation": datasets.Dataset.from_dict({"label": column(validation)},
+                                                 features=datasets.Features({"label": validation}))})
+    with pytest.raises(ValueError, match=r"holds class names in split\(s\) \['\w+'\] but plain integer ids in "
+                                         r"\['\w+'\]: nothing says which class an id is"):
+        align_class_labels(dataset, "train", "label")
+
+
+def test_label_retrieval_keeps_a_query_class_the_database_lacks(checkpoint, tmp_path):
+    import run_retrieval
+
+    train = _folder(tmp_path / "train", ["blue", "green", "red"])
+    val = _folder(tmp_path / "val", ["blue", "green", "purple"])  # purple queries have no positive in the database
+    payload = run_retrieval.main(["--model_name_or_path", str(checkpoint), "--train_dir", str(train),
+                                  "--validation_dir", str(val), "--output_dir", str(tmp_path / "out"),
+                                  "--feature_cache_dir", str(tmp_path / "features"), "--cache_dir", str(tmp_path / "hf"),
+                                  "--progress", "false", "--update_model_card", "false", "--kappas", "1"])
+    (row,) = payload["results"]
+    assert (row["num_queries"], row["num_empty"]) == (3 * PER_CLASS, PER_CLASS)
+    assert row["map"] == 100.0  # identical images: each blue / green query finds its own first
+
+
+def test_an_eval_class_without_train_rows_is_named_in_a_warning(checkpoint, tmp_path, caplog):
+    # one ClassLabel shared by both splits, purple absent from train: its rows can only be misses
+    names = ["blue", "green", "purple", "red"]
+    feature = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    def split(classes):
+        rows = [(name, i) for name in classes for i in range(PER_CLASS)]
+        return datasets.Dataset.from_dict({"image": [_image(n, i) for n, i in rows],
+                                           "label": [names.index(n) for n, _ in rows]}, features=feature)
+    datasets.DatasetDict({"train": split(["blue", "green", "red"]),
+                          "validation": split(["green", "purple"])}).save_to_disk(tmp_path / "saved")
+    with caplog.at_level("WARNING", logger="modeling_attg_mae.evaluation.session"):
+        payload = run_knn.main(_knn_flags(checkpoint, tmp_path, "--dataset_name", str(tmp_path / "saved")))
+    assert _top1(payload) == 50.0
+    assert "split 'validation' holds classes with no row in the train split 'train': ['purple']" in caplog.text
+
+
+def test_pre_training_splits_are_the_same_with_or_without_the_knn_flags(tmp_path):
+    # the aligned splits (and so the maps cached on them) must not depend on --run_knn / --knn_monitor
+    train = _folder(tmp_path / "train", ["blue", "green", "red"])
+    val = _folder(tmp_path / "val", ["green", "red"])
+    args = EvalDataArguments(train_dir=str(train), validation_dir=str(val))
+    label_free = load_data_source(args, tmp_path / "hf", new_classes="append")
+    with_knn = load_data_source(args, tmp_path / "hf", new_classes="refuse")
+    assert label_free["validation"]._fingerprint == with_knn["validation"]._fingerprint
+    assert label_free["validation"]["label"][:] == with_knn["validation"]["label"][:] == [1] * PER_CLASS + [2] * PER_CLASS
+
+
+def test_pre_training_with_knn_refuses_an_unlabelled_row_before_training(tmp_path):
+    from modeling_attg_mae.pretraining import parse_arguments, run
+    from tests.conftest import tiny_pretrain_args
+
+    folder = _saved(tmp_path, {"train": ["blue", "green", "red"], "validation": ["green", "red"]}, encode=False)
+    saved = datasets.load_from_disk(folder)
+    labels = saved["validation"]["label"][:]
+    labels[0] = None  # a row without class
+    saved["validation"] = saved["validation"].remove_columns("label").add_column(
+        "label", labels, feature=datasets.Value("string"))
+    saved.save_to_disk(tmp_path / "with_null")
+    for flag in ("--run_knn", "--knn_monitor"):
+        with pytest.raises(ValueError, match=r"split 'validation' has label -1 in 1 row, outside the class ids"):
+            run(*parse_arguments(tiny_pretrain_args(
+                tmp_path, "--dataset_name", str(tmp_path / "with_null"), "--attg_guidance", "none", flag,
+                "--max_steps", "1", "--num_pictures", "0", name=flag.strip("-"), synthetic=False)))
+        assert not (tmp_path / flag.strip("-") / "model.safetensors").exists()  # refused before training

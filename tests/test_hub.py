@@ -95,14 +95,22 @@ def test_eval_results_and_bad_input(tmp_path):
 
 def test_the_wheel_ships_the_card_template_and_the_metric_module(tmp_path):
     """A non-editable install has no repository around it: the root folders travel inside the package."""
+    import shutil
     import subprocess
     import sys
     import zipfile
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
+    # from a copy of the tracked files, as ci/test_wheel.sh builds: an in-tree build would reuse (and leave) build/lib
+    source = tmp_path / "src"
+    for name in subprocess.run(["git", "-C", str(repo), "ls-files", "-z"], check=True, capture_output=True,
+                               text=True).stdout.split("\0"):
+        if name and (repo / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path), str(repo)], check=True, capture_output=True, timeout=300)
+                    str(tmp_path), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("attg_mae-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "modeling_attg_mae/model_cards/attg_mae.md" in names
@@ -113,3 +121,16 @@ def test_the_wheel_ships_the_card_template_and_the_metric_module(tmp_path):
     assert shipped and shipped <= names, sorted(shipped - names)
     entry_points = zipfile.ZipFile(wheel).read("attg_mae-0.1.0.dist-info/entry_points.txt").decode()
     assert "attg-mae-pretrain = modeling_attg_mae.commands:console.pretrain" in entry_points
+
+
+def test_an_installed_package_reads_its_own_metric_and_card_copies(tmp_path, monkeypatch):
+    # in a wheel install the folder above the package is site-packages, where an unrelated top-level metrics/ may be
+    from modeling_attg_mae import package_files
+
+    site = tmp_path / "site-packages"
+    (site / "modeling_attg_mae" / "metrics" / "top_k_accuracy").mkdir(parents=True)
+    (site / "metrics").mkdir()  # someone else's package
+    monkeypatch.setattr(package_files, "_PACKAGE", site / "modeling_attg_mae")
+    assert package_files.packaged_path("metrics") == site / "modeling_attg_mae" / "metrics"
+    # a checkout has no copy inside the package: the repository's folder (reported by the caller when missing too)
+    assert package_files.packaged_path("model_cards") == site / "model_cards"

@@ -95,7 +95,7 @@ def check_source_choice(
 
 
 def load_data_source(data_args: DataSourceArguments, cache_dir: str | os.PathLike | None = None,
-                     labelled: bool = True) -> datasets.DatasetDict:
+                     new_classes: str = "refuse") -> datasets.DatasetDict:
     """The `DatasetDict` named by the data flags (`DataSourceArguments` or a subclass): the one loader of every
     command line (pre-training, the evaluations, the maps CLI).
 
@@ -103,9 +103,11 @@ def load_data_source(data_args: DataSourceArguments, cache_dir: str | os.PathLik
     none is given, under `<datasets cache>/attg_mae_synthetic`: a dataset on disk lets `datasets.map` cache the
     attention maps computed on it, so a second run with the same data and maps hits that cache.
 
-    `labelled`: with `LabelledDataArguments` (they name a label column and split roles), the splits in use get the
-    train split's class ids by name (`align_class_labels`); a split holding a class the train split lacks is
-    refused. Pre-training without k-NN passes False: it reads no label.
+    With `LabelledDataArguments` (they name a label column and split roles), the splits in use get the train split's
+    class ids by name (`align_class_labels`). `new_classes`: what becomes of a class an eval split holds and the
+    train split lacks: "refuse" (k-NN, probes, fine-tuning: no id could be right), or "append" (its own id after the
+    train split's: retrieval, where such a query has no positive, and pre-training, which reads no label, so that
+    its splits and their cached maps are the same with or without the k-NN flags).
     """
     synthetic = synthetic_kwargs_of(data_args)
     if synthetic is not None and cache_dir is None:
@@ -115,10 +117,10 @@ def load_data_source(data_args: DataSourceArguments, cache_dir: str | os.PathLik
         train_dir=data_args.train_dir, validation_dir=data_args.validation_dir, cache_dir=cache_dir,
         synthetic_kwargs=synthetic, streaming=getattr(data_args, "streaming", False))
     label_column = getattr(data_args, "label_column_name", None)
-    if labelled and label_column is not None and isinstance(dataset, datasets.DatasetDict):  # a stream has no k-NN
+    if label_column is not None and isinstance(dataset, datasets.DatasetDict):  # a stream has no k-NN
         train_split = data_args.train_split
         dataset = align_class_labels(dataset, train_split, label_column,
-                                     [train_split, *(data_args.eval_splits or dataset.keys())])
+                                     [train_split, *(data_args.eval_splits or dataset.keys())], new_classes)
     return dataset
 
 
@@ -170,6 +172,8 @@ def load_image_dataset(
         dataset = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
         if not isinstance(dataset, datasets.DatasetDict):  # an IterableDatasetDict (streaming) has no __len__
             raise ValueError(f"{dataset_name!r} did not load as a DatasetDict (got {type(dataset).__name__})")
+        if os.path.isdir(dataset_name):
+            dataset = _with_file_class_names(dataset, dataset_name)
         return dataset
     if train_dir is not None:
         splits = {"train": train_dir} if validation_dir is None else {"train": train_dir, "validation": validation_dir}
@@ -204,6 +208,56 @@ def _in_class_folders(path: str | os.PathLike) -> bool:
     return found
 
 
+def _file_class_names(path: str) -> dict[str, list[str]]:
+    """`{column: names}` of the `ClassLabel` columns a parquet file's own `datasets` metadata declares."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    try:
+        features = json.loads(metadata[b"huggingface"])["info"]["features"]
+    except (KeyError, ValueError, TypeError):
+        return {}
+    return {name: list(feature["names"]) for name, feature in features.items()
+            if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" and "names" in feature}
+
+
+def _with_file_class_names(dataset: datasets.DatasetDict, folder: str | os.PathLike) -> datasets.DatasetDict:
+    """A Hub-layout folder's splits with the class names their own parquet files declare.
+
+    `datasets` reads the features of the first data file and applies them to every split, so a validation file
+    written with `ClassLabel([green, red])` next to a train file with `[blue, green, red]` has its ids 0, 1 read as
+    blue, green, with no error (a split encoded on its own, e.g. by `class_encode_column`). Each file carries its own
+    names in its schema metadata: a split whose files agree on other names than the ones it was given gets them back
+    (same ids), so that `align_class_labels` can match them by name; files of one split that disagree are refused.
+    """
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        files = DataFilesDict.from_patterns(get_data_patterns(os.fspath(folder)), base_path=os.fspath(folder))
+    except Exception:  # not a layout datasets' patterns resolve (e.g. a loading script): nothing to compare
+        return dataset
+    result = dict(dataset)
+    for split, paths in files.items():
+        if split not in dataset:
+            continue
+        declared = [_file_class_names(path) for path in paths if str(path).endswith(".parquet")]
+        for column, feature in dataset[split].features.items():
+            if not isinstance(feature, datasets.ClassLabel):
+                continue
+            names = {tuple(file_names[column]) for file_names in declared if column in file_names}
+            if len(names) > 1:
+                raise ValueError(f"{os.fspath(folder)}: the parquet files of split {split!r} give column {column!r} "
+                                 f"different class names {sorted(names)}; the same id would mean different classes "
+                                 "within one split: write every file of a split with one ClassLabel")
+            if names and list(next(iter(names))) != list(feature.names):  # the same ids, under the file's names
+                ids = np.array(result[split].with_format("arrow")[column].to_pylist(), dtype=np.int64)
+                result[split] = _with_label_column(result[split], column, ids,
+                                                   datasets.ClassLabel(names=list(next(iter(names)))))
+    return datasets.DatasetDict(result)
+
+
 def _train_class_names(split_dataset, label_column: str) -> list[str] | None:
     """The class names that define the ids: a `ClassLabel`'s names in their order (its ids stay), or the sorted
     distinct values of a string column; None for anything else (plain integer ids carry no name to compare)."""
@@ -216,21 +270,45 @@ def _train_class_names(split_dataset, label_column: str) -> list[str] | None:
     return None
 
 
-def _names_of_rows(split_dataset, label_column: str) -> list | None:
-    """Each row's class name (None for no label: a ClassLabel's -1 or a null string); None when the column holds
-    neither a `ClassLabel` nor strings."""
+def _label_kind(split_dataset, label_column: str) -> str:
+    """"names" (a `ClassLabel` or class-name strings), "ids" (plain integers) or "other" (floats, ...: the label
+    column check names those)."""
     feature = (split_dataset.features or {}).get(label_column)
+    if isinstance(feature, datasets.ClassLabel) or (
+            isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        return "names"
+    dtype = getattr(feature, "dtype", "")
+    return "ids" if isinstance(feature, datasets.Value) and dtype.startswith(("int", "uint")) else "other"
+
+
+def _names_of_rows(split_dataset, label_column: str, split: str) -> list:
+    """Each row's class name (None for no label: a ClassLabel's -1 or a null string) of a "names" column."""
+    feature = split_dataset.features[label_column]
     values = split_dataset.with_format("arrow")[label_column].to_pylist()
-    if isinstance(feature, datasets.ClassLabel):
-        names = feature.names
-        return [names[value] if value is not None and 0 <= value < len(names) else None for value in values]
-    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+    if isinstance(feature, datasets.Value):  # strings
         return values
-    return None
+    names = feature.names
+    bad = sorted({value for value in values if value is not None and not -1 <= value < len(names)})
+    if bad:
+        raise ValueError(f"label_column {label_column!r}: split {split!r} holds ids {bad[:5]} outside its own "
+                         f"ClassLabel's {len(names)} names {names[:20]}: those rows name no class")
+    return [None if value is None or value < 0 else names[value] for value in values]
+
+
+def _with_label_column(split_dataset, label_column: str, ids: np.ndarray, feature: datasets.ClassLabel):
+    """`split_dataset` with `ids` as its `label_column` under `feature`: a new in-memory column next to the
+    (memory-mapped) images, since a cast or map would rewrite every image."""
+    temporary = f"__{label_column}_aligned__"  # added before the old column goes: it may be the only one
+    aligned = split_dataset.add_column(temporary, ids, feature=feature)
+    aligned = aligned.remove_columns(label_column).rename_column(temporary, label_column)
+    return aligned.select_columns(split_dataset.column_names)
+
+
+NEW_CLASSES = ("refuse", "append")
 
 
 def align_class_labels(dataset: datasets.DatasetDict, train_split: str, label_column: str,
-                       splits: Iterable[str] | None = None) -> datasets.DatasetDict:
+                       splits: Iterable[str] | None = None, new_classes: str = "refuse") -> datasets.DatasetDict:
     """`dataset` with the `label_column` of `splits` (default: all) re-indexed to the train split's classes, by name.
 
     Sources give each split its own ids: `imagefolder` numbers the class folders of each split folder, and
@@ -238,43 +316,56 @@ def align_class_labels(dataset: datasets.DatasetDict, train_split: str, label_co
     in a [green, red] validation split. The train split's names decide: a `ClassLabel`'s names in their order, or,
     for a string column, its sorted distinct values (the package encodes strings itself, with that one mapping for
     every split). Every other split's rows are mapped by name and get the same `ClassLabel`; a split lacking some
-    train classes is fine. Raises ValueError naming the split and the classes when a split holds a class the train
-    split lacks (its rows would have no id). Left as they are: plain integer columns (no names to compare), splits
-    without the column, and a dataset without the train split (the column and split checks report those).
+    train classes is fine.
+
+    A class a split holds and the train split lacks: `new_classes="refuse"` raises ValueError naming the split and
+    the classes (k-NN, probes, fine-tuning: no id could be right); "append" gives each such class an id after the
+    train split's, in name order (retrieval: a query without positive; pre-training, which reads no label).
+    Refused too: class names in some splits and plain integer ids in others (nothing says which class an id is).
+    Left as they are: plain integer ids in every split, splits without the column, and a dataset without the train
+    split (the column and split checks report those).
     """
+    if new_classes not in NEW_CLASSES:
+        raise ValueError(f"new_classes must be one of {NEW_CLASSES}, got {new_classes!r}")
     if train_split not in dataset or label_column not in dataset[train_split].column_names:
         return dataset
+    used = [split for split in dict.fromkeys([train_split, *(dataset.keys() if splits is None else splits)])
+            if split in dataset and label_column in dataset[split].column_names]
+    kinds = {split: _label_kind(dataset[split], label_column) for split in used}
+    named, numbered = [s for s in used if kinds[s] == "names"], [s for s in used if kinds[s] == "ids"]
+    if named and numbered:
+        raise ValueError(
+            f"label_column {label_column!r} holds class names in split(s) {named} but plain integer ids in "
+            f"{numbered}: nothing says which class an id is, so they cannot be matched. Store the classes the same way "
+            f"in every split: as a ClassLabel or class-name strings (e.g. dataset[split] = dataset[split].cast_column("
+            f"{label_column!r}, dataset[{named[0]!r}].features[{label_column!r}]) when that split's ids are already "
+            f"{named[0]!r}'s), or as integer ids everywhere")
+    if kinds[train_split] != "names":
+        return dataset  # integer ids (or a dtype the label column check refuses) in every split
     names = _train_class_names(dataset[train_split], label_column)
-    if names is None:
-        return dataset
-    feature = datasets.ClassLabel(names=names)
-    ids = {name: index for index, name in enumerate(names)}
-    result = dict(dataset)
-    for split in dict.fromkeys([train_split, *(dataset.keys() if splits is None else splits)]):
-        if split not in dataset or label_column not in dataset[split].column_names:
-            continue
-        split_dataset = dataset[split]
-        if split_dataset.features[label_column] == feature:
-            continue  # the same names in the same order: the ids already agree
-        rows = _names_of_rows(split_dataset, label_column)
-        if rows is None:
-            continue  # plain integer ids: nothing to compare them by
-        unknown = sorted({name for name in rows if name is not None and name not in ids})
-        if unknown:
-            shown = ", ".join(repr(name) for name in unknown[:10]) + (f" and {len(unknown) - 10} more"
-                                                                       if len(unknown) > 10 else "")
+    rows = {split: _names_of_rows(dataset[split], label_column, split) for split in named}
+    known = set(names)
+    unknown = {split: sorted({n for n in split_rows if n is not None and n not in known})
+               for split, split_rows in rows.items()}
+    for split, extra in unknown.items():
+        if extra and new_classes == "refuse":
+            shown = ", ".join(repr(name) for name in extra[:10]) + (f" and {len(extra) - 10} more"
+                                                                     if len(extra) > 10 else "")
             raise ValueError(
                 f"label_column {label_column!r}: split {split!r} holds class names that the train split "
                 f"{train_split!r} lacks: {shown} (the train split's classes: {names[:20]}"
                 f"{' ...' if len(names) > 20 else ''}). Class ids are the train split's, matched by name, so those "
                 f"rows would have none: add those classes to the train split, drop their rows from {split!r}, or "
                 f"leave {split!r} out with --eval_splits")
-        # a new in-memory column next to the (memory-mapped) images: cast or map would rewrite every image
-        temporary = f"__{label_column}_aligned__"  # added before the old column goes: it may be the only one
-        aligned = split_dataset.add_column(
-            temporary, np.array([-1 if name is None else ids[name] for name in rows], dtype=np.int64), feature=feature)
-        aligned = aligned.remove_columns(label_column).rename_column(temporary, label_column)
-        result[split] = aligned.select_columns(split_dataset.column_names)
+    names = names + sorted({name for extra in unknown.values() for name in extra})  # "append": after the train's
+    feature = datasets.ClassLabel(names=names)
+    ids = {name: index for index, name in enumerate(names)}
+    result = dict(dataset)
+    for split in named:
+        if dataset[split].features[label_column] == feature:
+            continue  # the same names in the same order: the ids already agree
+        values = np.array([-1 if name is None else ids[name] for name in rows[split]], dtype=np.int64)
+        result[split] = _with_label_column(dataset[split], label_column, values, feature)
     return datasets.DatasetDict(result)
 
 

@@ -689,7 +689,8 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
 def _run_labelled(model_args, data_args, run_args, retrieval_args, dataset, accelerator) -> dict:
     from .session import EvaluationData, EvaluationSession
 
-    data = EvaluationData(data_args, model_args.model_name_or_path, model_args.cache_dir, dataset)
+    # a query class the database lacks is a query without positive (counted as "empty"), not an error
+    data = EvaluationData(data_args, model_args.model_name_or_path, model_args.cache_dir, dataset, new_classes="append")
     for split in data.splits:  # before the encoder is loaded (EvaluationData refused labels outside the classes)
         if len(data.dataset[split]) == 0:
             role = "database" if split == data.train_split else "query"

@@ -20,6 +20,7 @@ a split through the feature cache.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,8 @@ import torch
 from ..model_source import load_encoder
 from .feature_cache import cache_key, checkpoint_fingerprint
 from .runner import cached_features_of_all_processes, eval_transform_for, extract_split_features, num_classes_of
+
+logger = logging.getLogger(__name__)
 
 
 def check_label_column(split_dataset, split: str, image_column: str, label_column: str) -> None:
@@ -66,7 +69,7 @@ def check_label_range(labels: torch.Tensor, num_classes: int, split: str, label_
         found += f" and {values.numel() - 5} other values"
     raise ValueError(
         f"split {split!r} has {found}, outside the class ids [0, {num_classes}) of label_column {label_column!r}; "
-        f"-1 is datasets' 'no label': drop those rows first (e.g. dataset.filter(lambda r: r[{label_column!r}] >= 0)) "
+        f"-1 is datasets' 'no label' (also a null class name): drop those rows first (e.g. dataset.filter(lambda r: r[{label_column!r}] >= 0)) "
         f"or choose labelled splits with --train_split / --eval_splits"
     )
 
@@ -80,9 +83,12 @@ class EvaluationData:
         model_name_or_path: the checkpoint whose recorded pre-training data applies when no data flag is given.
         cache_dir: the Hugging Face cache for the dataset.
         dataset: a `DatasetDict` to use instead of loading `data_args`' source (tests, notebooks).
+        new_classes: a class an eval split holds and the train split lacks: "refuse" (k-NN, probes, fine-tuning) or
+            "append" (label-based retrieval, where such a query has no positive), see `align_class_labels`.
     """
 
-    def __init__(self, data_args, model_name_or_path, cache_dir: str | None = None, dataset=None):
+    def __init__(self, data_args, model_name_or_path, cache_dir: str | None = None, dataset=None,
+                 new_classes: str = "refuse"):
         from ..data.loading import align_class_labels, check_split, load_data_source
         from ..data.source import data_source, dataset_label, use_recorded_source
 
@@ -91,10 +97,11 @@ class EvaluationData:
         self.train_split = data_args.train_split
         self.image_column, self.label_column = data_args.image_column_name, data_args.label_column_name
         if dataset is None:
-            self.dataset = load_data_source(data_args, cache_dir)  # class ids aligned across splits there
+            self.dataset = load_data_source(data_args, cache_dir, new_classes)  # class ids aligned there
         else:  # a dataset of the caller's gets the loader's alignment too
             self.dataset = align_class_labels(dataset, self.train_split, self.label_column,
-                                              [self.train_split, *(data_args.eval_splits or dataset.keys())])
+                                              [self.train_split, *(data_args.eval_splits or dataset.keys())],
+                                              new_classes)
         source = data_source(data_args)
         # what the data is: the results' "dataset" label, and (with the split's fingerprint) the feature cache's key
         self.label = dataset_label(source)
@@ -117,6 +124,14 @@ class EvaluationData:
             labels = self.labels(split)
             if labels.numel():  # an empty split has no label to check (its callers refuse it by role)
                 check_label_range(labels, self.num_classes, split, self.label_column)
+        trained = set(self.train_labels.tolist())
+        for split in self.eval_splits:
+            unseen = sorted(set(self.labels(split).tolist()) - trained)
+            if unseen:  # e.g. a ClassLabel shared by every split, some of whose classes have no train row
+                names = self.class_names
+                logger.warning(f"split {split!r} holds classes with no row in the train split {self.train_split!r}: "
+                               f"{[names[c] for c in unseen[:10]]}; no k-NN vote, probe or fine-tuned head can "
+                               "predict them (their rows count as misses), and retrieval finds no positive for them")
 
     @property
     def splits(self) -> list[str]:

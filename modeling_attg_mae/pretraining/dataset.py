@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import datasets
+import numpy as np
 import torch
 
 from ..data.loading import check_split, load_data_source
@@ -28,7 +29,8 @@ def load_pretraining_data(data_args: DataArguments, model_args: ModelArguments, 
 
     if dataset is None:
         with main_process_first(desc="dataset loading"):
-            dataset = load_data_source(data_args, model_args.cache_dir, labelled=run_knn)
+            dataset = load_data_source(data_args, model_args.cache_dir,
+                                       new_classes="refuse" if run_knn else "append")
     wanted = [data_args.train_split] + ([data_args.validation_split] if data_args.validation_split else [])
     for split in wanted:
         check_split(dataset, split, "--train_split" if split == data_args.train_split else "--validation_split")
@@ -112,6 +114,20 @@ def check_knn_splits(dataset, data_args: DataArguments) -> None:
             raise ValueError(f"--run_knn / --knn_monitor need a --label_column_name {data_args.label_column_name!r} "
                              f"column of class ids; split {split!r} has {dataset[split].column_names}. Pass "
                              "--label_column_name, or drop --run_knn / --knn_monitor")
+    # the evaluation's label checks, here before training: a row without a class would be refused by --run_knn
+    # only after the whole run, and scored as a silent miss by the monitor
+    from ..evaluation.runner import num_classes_of
+    from ..evaluation.session import check_label_column, check_label_range
+
+    label = data_args.label_column_name
+    labels = {split: torch.as_tensor(np.array(dataset[split].with_format("arrow")[label].to_numpy(
+                                     zero_copy_only=False)), dtype=torch.long) for split in [data_args.train_split, *splits]}
+    for split in labels:
+        check_label_column(dataset[split], split, data_args.image_column_name, label)
+    num_classes = num_classes_of(dataset[data_args.train_split], label, labels[data_args.train_split])
+    for split, split_labels in labels.items():
+        if split_labels.numel():
+            check_label_range(split_labels, num_classes, split, label)
 
 
 def check_attention_arguments(data_args: DataArguments) -> None:

@@ -176,9 +176,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
 
     if dataset is None:
         with training_args.main_process_first(desc="dataset loading"):
-            # labels (aligned across splits) only for the k-NN: label-free pre-training takes any class sets
+            # class ids aligned across splits either way (the same splits, and cached maps, with or without the
+            # k-NN flags); a class only an eval split holds is refused only where the k-NN would score it
             source = load_data_source(data_args, model_args.cache_dir,
-                                      labelled=attg_args.run_knn or attg_args.knn_monitor)
+                                      new_classes="refuse" if attg_args.run_knn or attg_args.knn_monitor else "append")
     else:
         source = dataset
     streaming = check_streaming_run(source, data_args, attg_args, training_args, needs_maps or self_maps)
