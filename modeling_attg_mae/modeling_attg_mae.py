@@ -131,11 +131,14 @@ def normalize_attention_map(attention_map: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each row of `(B, N)` to [0, 1]: `M_norm = (M - min) / (max - min)`.
 
     A constant row has no object to point at: it becomes all zeros, hence weights `exp(0) = 1` (plain MAE),
-    instead of the 0/0 = NaN of the formula.
+    instead of the 0/0 = NaN of the formula. A row with a NaN or inf value is no map at all: it becomes all NaN,
+    rather than pass for a constant one (a silent plain MAE). Nothing is read on the host: maps are refused where they
+    are made (`modeling_attg_mae.data.transforms.check_finite_attention_maps`).
     """
     low = attention_map.amin(dim=1, keepdim=True)
-    span = attention_map.amax(dim=1, keepdim=True) - low
-    return torch.where(span > 0, (attention_map - low) / torch.where(span > 0, span, 1.0), 0.0)
+    span = attention_map.amax(dim=1, keepdim=True) - low  # finite exactly when the whole row is (amin/amax keep NaN)
+    normalized = torch.where(span > 0, (attention_map - low) / torch.where(span > 0, span, 1.0), 0.0)
+    return torch.where(torch.isfinite(span), normalized, torch.nan)
 
 
 def _invert(attention_norm: torch.Tensor) -> torch.Tensor:
@@ -219,12 +222,13 @@ class _TorchInit:
 
 
 def _checked_temperature(temperature):
-    """A tau given to the model (forward's `temperature`, `set_attg_temperature`): a tensor of values > 0 (as float32)
-    or a number checked by the config's `check_temperature`."""
+    """A tau given to the model (forward's `temperature`, `set_attg_temperature`): a number is checked by the config's
+    `check_temperature` (ValueError); a tensor is returned as float32 with every value that is not > 0 made NaN, so
+    that the guided weights and loss it gives are NaN. A tensor is not read on the host: on an accelerator that is a
+    device-to-host sync every step, and `torch.export` / `torch.compile(fullgraph=True)` cannot trace the branch."""
     if torch.is_tensor(temperature):
-        if not bool((temperature > 0).all()):
-            raise ValueError(f"temperature (tau) must be > 0, got {temperature}")
-        return temperature.float()
+        temperature = temperature.float()
+        return torch.where(temperature > 0, temperature, torch.nan)
     return check_temperature(temperature, "temperature (tau)")
 
 
@@ -236,7 +240,9 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
     change, not a new Python float, so `torch.compile` does not recompile).
 
     The config is validated where it enters: when it is built, and once here when the model is built from it; the
-    forward checks only its own inputs (pixel_values, attention_map, noise, temperature), not the config again. An
+    forward checks only its own inputs (pixel_values, attention_map, noise, temperature), not the config again, and
+    only what the host knows (types, shapes, Python numbers): it never reads a device value, so a guided step needs
+    no device-to-host sync and the model traces with `torch.export` and `torch.compile(fullgraph=True)`. An
     unknown `attg_guidance` written into `model.config` afterwards still fails at the loss's dispatch.
     """
 
@@ -287,10 +293,12 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
                 f"{pixel_values.shape[0]} (expected attention_map of shape ({pixel_values.shape[0]}, "
                 f"{grid[0]}, {grid[1]}))"
             )
-        attention = attention.detach()
-        if not torch.isfinite(attention).all():
-            raise ValueError("attention_map contains NaN or inf values; fix the maps (e.g. recompute them)")
-        return normalize_attention_map(attention)
+        # the map's values are not checked here: reading them on the host would stall every step on an accelerator and
+        # keep torch.export / torch.compile(fullgraph=True) from tracing the forward. Maps are refused where they are
+        # made or loaded (data.transforms.check_finite_attention_maps: the collator, the map step, the self maps,
+        # online maps under their debug flag); one with NaN or inf that gets here anyway is NaN after normalisation,
+        # and the forward makes its weights and the loss NaN
+        return normalize_attention_map(attention.detach())
 
     @can_return_tuple
     def forward(
@@ -307,13 +315,17 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Normalised images.
         attention_map (`torch.FloatTensor` of shape `(batch_size, h, w)` or `(batch_size, h * w)`, *optional*):
-            Object-discovery map M, any real values (min-max normalised per image here), on any grid
+            Object-discovery map M, any finite real values (min-max normalised per image here), on any grid
             (resampled to the patch grid by `resample_attention_map`). Required unless `attg_guidance="none"`.
+            Its values are not checked here (no device-to-host read in the forward): a map with NaN or inf gives NaN
+            weights and a NaN loss; the package's collator, map step and self maps refuse such maps where they are
+            made.
         noise (`torch.FloatTensor` of shape `(batch_size, num_patches)`, *optional*):
             ViTMAE's masking noise (the smallest `1 - mask_ratio` share is kept). Not allowed with
             "input_masking", which derives it from the map.
         temperature (`float` or 0-dim tensor, *optional*):
-            tau of Eq. 1 for this call; defaults to the scheduled `self.attg_temperature`.
+            tau of Eq. 1 for this call; defaults to the scheduled `self.attg_temperature`. A number <= 0 raises; a
+            tensor is not read on the host: a value <= 0 gives NaN weights and loss.
         """
         config = self.config
         guidance = config.attg_guidance
@@ -368,6 +380,9 @@ class AttGViTMAEForPreTraining(ViTMAEForPreTraining):
             else:
                 tau = self.attg_temperature if temperature is None else _checked_temperature(temperature)
                 patch_weights = guidance_weights(attention_norm, guidance, tau, config.attg_quantile)  # (B, N)
+                # a NaN or inf map (NaN rows of attention_norm): NaN weights, hence a NaN loss, in every mode, rather
+                # than the weight 1 or 0 that the flat or threshold modes would give it
+                patch_weights = torch.where(torch.isnan(attention_norm), torch.nan, patch_weights)
                 mask = mask.float()
                 # Eq. 2: gamma * L_rec * M_scaled, averaged over the masked patches as in MAE
                 loss = (patch_loss * (mask * patch_weights)).sum() / mask.sum()

@@ -445,6 +445,25 @@ def test_collator_errors_on_missing_map_or_image(small):
         with_pretrain_transform(small["train"], PretrainTransform(32, 8))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_collator_refuses_a_non_finite_map_naming_its_row(small, bad):
+    # where a stored map column is read (per batch, on the CPU): the model's forward no longer checks (a host read
+    # of a device value every step)
+    rows = [dict(small["train"][i]) for i in range(3)]
+    maps = [np.random.default_rng(i).random((4, 4)).tolist() for i in range(3)]
+    maps[1][2][3] = bad
+    rows = [{**row, "attention_map": m, "__index__": 10 + i} for i, (row, m) in enumerate(zip(rows, maps))]
+    with pytest.raises(ValueError, match="row 11: attention_map contains NaN or inf values"):
+        PretrainCollator(EvalTransform(32, patch_size=8))(rows)
+    with pytest.raises(ValueError, match="row 11: attention_map contains NaN or inf values"):  # maps on other grids
+        PretrainCollator(EvalTransform(32, patch_size=8))([{**row, "attention_map": torch.tensor(m)[: 4 - i]}
+                                                          for i, (row, m) in enumerate(zip(rows, maps))])
+    view = with_pretrain_transform(datasets.Dataset.from_list(
+        [{"image": row["image"], "attention_map": m} for row, m in zip(rows, maps)]), EvalTransform(32, patch_size=8))
+    with pytest.raises(ValueError, match="row 1: attention_map contains NaN or inf values"):
+        view[0:3]
+
+
 # ------------------------------------------------------------------------------------------ loading
 def test_check_columns_names_missing_and_existing(small):
     check_columns(small, "image", "label", ["object_mask"])

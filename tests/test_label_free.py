@@ -331,6 +331,50 @@ def test_self_maps_warm_up_as_mae_change_only_at_refresh_points_and_survive_a_re
                                                 str(other / "checkpoint-9"), name="other")))
 
 
+def test_online_maps_are_checked_only_under_their_debug_flag_and_a_broken_one_makes_the_loss_nan(monkeypatch):
+    from modeling_attg_mae.object_discovery import METHODS
+
+    pixels = torch.stack([to_normalized_tensor(image, RUN_MEAN, RUN_STD) for image in _images(3)])
+    compute = METHODS["spectral_residual"].compute
+
+    def broken(self, inputs):
+        maps = compute(self, inputs)
+        maps[1, 0, 0] = float("inf")
+        return maps
+
+    monkeypatch.setattr(METHODS["spectral_residual"], "compute", broken)
+    # the debug flag: refused where the map is made (a device-to-host read of every batch's maps)
+    checked = OnlineAttentionMaps.build("spectral_residual", None, image_mean=RUN_MEAN, image_std=RUN_STD,
+                                        image_size=32, check_finite=True)
+    with pytest.raises(ValueError, match="map 1: attention_map contains NaN or inf values"):
+        checked(pixels)
+    # by default nothing is read back: the broken map stays NaN through the normalisation (not a constant map, which
+    # would train that image as a plain MAE) and the guided loss of the batch is NaN
+    maps = OnlineAttentionMaps.build("spectral_residual", None, image_mean=RUN_MEAN, image_std=RUN_STD,
+                                     image_size=32)(pixels)
+    assert torch.isnan(maps[1]).all() and torch.isfinite(maps[[0, 2]]).all()
+    model = tiny_model()
+    assert torch.isnan(model(pixels, attention_map=maps).loss)
+
+
+def test_self_maps_refuse_a_non_finite_map_at_the_refresh(monkeypatch):
+    from modeling_attg_mae.object_discovery.dino import DinoAttention
+    from modeling_attg_mae.pretraining.self_maps import self_attention_maps
+
+    compute = DinoAttention.compute
+
+    def diverged(self, inputs):
+        maps = compute(self, inputs)
+        if len(maps) == 1:  # the second slice of rows (0, 1), (2,)
+            maps[0, 1, 1] = float("nan")
+        return maps
+
+    monkeypatch.setattr(DinoAttention, "compute", diverged)
+    data = datasets.Dataset.from_dict({"image": _images(3)}, features=datasets.Features({"image": datasets.Image()}))
+    with pytest.raises(ValueError, match="row 2: attention_map contains NaN or inf values"):
+        self_attention_maps(tiny_model(seed=2), data, "image", RUN_MEAN, RUN_STD, grid_size=4, batch_size=2)
+
+
 def test_self_maps_are_the_encoders_last_layer_cls_attention_averaged_over_heads():
     from modeling_attg_mae.pretraining.self_maps import self_attention_maps
 
@@ -367,6 +411,7 @@ def test_self_maps_are_the_encoders_last_layer_cls_attention_averaged_over_heads
     (("--attention_refresh_epochs", "2"), "--attention_refresh_epochs is for --attention_method self"),
     (("--attention_method", "self", "--attention_refresh_epochs", "1", "--attention_model_name_or_path", "x"),
      "uses the training model's own encoder"),
+    (("--attention_online_check",), "--attention_online_check checks the maps of --attention_online"),
 ])
 def test_bad_combinations_fail_at_parse_time(tmp_path, flags, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

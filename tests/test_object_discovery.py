@@ -341,6 +341,29 @@ def test_map_step_errors(detector_checkpoints):
         build_method("gradcam", detector_checkpoints["vit"])
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_map_step_refuses_a_non_finite_map_naming_its_row(monkeypatch, normalize):
+    # after computing, before the normalisation that would flatten a NaN map into a constant one (weight 1); the
+    # model's forward no longer checks (a host read of a device value every step)
+    compute = METHODS["spectral_residual"].compute
+
+    def broken(self, inputs):
+        maps = compute(self, inputs)
+        maps[-1, 0, 0] = float("nan")  # the last image of each batch
+        return maps
+
+    monkeypatch.setattr(METHODS["spectral_residual"], "compute", broken)
+    with pytest.raises(ValueError, match="row 3: attention_map contains NaN or inf values"):
+        add_attention_maps(image_dataset(5), "spectral_residual", grid_size=4, batch_size=4, normalize=normalize)
+    # without the normalisation a raw value beyond float16's range is stored as inf: refused as well
+    monkeypatch.setattr(METHODS["spectral_residual"], "compute", lambda self, inputs: compute(self, inputs) + 7e4)
+    if normalize:
+        add_attention_maps(image_dataset(2), "spectral_residual", grid_size=4, normalize=True)
+    else:
+        with pytest.raises(ValueError, match="row 0: attention_map contains NaN or inf values"):
+            add_attention_maps(image_dataset(2), "spectral_residual", grid_size=4, normalize=False)
+
+
 # -------------------------------------------------------------------------------------- CLI, pictures
 
 

@@ -16,6 +16,7 @@ from .transforms import (
     PretrainTransform,
     as_attention_map,
     as_attention_maps,
+    check_finite_attention_maps,
     crop_attention_map,
     crop_attention_maps,
     to_normalized_tensor,
@@ -27,7 +28,7 @@ __all__ = [
     "SHAPES", "TEXTURE_FAMILIES", "generate_synthetic_dataset", "load_synthetic_dataset",
     "load_image_dataset", "check_columns", "check_split", "check_image_folder", "decode_image", "undecoded_images",
     "IMAGENET_MEAN", "IMAGENET_STD", "CropParameters", "MapCrop", "JointRandomResizedCrop", "PretrainTransform",
-    "EvalTransform", "as_attention_map", "as_attention_maps", "crop_attention_map", "crop_attention_maps",
+    "EvalTransform", "as_attention_map", "as_attention_maps", "check_finite_attention_maps", "crop_attention_map", "crop_attention_maps",
     "to_normalized_tensor", "to_rgb_image",
     "PretrainCollator", "ArrowBatchRows", "training_rows", "with_pretrain_transform", "stack_pretrain_batch", "transform_examples",
 ]

@@ -22,7 +22,7 @@ import datasets
 
 from ..seeding import seeded_generator
 from .images import decode_image
-from .transforms import MapCrop, as_attention_maps
+from .transforms import MapCrop, as_attention_maps, check_finite_attention_maps
 
 
 class Transform(Protocol):
@@ -88,8 +88,11 @@ def transform_examples(examples: Sequence[dict], transform: Transform, image_col
         rows.append(row)
     if not _check_all_or_none([m is not None for m in maps]):
         return pixel_values, None
-    # a malformed map fails here naming its row, so that it can be found and fixed
-    decoded = as_attention_maps(maps, names=[f"row {row}" for row in rows])
+    # a malformed or non-finite map fails here naming its row, so that it can be found and fixed: on the CPU, once
+    # per batch, where the model's forward would need a device-to-host read every step
+    names = [f"row {row}" for row in rows]
+    decoded = as_attention_maps(maps, names=names)
+    check_finite_attention_maps(decoded, names)
     return pixel_values, transform.crop_maps(decoded, crops)
 
 

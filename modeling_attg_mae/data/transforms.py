@@ -134,6 +134,31 @@ def as_attention_maps(attention_maps, names=None) -> torch.Tensor | list[torch.T
     return decoded
 
 
+NON_FINITE_MAP = "attention_map contains NaN or inf values; fix the maps (e.g. recompute them)"
+
+
+def check_finite_attention_maps(attention_maps, names=None) -> None:
+    """Refuse maps with a NaN or inf value, naming the first such map (`names[i]`, e.g. "row 17", else "map i").
+
+    The one check of this fact, made where maps are made or loaded: the collator (stored and self maps, per batch,
+    on the CPU), the map step and the self maps (after computing, before the normalisation that would flatten a NaN
+    map into a constant one), and online maps under their opt-in debug flag. Not in the model's forward: reading a
+    device value on the host there would stall every step and keep `torch.export` / `torch.compile(fullgraph=True)`
+    from tracing it (the forward only makes such a map's loss NaN, without reading it).
+
+    Args:
+        attention_maps: a `(B, ...)` tensor (on any device: on an accelerator this reads B flags back, a sync) or a
+            sequence of per-map tensors / arrays.
+    """
+    if torch.is_tensor(attention_maps) and attention_maps.dim() > 0:
+        finite = torch.isfinite(attention_maps.detach().reshape(len(attention_maps), -1)).all(dim=1).cpu().tolist()
+    else:  # isfinite is True everywhere for an integer or bool map
+        finite = [bool(torch.isfinite(torch.as_tensor(m)).all()) for m in attention_maps]
+    if not all(finite):
+        index = finite.index(False)
+        raise ValueError(f"{names[index] if names is not None else f'map {index}'}: {NON_FINITE_MAP}")
+
+
 def check_attention_map_column(dataset, column: str = "attention_map", split: str | None = None,
                                rows: tuple[int, ...] = (0, -1)) -> None:
     """Read a few rows of a map column (first and last by default) as `as_attention_map` will during training,

@@ -22,6 +22,7 @@ import datasets
 import numpy as np
 import torch
 
+from ..data.transforms import check_finite_attention_maps
 from ..modeling_attg_mae import normalize_attention_map, resample_attention_map
 from .registry import METHODS, build_method
 
@@ -174,21 +175,31 @@ class AttentionMapStep:
         images = batch[self.image_column]
         try:
             maps = self.detector(rank)(images, row_offset=indices)  # (B, h, w) on the detector's grid
+            rows = indices if indices is not None else range(len(maps))
+            grid = to_stored_grid(maps, self.grid_size, self.normalize, rows).numpy()  # (B, G, G) float16
         except ValueError as error:
             if getattr(self, "split", None) is None:
                 raise
             raise ValueError(f"split {self.split!r}: {error}") from error
-        grid = to_stored_grid(maps, self.grid_size, self.normalize).numpy()  # (B, G, G) float16
         return {"attention_map": list(grid)}
 
 
-def to_stored_grid(maps: torch.Tensor, grid_size: int, normalize: bool = True) -> torch.Tensor:
+def to_stored_grid(maps: torch.Tensor, grid_size: int, normalize: bool = True, rows=None) -> torch.Tensor:
     """Maps `(B, h, w)` on a detector's grid -> a stored map column's rows: `(B, G, G)` float16 on the CPU,
-    resampled with `resample_attention_map` and (with `normalize`) min-max normalised per image."""
+    resampled with `resample_attention_map` and (with `normalize`) min-max normalised per image.
+
+    A map with NaN or inf values is refused here, where it is made (`check_finite_attention_maps`, naming its
+    dataset row from `rows`): before the normalisation, which would turn it into a constant map (weight 1, a silent
+    plain MAE), and, without it, after the float16 cast too (a raw value beyond 65504 becomes inf)."""
+    names = None if rows is None else [f"row {row}" for row in rows]
     grid = resample_attention_map(maps.float(), (grid_size, grid_size))  # (B, G * G)
+    check_finite_attention_maps(grid, names)  # an offline step: reading the maps back here stalls no training
     if normalize:
         grid = normalize_attention_map(grid)
-    return grid.view(-1, grid_size, grid_size).cpu().to(torch.float16)  # (B, G, G)
+    stored = grid.view(-1, grid_size, grid_size).cpu().to(torch.float16)  # (B, G, G)
+    if not normalize:
+        check_finite_attention_maps(stored, names)
+    return stored
 
 
 def _named_split(part: datasets.Dataset, split: str) -> datasets.Dataset:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, check_finite_attention_maps
 from ..modeling_attg_mae import normalize_attention_map
 from .registry import METHODS, ObjectDiscoveryMethod, build_method
 
@@ -48,11 +48,16 @@ class OnlineAttentionMaps:
     Args:
         method: a built `ObjectDiscoveryMethod` with a tensor path (dino, tokencut, gradcam, spectral_residual).
         image_mean, image_std: the normalisation of the training `pixel_values`, undone before the detector's own.
+        check_finite: a debug flag: refuse a map with NaN or inf values when it is made (`check_finite_attention_maps`).
+            Off by default: on an accelerator the check reads the maps back on the host every batch, a pipeline
+            stall. Without it such a map is not flattened into a constant one: it stays NaN, and the guided loss
+            of its batch is NaN (a visible failure, not a silent plain-MAE step).
     """
 
-    def __init__(self, method: ObjectDiscoveryMethod, image_mean: Sequence[float], image_std: Sequence[float]):
+    def __init__(self, method: ObjectDiscoveryMethod, image_mean: Sequence[float], image_std: Sequence[float],
+                 check_finite: bool = False):
         check_online_method(method.name)
-        self.method = method
+        self.method, self.check_finite = method, check_finite
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         model = getattr(method, "model", None)
         if model is not None:  # frozen and in eval mode, whatever the caller built
@@ -61,11 +66,13 @@ class OnlineAttentionMaps:
     @classmethod
     def build(cls, method: str, model_name_or_path: str | None, device: str | torch.device = "cpu",
               dtype: str = "float32", image_mean: Sequence[float] = IMAGENET_MEAN,
-              image_std: Sequence[float] = IMAGENET_STD, **params) -> "OnlineAttentionMaps":
+              image_std: Sequence[float] = IMAGENET_STD, check_finite: bool = False,
+              **params) -> "OnlineAttentionMaps":
         check_online_method(method)
         if METHODS[method].needs_model:
             params["dtype"] = dtype
-        return cls(build_method(method, model_name_or_path, device=device, **params), image_mean, image_std)
+        return cls(build_method(method, model_name_or_path, device=device, **params), image_mean, image_std,
+                   check_finite)
 
     @property
     def detector(self) -> torch.nn.Module | None:
@@ -81,6 +88,9 @@ class OnlineAttentionMaps:
         rgb = (pixel_values.detach().to(device).float() * std + mean).clamp_(0.0, 1.0)  # the crop in [0, 1]
         maps = self.method.compute(self.method.preprocess_pixels(rgb)).float()  # (B, h, w), the detector's grid
         batch, height, width = maps.shape
-        # normalised as the stored column is (AttentionMapStep): the loss does it anyway, object_loss_share reads it
+        if self.check_finite:
+            check_finite_attention_maps(maps)
+        # normalised as the stored column is (AttentionMapStep): the loss does it anyway, object_loss_share reads it;
+        # a map with NaN or inf stays NaN through it (see check_finite)
         maps = normalize_attention_map(maps.reshape(batch, -1)).view(batch, height, width)
         return maps.to(pixel_values.device)

@@ -98,6 +98,10 @@ class DataArguments(LabelledDataArguments):
         "help": "Compute the map of every training batch on the training device from the augmented crop (dino, "
                 "tokencut, gradcam, spectral_residual): no stored column, no map cropping, exact alignment, works "
                 "with a streaming source. The detector is frozen and not saved; costs one detector forward a batch."})
+    attention_online_check: bool = field(default=False, metadata={
+        "help": "Debug: with --attention_online, refuse a map with NaN or inf values when it is made (naming it). Off "
+                "by default: the check reads every batch's maps back on the host, a pipeline stall on a GPU; without "
+                "it such a map makes the batch's loss NaN. Stored and self maps are always checked (on the CPU)."})
     attention_refresh_epochs: int | None = field(default=None, metadata={
         "help": "With --attention_method self: recompute the maps from the current weights every K epochs (K >= 1), "
                 "on the un-augmented images; the collator crops them like stored maps."})
@@ -131,6 +135,10 @@ def check_label_free_arguments(data_args) -> None:
                    "is refreshed every --attention_refresh_epochs from the model's own weights, not per batch")
             raise ValueError(f"--attention_online cannot be used with --attention_method {method}: it {why}; use "
                              "dino, tokencut, gradcam or spectral_residual, or drop --attention_online")
+    if data_args.attention_online_check and not data_args.attention_online:
+        raise ValueError("--attention_online_check checks the maps of --attention_online as they are made; stored and "
+                         "self maps are always checked (in the collator, the map step and at each refresh): add "
+                         "--attention_online or drop the flag")
     for name in ("attention_refresh_epochs", "attention_warmup_epochs"):
         if getattr(data_args, name) is not None and method != "self":
             raise ValueError(f"--{name} is for --attention_method self (self-bootstrapped maps), but "

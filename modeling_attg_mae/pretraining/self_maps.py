@@ -52,7 +52,8 @@ def last_refresh_epoch(epoch: int, refresh_epochs: int, warmup_epochs: int) -> i
 def self_attention_maps(model, dataset, image_column: str, image_mean, image_std, grid_size: int,
                         batch_size: int = 64) -> torch.Tensor:
     """The model's own maps of every row of `dataset` (images decoded or not): `(rows, G, G)` float16 on the CPU,
-    min-max normalised per image, exactly as a stored map column (`map_step.to_stored_grid`)."""
+    min-max normalised per image, exactly as a stored map column (`map_step.to_stored_grid`, which refuses a NaN or
+    inf map naming its row)."""
     from ..object_discovery.dino import DinoAttention
     from ..object_discovery.map_step import to_stored_grid
 
@@ -66,7 +67,9 @@ def self_attention_maps(model, dataset, image_column: str, image_mean, image_std
         for start in range(0, len(dataset), batch_size):  # a slice at a time: the images never all sit in memory
             images = dataset[start:start + batch_size][image_column]
             pixels = method.preprocess(images, row_offset=start)
-            maps.append(to_stored_grid(method.compute(pixels.to(method.device)), grid_size))
+            # refused here, at each refresh, should the current weights give a NaN / inf map (a diverged run)
+            maps.append(to_stored_grid(method.compute(pixels.to(method.device)), grid_size,
+                                       rows=range(start, start + len(pixels))))
         return torch.cat(maps)
     finally:
         encoder.train(was_training)
@@ -159,6 +162,9 @@ class SelfAttentionMapCallback(TrainerCallback):
                              f"--attention_refresh_epochs {self.refresh_epochs} and --attention_warmup_epochs "
                              f"{self.warmup_epochs} epoch {epoch} trains with those of epoch {expected}: the "
                              "checkpoint is from a run with another refresh schedule; resume with its flags")
+        from ..data.transforms import check_finite_attention_maps
+
+        check_finite_attention_maps(saved["maps"], [f"{path}, row {row}" for row in range(len(saved["maps"]))])
         self.collator.maps, self.refreshed_epoch = saved["maps"], int(saved["epoch"])
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):

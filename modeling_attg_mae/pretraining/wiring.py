@@ -377,7 +377,7 @@ def build_online_maps(data_args: DataArguments, training_args: TrainingArguments
 
     return OnlineAttentionMaps.build(data_args.attention_method, data_args.attention_model_name_or_path,
                                      device=training_args.device, dtype=training_dtype(training_args),
-                                     image_mean=mean, image_std=std)
+                                     image_mean=mean, image_std=std, check_finite=data_args.attention_online_check)
 
 
 def build_knn_monitor(source, data_args: DataArguments, attg_args: AttGArguments, training_args: TrainingArguments,
