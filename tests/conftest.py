@@ -10,6 +10,7 @@ Two kinds of things live here:
 Everything is built locally and deterministically (seeded); no Hub access.
 """
 
+import os
 from pathlib import Path
 
 import datasets
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from modeling_attg_mae import AttGViTMAEConfig, AttGViTMAEForPreTraining, extract_features
 
@@ -202,3 +204,46 @@ def tiny_pretrain_args(tmp_path, *extra, name="out", synthetic=True):
             "--config_overrides", TINY_PRETRAIN_OVERRIDES, *(data if synthetic else []), "--attention_grid_size", "8", "--per_device_train_batch_size", "8",
             "--per_device_eval_batch_size", "16", "--logging_steps", "1", "--report_to", "tensorboard",
             "--dataloader_pin_memory", "false", "--num_pictures", "2", "--seed", "3", *extra]
+
+
+# ------------------------------------------------------------------------------------------- fault injection
+REPO = Path(__file__).resolve().parents[1]
+
+# run_pretrain.main(argv) in a child process (`python -c PRETRAIN_KILLER.format(repo=...) WHERE STEP ARGV...`) that
+# SIGKILLs itself at `where` ("train": in the step after global step STEP; "save": while checkpoint STEP is written)
+PRETRAIN_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from transformers import Trainer
+from modeling_attg_mae.pretraining import AttGTrainer
+import run_pretrain
+
+where, step, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+if where == "train":
+    compute_loss = AttGTrainer.compute_loss
+    def killing_compute_loss(self, *args, **kwargs):
+        if self.state.global_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return compute_loss(self, *args, **kwargs)
+    AttGTrainer.compute_loss = killing_compute_loss
+else:
+    save_optimizer = Trainer._save_optimizer_and_scheduler
+    def killing_save(self, output_dir):
+        if self.state.global_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save_optimizer(self, output_dir)
+    Trainer._save_optimizer_and_scheduler = killing_save
+run_pretrain.main(argv)
+"""
+
+
+def subprocess_env() -> dict:
+    """The environment of a child run: offline, one thread, the checkout first on the path."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+
+def assert_same_weights(expected: Path, actual: Path):
+    a, b = load_file(expected), load_file(actual)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-6), name

@@ -8,76 +8,33 @@ the tolerance.
 """
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from modeling_attg_mae.pretraining import parse_arguments, run
-from tests.conftest import tiny_pretrain_args
+from tests.conftest import PRETRAIN_KILLER, REPO, assert_same_weights, subprocess_env, tiny_pretrain_args
 
-REPO = Path(__file__).resolve().parents[1]
 COMMON = ("--max_steps", "6", "--save_steps", "2", "--learning_rate", "2e-3", "--warmup_steps", "0",
           "--eval_strategy", "no", "--num_pictures", "0", "--dataloader_num_workers", "0")
 
-# Runs run_pretrain.main(argv) and SIGKILLs the process at `where` ("train": in the step after global step N;
-# "save": once checkpoint-N's weights are on disk, before its optimizer, RNG and trainer state are).
-KILLER = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from transformers import Trainer
-from modeling_attg_mae.pretraining import AttGTrainer
-import run_pretrain
-
-where, step, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-if where == "train":
-    compute_loss = AttGTrainer.compute_loss
-    def killing_compute_loss(self, *args, **kwargs):
-        if self.state.global_step == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return compute_loss(self, *args, **kwargs)
-    AttGTrainer.compute_loss = killing_compute_loss
-else:
-    save_optimizer = Trainer._save_optimizer_and_scheduler
-    def killing_save(self, output_dir):
-        if self.state.global_step == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return save_optimizer(self, output_dir)
-    Trainer._save_optimizer_and_scheduler = killing_save
-run_pretrain.main(argv)
-"""
-
-
-def _env():
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-                PYTHONPATH=str(REPO))
-
-
 def _killed_run(tmp_path, where: str, step: int, name: str):
-    command = [sys.executable, "-c", KILLER.format(repo=str(REPO)), where, str(step),
+    command = [sys.executable, "-c", PRETRAIN_KILLER.format(repo=str(REPO)), where, str(step),
                *tiny_pretrain_args(tmp_path, *COMMON, name=name)]
-    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def _resume(tmp_path, name: str) -> str:
     command = [sys.executable, str(REPO / "run_pretrain.py"),
                *tiny_pretrain_args(tmp_path, *COMMON, "--resume_from_checkpoint", "last", name=name)]
-    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
-
-
-def _assert_same_weights(expected: Path, actual: Path):
-    a, b = load_file(expected), load_file(actual)
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-6), name
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +51,7 @@ def test_kill_during_training_then_resume_gives_the_uninterrupted_weights(uninte
     assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (folder / "model.safetensors").exists()
     _resume(tmp_path, "killed-in-step")
-    _assert_same_weights(tmp_path / "full" / "model.safetensors", folder / "model.safetensors")
+    assert_same_weights(tmp_path / "full" / "model.safetensors", folder / "model.safetensors")
     initial = load_file(tmp_path / "full" / "checkpoint-2" / "model.safetensors")
     final = load_file(folder / "model.safetensors")
     assert max((final[n] - initial[n]).abs().max().item() for n in final) > 1e-3  # steps 3-6 moved the weights
@@ -108,7 +65,7 @@ def test_kill_during_a_checkpoint_write_then_resume_skips_the_broken_checkpoint(
     assert (broken / "model.safetensors").exists() and not (broken / "trainer_state.json").exists()
     logs = _resume(tmp_path, "killed-in-save")
     assert "skipping" in logs and "checkpoint-4" in logs  # said, not silent
-    _assert_same_weights(tmp_path / "full" / "model.safetensors", folder / "model.safetensors")
+    assert_same_weights(tmp_path / "full" / "model.safetensors", folder / "model.safetensors")
 
 
 def _snapshot(folder: Path) -> dict:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from modeling_attg_mae.pretraining import parse_arguments, run
 from tests.conftest import tiny_pretrain_args
-from tests.test_fault_injection import KILLER, REPO, _assert_same_weights, _env
+from tests.conftest import PRETRAIN_KILLER, REPO, assert_same_weights, subprocess_env
 
 STREAM = ("--streaming", "--attention_online", "--attention_method", "spectral_residual", "--max_steps", "7",
           "--save_steps", "2", "--learning_rate", "2e-3", "--warmup_steps", "0", "--eval_strategy", "no",
@@ -37,7 +37,7 @@ def _losses(folder) -> dict:
 
 
 def _subprocess(command, tmp_path, expected_rc):
-    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == expected_rc, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -62,7 +62,7 @@ def test_kill_in_the_second_pass_of_a_stream_then_resume_gives_the_uninterrupted
     tmp_path, name = stream_folder, f"killed-{workers}"
     run(*parse_arguments(_flags(tmp_path, f"full-{workers}", "--dataloader_num_workers", workers)))
     flags = _flags(tmp_path, name, "--dataloader_num_workers", workers)
-    _subprocess([sys.executable, "-c", KILLER.format(repo=str(REPO)), "train", "4", *flags], tmp_path, -signal.SIGKILL)
+    _subprocess([sys.executable, "-c", PRETRAIN_KILLER.format(repo=str(REPO)), "train", "4", *flags], tmp_path, -signal.SIGKILL)
     folder = tmp_path / name
     assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert not (folder / "model.safetensors").exists()
@@ -72,7 +72,7 @@ def test_kill_in_the_second_pass_of_a_stream_then_resume_gives_the_uninterrupted
     assert sorted(full) == sorted(resumed) == list(range(1, 8))
     # from the first resumed step on (a wrong batch moves the loss by ~1e-2; rounding moves it by < 1e-6)
     assert [resumed[step] for step in (5, 6, 7)] == pytest.approx([full[step] for step in (5, 6, 7)], rel=1e-5)
-    _assert_same_weights(tmp_path / f"full-{workers}" / "model.safetensors", folder / "model.safetensors")
+    assert_same_weights(tmp_path / f"full-{workers}" / "model.safetensors", folder / "model.safetensors")
     initial = load_file(folder / "checkpoint-4" / "model.safetensors")
     final = load_file(folder / "model.safetensors")
     assert max((final[n] - initial[n]).abs().max().item() for n in final) > 1e-3  # steps 5-7 moved the weights

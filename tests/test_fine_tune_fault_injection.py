@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import image_folders
-from tests.test_fault_injection import REPO, _env
+from tests.conftest import REPO, subprocess_env
 
 SEEDS = ("0", "1")
 # Runs run_fine_tune.main(argv) and SIGKILLs the process in seed `seed`'s training step after global step `step`
@@ -48,7 +48,7 @@ def _argv(checkpoint, train_dir, validation_dir, output_dir, *extra):
 
 
 def _run(command, tmp_path):
-    return subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
 
 
 def test_kill_during_a_seed_then_resume_gives_the_uninterrupted_models(checkpoint, tmp_path):

@@ -6,7 +6,6 @@ Real runs of `run_pretrain.py` (tiny model, 48 synthetic images), a real SIGKILL
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,33 +19,19 @@ from transformers import ViTImageProcessor
 
 import run_knn
 from modeling_attg_mae.pretraining import parse_arguments, run
-from tests.conftest import TINY_PRETRAIN_CONFIG, save_tiny_checkpoint, tiny_pretrain_args
+from tests.conftest import (
+    PRETRAIN_KILLER,
+    REPO,
+    TINY_PRETRAIN_CONFIG,
+    save_tiny_checkpoint,
+    subprocess_env,
+    tiny_pretrain_args,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 # lr 2e-3: runs that differ in anything visibly end with other weights
 COMMON = ("--save_steps", "2", "--warmup_steps", "0", "--eval_strategy", "no", "--num_pictures", "0",
           "--dataloader_num_workers", "0", "--attg_guidance", "none")
 
-# run_pretrain.main(argv), SIGKILLed inside the training step after global step N
-KILLER = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from modeling_attg_mae.pretraining import AttGTrainer
-import run_pretrain
-
-step, argv = int(sys.argv[1]), sys.argv[2:]
-compute_loss = AttGTrainer.compute_loss
-def killing_compute_loss(self, *args, **kwargs):
-    if self.state.global_step == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return compute_loss(self, *args, **kwargs)
-AttGTrainer.compute_loss = killing_compute_loss
-run_pretrain.main(argv)
-"""
-
-
-def _env():
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
 def _assert_same_weights(expected: Path, actual: Path):
@@ -66,15 +51,15 @@ def test_overwrite_then_kill_then_resume_last_continues_the_new_run_not_the_old_
     new = (*COMMON, "--max_steps", "4", "--learning_rate", "1e-3")
     run(*parse_arguments(tiny_pretrain_args(tmp_path, *new, name="reference")))
     # ... over the old one's folder, killed in step 3 (after its checkpoint-2), then resumed with `last`
-    killed = subprocess.run([sys.executable, "-c", KILLER.format(repo=str(REPO)), "3",
+    killed = subprocess.run([sys.executable, "-c", PRETRAIN_KILLER.format(repo=str(REPO)), "train", "3",
                              *tiny_pretrain_args(tmp_path, *new, "--overwrite_output_dir", name="run")],
-                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+                            cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     left = sorted(p.name for p in folder.iterdir())
     resumed = subprocess.run([sys.executable, str(REPO / "run_pretrain.py"),
                               *tiny_pretrain_args(tmp_path, *new, "--overwrite_output_dir", "--resume_from_checkpoint",
                                                   "last", name="run")],
-                             cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+                             cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
     _assert_same_weights(tmp_path / "reference" / "model.safetensors", folder / "model.safetensors")
