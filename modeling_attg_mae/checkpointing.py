@@ -193,7 +193,7 @@ def _shown(value) -> str:
 
 __all__ = ["load_checkpoint_weights", "FullWeightsResumeMixin", "is_complete_checkpoint", "resolve_resume_checkpoint",
            "checkpoint_belongs_to", "RESUME_LATEST", "RunFingerprintCallback", "read_run_fingerprint",
-           "check_run_fingerprint", "RunOutputs", "check_output_dir", "replace_earlier_run"]
+           "check_run_fingerprint", "RunOutputs", "check_output_dir", "replace_earlier_run", "mark_run_folder"]
 
 
 # --------------------------------------------------------------------------- the output folder
@@ -215,6 +215,34 @@ class RunOutputs:
     kind: Callable[[Path], str | None]
     collides: Callable[[Path], bool]
     what: str
+    # the file every run writes into its folder (`mark_run_folder`): names alone cannot tell a user's runs/,
+    # pictures/ or model.safetensors from the package's, so a folder without it is not replaced
+    marker: str | None = None
+
+
+def _not_ours(path: Path, entries: list[Path], outputs: RunOutputs) -> list[Path]:
+    """The entries `--overwrite_output_dir` may not remove: what `outputs.kind` does not know, and, in a folder
+    without the run marker, everything but what the package keeps there (the study's log)."""
+    if outputs.marker is not None and not (path / outputs.marker).is_file():
+        return [p for p in entries if outputs.kind(p) != KEEP]
+    return [p for p in entries if outputs.kind(p) is None]
+
+
+def _not_ours_message(path: Path, foreign: list[Path], outputs: RunOutputs) -> str:
+    why = f"--overwrite_output_dir replaces only an earlier run's outputs ({outputs.what}), never anything else."
+    if outputs.marker is not None and not (path / outputs.marker).is_file():
+        why = (f"--overwrite_output_dir replaces only an earlier run's outputs ({outputs.what}), never anything else, "
+               f"and only in a folder its {outputs.marker} marks as a run's: names alone do not tell a user's runs/, "
+               "pictures/ or model.safetensors from a run's (every run writes the marker; a run folder from before "
+               "2026-12-04 lacks it: delete such a folder yourself).")
+    return _foreign_message(path, foreign, outputs, why)
+
+
+def mark_run_folder(output_dir, outputs: RunOutputs) -> None:
+    """Write the run marker into `output_dir` (the main process, once the folder is this run's)."""
+    if outputs.marker is not None:
+        Path(output_dir, outputs.marker).write_text(json.dumps({"written_by": "attg-mae", "outputs": outputs.what},
+                                                               indent=2) + "\n")
 
 
 def _entries(path: Path) -> list[Path]:
@@ -243,7 +271,7 @@ def _foreign_message(path: Path, foreign: list[Path], outputs: RunOutputs, why: 
             f"{'them' if len(foreign) > 1 else 'it'} out of {path}, or choose another --output_dir")
 
 
-def check_output_dir(training_args, run_args, outputs: RunOutputs | None = None) -> None:
+def check_output_dir(training_args, run_args, outputs: RunOutputs | None = None, sources=()) -> None:
     """Refuse to write into a non-empty `training_args.output_dir` unless asked to (`run_args.overwrite_output_dir`),
     or unless resuming a checkpoint of the run it holds; fail now, not after data and maps, when it cannot be
     written. Shared by pre-training and fine-tuning (both resume through the Trainer).
@@ -252,7 +280,11 @@ def check_output_dir(training_args, run_args, outputs: RunOutputs | None = None)
     anything the package did not write (it replaces only an earlier run's outputs, see `replace_earlier_run`), and
     a resumed run for a folder where something not the package's stands where the run writes (a user's encoder/).
     """
+    from .output_folders import check_not_above_sources
+
     path = Path(training_args.output_dir)
+    # the run's own inputs (images, the start checkpoint) may not lie in the folder it writes and may replace
+    check_not_above_sources(path, sources)
     resume = training_args.resume_from_checkpoint
     entries = _entries(path)
     used = bool(entries)
@@ -271,10 +303,9 @@ def check_output_dir(training_args, run_args, outputs: RunOutputs | None = None)
     if used and outputs is not None:
         foreign = [p for p in entries if outputs.kind(p) is None]
         if _replaces_earlier_run(training_args, run_args):
-            if foreign:
-                raise ValueError(_foreign_message(
-                    path, foreign, outputs, f"--overwrite_output_dir replaces only an earlier run's outputs "
-                    f"({outputs.what}), never anything else."))
+            not_ours = _not_ours(path, entries, outputs)
+            if not_ours:
+                raise ValueError(_not_ours_message(path, not_ours, outputs))
         elif any(outputs.collides(p) for p in foreign):
             raise ValueError(_foreign_message(
                 path, [p for p in foreign if outputs.collides(p)], outputs,
@@ -296,10 +327,9 @@ def replace_earlier_run(training_args, run_args, outputs: RunOutputs) -> list[st
         return []
     path = Path(training_args.output_dir)
     entries = _entries(path)
-    foreign = [p for p in entries if outputs.kind(p) is None]
+    foreign = _not_ours(path, entries, outputs)
     if foreign:  # appeared since check_output_dir: still not ours to remove
-        raise ValueError(_foreign_message(path, foreign, outputs, "--overwrite_output_dir replaces only an earlier "
-                                          f"run's outputs ({outputs.what})."))
+        raise ValueError(_not_ours_message(path, foreign, outputs))
     removed = []
     # checkpoints first: a kill half-way leaves no old checkpoint for `last` (the fingerprint would refuse it too)
     replaced = [p for p in entries if outputs.kind(p) == REPLACE]

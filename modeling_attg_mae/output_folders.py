@@ -36,6 +36,21 @@ def export_format_of(folder) -> str | None:
     return None
 
 
+def check_not_above_sources(output_dir, sources, hint: str = "") -> None:
+    """Refuse an `--output_dir` that is one of the command's local inputs or a folder above one: replacing it, or
+    writing a run into it, could destroy the images or the checkpoint the command reads. `sources`: `(description,
+    path)` pairs, e.g. `("--train_dir", "photos/")`; None and paths that do not exist (Hub ids) are skipped."""
+    output_dir = Path(os.path.expanduser(os.fspath(output_dir)))
+    target = output_dir.resolve()
+    for description, source in sources:
+        if source is None:
+            continue
+        source = Path(os.path.expanduser(os.fspath(source)))
+        if source.exists() and (target == source.resolve() or target in source.resolve().parents):
+            raise ValueError(f"--output_dir {output_dir} is {description} {source} or a folder above it: "
+                             f"the output would replace its source{hint}")
+
+
 def check_output_folder(output_dir, overwrite: bool, previous_output, what: str, sources=(), hint: str = "",
                         ) -> Path:
     """Refuse, before any work, an `--output_dir` whose replacement would destroy something this package did not
@@ -48,14 +63,7 @@ def check_output_folder(output_dir, overwrite: bool, previous_output, what: str,
     the error). `what` names that output in the error ("an encoder export"); `hint` is appended to the source error.
     """
     output_dir = Path(os.path.expanduser(os.fspath(output_dir)))
-    target = output_dir.resolve()
-    for description, source in sources:
-        if source is None:
-            continue
-        source = Path(os.path.expanduser(os.fspath(source)))
-        if source.exists() and (target == source.resolve() or target in source.resolve().parents):
-            raise ValueError(f"--output_dir {output_dir} is {description} {source} or a folder above it: "
-                             f"the output would replace its source{hint}")
+    check_not_above_sources(output_dir, sources, hint)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {output_dir} is a file, not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()):
@@ -82,4 +90,4 @@ def run_folder_of(checkpoint) -> Path | None:
     return None
 
 
-__all__ = ["CONFIG_FILE", "export_format_of", "run_folder_of", "check_output_folder"]
+__all__ = ["CONFIG_FILE", "export_format_of", "run_folder_of", "check_not_above_sources", "check_output_folder"]

@@ -80,6 +80,29 @@ def _foreign_files(tmp_path):
     return ["--overwrite_output_dir"]
 
 
+def _unmarked_folder(tmp_path):
+    # names a run writes too, but no attg_mae_run.json: a user's logs, photos and model are not the package's
+    mine = tmp_path / "mine"
+    (mine / "runs" / "my_experiment").mkdir(parents=True)
+    (mine / "runs" / "my_experiment" / "events.out.tfevents.1.host").write_bytes(b"logs")
+    (mine / "pictures").mkdir()
+    (mine / "pictures" / "holiday.jpg").write_bytes(b"photo")
+    (mine / "model.safetensors").write_bytes(b"x")
+    return ["--output_dir", str(mine), "--overwrite_output_dir"]
+
+
+def _output_above_train_dir(tmp_path):
+    from PIL import Image
+
+    for name, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+        folder = tmp_path / "u2" / "pictures" / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (32, 32), colour).save(folder / f"{i}.png")
+    return ["--train_dir", str(tmp_path / "u2" / "pictures" / "train"), "--output_dir", str(tmp_path / "u2"),
+            "--overwrite_output_dir"]
+
+
 def _users_encoder(tmp_path, *extra):
     folder = tmp_path / "out" / "encoder"  # a folder of the user's, not an export of this package
     folder.mkdir(parents=True)
@@ -164,6 +187,13 @@ CASES = [
          "not write", setup=_foreign_files,
          message="holds notes.txt, which this package did not write. --overwrite_output_dir replaces only an "
                  "earlier run's outputs", stage="arguments"),
+    dict(id="overwrite-unmarked-folder", input="`--overwrite_output_dir` into a folder of the user's with a run's "
+         "names (`runs/`, `pictures/`, `model.safetensors`) but no run marker", setup=_unmarked_folder,
+         message="holds model.safetensors, pictures/, runs/, which this package did not write .*--overwrite_output_dir "
+                 "replaces only .* and only in a folder its attg_mae_run.json marks as a run's", stage="arguments"),
+    dict(id="output-above-train-dir", input="`--output_dir` a folder that holds the `--train_dir` images",
+         setup=_output_above_train_dir, message="is --train_dir .* or a folder above it: the output would replace "
+                                                "its source", stage="arguments"),
     dict(id="users-encoder-overwrite", input="`--overwrite_output_dir` into a folder holding a user's `encoder/`",
          setup=lambda tmp_path: _users_encoder(tmp_path, "--overwrite_output_dir"),
          message="holds encoder/, which this package did not write \\(the run writes its own encoder there\\). "

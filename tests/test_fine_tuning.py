@@ -602,7 +602,16 @@ def _distilled_deit(tmp_path):
 
 # bad input to run_fine_tune.py, also a source of docs/TROUBLESHOOTING.md (`python -m tests.bad_input_table`);
 # stage "arguments": refused before the data is read or a weight is built
+def _start_inside_output(tmp_path):
+    from tests.conftest import save_tiny_checkpoint
+
+    return ["--model_name_or_path", str(save_tiny_checkpoint(tmp_path / "out" / "seed-0"))]
+
+
 CASES = [
+    dict(id="start-checkpoint-inside-output", input="`--model_name_or_path` a checkpoint inside `--output_dir` "
+         "(e.g. an earlier seed's `seed-0/`)", setup=_start_inside_output,
+         message="is --model_name_or_path .* or a folder above it: the output would replace its source"),
     dict(id="eval-strategy", input="`--eval_strategy epoch` (or steps)", args=["--eval_strategy", "epoch"],
          message="--eval_strategy epoch is not supported by run_fine_tune.py: it passes the Trainer no evaluation "
                  "set during training", stage="arguments"),

@@ -64,7 +64,7 @@ def test_overwrite_then_kill_then_resume_last_continues_the_new_run_not_the_old_
     assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
     _assert_same_weights(tmp_path / "reference" / "model.safetensors", folder / "model.safetensors")
     # the overwrite had removed every output of the old run: its checkpoint-4 and -6 were not there to be taken
-    assert left == ["checkpoint-2", "runs"]
+    assert left == ["attg_mae_run.json", "checkpoint-2", "runs"]  # the marker: written before training
     assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 

@@ -234,10 +234,13 @@ def _collate(examples: list[dict]) -> dict:
             "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
 
 
-def _check_output_dir(training_args, fine_tune_args) -> None:
+def _check_output_dir(training_args, fine_tune_args, model_args, data_args) -> None:
     from ..checkpointing import check_output_dir
 
-    check_output_dir(training_args, fine_tune_args)
+    # a start checkpoint inside the folder would be replaced by a seed's output, and the next seed start from that
+    check_output_dir(training_args, fine_tune_args, sources=[
+        ("--model_name_or_path", model_args.model_name_or_path), ("--train_dir", data_args.train_dir),
+        ("--validation_dir", data_args.validation_dir), ("--dataset_name", data_args.dataset_name)])
 
 
 def seed_arguments(model_args, data, fine_tune_args, args, checkpoint: dict, recipe: dict, num_train: int) -> dict:
@@ -248,8 +251,10 @@ def seed_arguments(model_args, data, fine_tune_args, args, checkpoint: dict, rec
 
     labels = data.train_labels.numpy().astype("int64").tobytes()
     values = {
-        "model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
-        "checkpoint": checkpoint, "global_pool": bool(model_args.global_pool),
+        # a local folder by its absolute path: the same checkpoint named from another working directory is the same
+        "model_name_or_path": (os.path.abspath(model_args.model_name_or_path)
+                               if os.path.isdir(model_args.model_name_or_path) else model_args.model_name_or_path),
+        "model_revision": model_args.model_revision, "checkpoint": checkpoint, "global_pool": bool(model_args.global_pool),
         "dataset": data.description, "train_split": data.train_split, "eval_splits": list(data.eval_splits),
         "image_column_name": data.image_column, "label_column_name": data.label_column,
         "train_labels_sha256": hashlib.sha256(labels).hexdigest(),
@@ -369,7 +374,7 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
     if resume and str(resume).lower() not in RESUME_LATEST and len(seeds) > 1:
         raise ValueError("--resume_from_checkpoint <folder> names one seed's checkpoint; with several --seeds pass "
                          "--resume_from_checkpoint last (finished seeds are kept, the interrupted one continues)")
-    _check_output_dir(training_args, fine_tune_args)
+    _check_output_dir(training_args, fine_tune_args, model_args, data_args)
     classifier_config(model_args, 2)  # model type, patch divisibility: before the data is read
     # 2. the data: splits, columns (checked once, by EvaluationData), low-shot sizes, before any weight is loaded
     with training_args.main_process_first(desc="dataset loading"):
@@ -471,7 +476,10 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
                           "weight_decay": training_args.weight_decay,
                           **{key: first[key] for key in ("warmup_epochs", "warmup_steps", "learning_rate", "optim",
                                                          "lr_scheduler_type")},
-                          "epochs": training_args.num_train_epochs, "label_smoothing": fine_tune_args.label_smoothing,
+                          # the run's length as the Trainer read it: --max_steps overrides the epochs when > 0
+                          "epochs": None if training_args.max_steps > 0 else training_args.num_train_epochs,
+                          "max_steps": training_args.max_steps if training_args.max_steps > 0 else None,
+                          "label_smoothing": fine_tune_args.label_smoothing,
                           "mixup": fine_tune_args.mixup, "cutmix": fine_tune_args.cutmix,
                           "rand_augment": fine_tune_args.rand_augment, "random_erase": fine_tune_args.random_erase,
                           "image_size": size, "global_pool": model_args.global_pool},

@@ -3,9 +3,10 @@
 
 `--overwrite_output_dir` replaces an earlier run: every entry listed here is removed before the new run trains (a
 stale `checkpoint-N` would be taken by `--resume_from_checkpoint last`, a stale `encoder-timm/` pushed with
-`--push_to_hub`), and a folder holding anything else is refused, since it is not the package's to delete. Files a
-user may well keep under the same name are recognised by content, not by name alone: the card (README.md) by its
-attg-mae tag, config.json by its model type, an export folder by `export.export_format_of`.
+`--push_to_hub`), and a folder holding anything else is refused, since it is not the package's to delete. Names
+alone cannot tell a user's runs/, pictures/ or model.safetensors from a run's, so only a folder that holds the run
+marker (`RUN_MARKER`, written by every run) is replaced at all; within it, the card (README.md) is recognised by the
+attg-mae tag of its front matter, config.json by its model type, an export folder by `export_format_of`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from pathlib import Path
 
 from ..checkpointing import KEEP, REPLACE, RunOutputs
 
+# written by every run into its folder (checkpointing.mark_run_folder): the sign that --overwrite_output_dir may
+# replace the folder's entries of the names below
+RUN_MARKER = "attg_mae_run.json"
+
 # files of the run folder: the stock-loadable export, the Trainer's state, the data record, the k-NN after training
 # (and the results of the evaluations, should they be pointed at the run folder), the embedding plot
 _FILES = {"model.safetensors", "preprocessor_config.json", "trainer_state.json", "training_args.bin",
-          "attg_mae_data.json", "embedding.png", "embedding_tsne.json"}
+          "attg_mae_data.json", "embedding.png", "embedding_tsne.json", RUN_MARKER}
 _RESULTS = re.compile(r"^[a-z_]+_results\.json$")  # knn_results.json, linear_probe_results.json, ...
 # folders: Trainer checkpoints, TensorBoard logs, pictures, the k-NN's feature cache, the export's staging folders
 _CHECKPOINT = re.compile(r"^checkpoint-\d+$")
@@ -60,8 +65,10 @@ def output_kind(entry: Path) -> str | None:
         return None
     if name in _FILES or _RESULTS.match(name):
         return REPLACE
-    if name == "README.md":  # the model card (hub.render_model_card tags it attg-mae)
-        return REPLACE if "attg-mae" in _text(entry) else None
+    if name == "README.md":  # the model card: hub.render_model_card tags it attg-mae in its YAML front matter
+        text = _text(entry)
+        front = text.split("---", 2)[1] if text.startswith("---") and text.count("---") >= 2 else ""
+        return REPLACE if re.search(r"^\s*-\s*attg-mae\s*$", front, re.M) else None
     if name == "config.json":
         try:
             return REPLACE if json.loads(_text(entry)).get("model_type") == "vit_mae" else None
@@ -75,6 +82,6 @@ def collides(entry: Path) -> bool:
 
 
 PRETRAINING_OUTPUTS = RunOutputs(
-    kind=output_kind, collides=collides,
+    kind=output_kind, collides=collides, marker=RUN_MARKER,
     what="checkpoint-N, the exported model and its encoder/ and encoder-timm/ exports, the card, runs/ logs, "
          "pictures/, feature_cache/ and results")

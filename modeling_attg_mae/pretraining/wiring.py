@@ -20,6 +20,7 @@ from ..checkpointing import (
     RunFingerprintCallback,
     check_output_dir,
     check_run_fingerprint,
+    mark_run_folder,
     replace_earlier_run,
     resolve_resume_checkpoint,
 )
@@ -92,7 +93,10 @@ def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, at
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(training_args, name)}")
-    check_output_dir(training_args, attg_args, PRETRAINING_OUTPUTS)
+    check_output_dir(training_args, attg_args, PRETRAINING_OUTPUTS, sources=[
+        ("--train_dir", data_args.train_dir), ("--validation_dir", data_args.validation_dir),
+        ("--dataset_name", data_args.dataset_name), ("--model_name_or_path", model_args.model_name_or_path),
+        ("--attention_model_name_or_path", data_args.attention_model_name_or_path)])
     training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
                                                                      training_args.output_dir)
     # a resume continues this run only: not an old run's checkpoint-N, nor one of a run with other arguments
@@ -243,6 +247,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     with training_args.main_process_first(local=False, desc="replacing the earlier run"):
         if training_args.process_index == 0:
             replace_earlier_run(training_args, attg_args, PRETRAINING_OUTPUTS)
+            mark_run_folder(training_args.output_dir, PRETRAINING_OUTPUTS)
     # processing_class: the Trainer saves the run's image processor into each checkpoint-N, which the evaluation and
     # the export then read (a checkpoint of a killed run has no run folder processor to fall back on)
     trainer = AttGTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=validation,
