@@ -284,6 +284,11 @@ def run_fingerprint(model_args, data_args, attg_args, training_args) -> dict:
     if training_args.max_steps is None or training_args.max_steps <= 0:
         fingerprint["num_train_epochs"] = training_args.num_train_epochs
     fingerprint["effective_batch_size"] = effective_batch_size(training_args)
+    if getattr(data_args, "streaming", False):
+        # datasets orders a stream read inside a loader worker differently: a resume with another worker count (or
+        # process count, which splits the stream) would skip rows of another order, some replayed, some never seen
+        fingerprint["dataloader_num_workers"] = training_args.dataloader_num_workers
+        fingerprint["world_size"] = training_args.world_size
     return fingerprint
 
 
