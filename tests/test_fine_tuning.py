@@ -584,6 +584,13 @@ def test_warmup_steps_zero_and_optim_are_honoured_and_the_peak_lr_is_logged_and_
     assert recipe["base_learning_rate"] is None and recipe["warmup_epochs"] is None  # not what this run used
 
 
+def test_a_warmup_share_is_recorded_as_the_steps_the_trainer_warms_up(checkpoint, tmp_path):
+    # --warmup_steps 0.5 is a share of the run for the Trainer (2 of 4 steps), not half a step
+    payload = _cli_run(checkpoint, tmp_path, "--max_steps", "4", "--warmup_steps", "0.5", "--learning_rate", "1e-2")
+    assert payload["recipe"]["warmup_steps"] == 2
+    assert (payload["recipe"]["max_steps"], payload["recipe"]["epochs"]) == (4, None)
+
+
 def test_the_recipe_records_the_learning_rate_and_warmup_it_computed(checkpoint, tmp_path):
     payload = _cli_run(checkpoint, tmp_path, "--max_steps", "1", "--base_learning_rate", "2e-3", "--warmup_epochs", "2")
     recipe = payload["recipe"]
@@ -600,18 +607,19 @@ def _distilled_deit(tmp_path):
     return ["--model_name_or_path", str(path)]
 
 
-# bad input to run_fine_tune.py, also a source of docs/TROUBLESHOOTING.md (`python -m tests.bad_input_table`);
-# stage "arguments": refused before the data is read or a weight is built
 def _start_inside_output(tmp_path):
     from tests.conftest import save_tiny_checkpoint
 
     return ["--model_name_or_path", str(save_tiny_checkpoint(tmp_path / "out" / "seed-0"))]
 
 
+# bad input to run_fine_tune.py, also a source of docs/TROUBLESHOOTING.md (`python -m tests.bad_input_table`);
+# stage "arguments": refused before the data is read or a weight is built
 CASES = [
     dict(id="start-checkpoint-inside-output", input="`--model_name_or_path` a checkpoint inside `--output_dir` "
          "(e.g. an earlier seed's `seed-0/`)", setup=_start_inside_output,
-         message="is --model_name_or_path .* or a folder above it: the output would replace its source"),
+         message="is --model_name_or_path .* or a folder above it: the output would replace its source",
+         stage="arguments"),
     dict(id="eval-strategy", input="`--eval_strategy epoch` (or steps)", args=["--eval_strategy", "epoch"],
          message="--eval_strategy epoch is not supported by run_fine_tune.py: it passes the Trainer no evaluation "
                  "set during training", stage="arguments"),

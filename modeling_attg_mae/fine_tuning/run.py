@@ -348,7 +348,10 @@ def _seed_schedule(args, fine_tune_args, base_lr: float, num_train: int) -> dict
     return {"base_learning_rate": None if lr_given else base_lr,
             "learning_rate": args.learning_rate if lr_given else base_lr * effective / 256,
             "warmup_epochs": None if warmup_given else fine_tune_args.warmup_epochs,
-            "warmup_steps": args.warmup_steps if warmup_given else int(round(fine_tune_args.warmup_epochs * steps_per_epoch))}
+            # a given share (< 1) of the run as the steps the Trainer makes of it, so that the record says what ran
+            "warmup_steps": (args.get_warmup_steps(args.max_steps if args.max_steps > 0 else
+                                                   math.ceil(args.num_train_epochs * steps_per_epoch))
+                             if warmup_given else int(round(fine_tune_args.warmup_epochs * steps_per_epoch)))}
 
 
 def _write_json(path: Path, value: dict) -> None:
