@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -39,11 +38,12 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from .output_folders import CHECKPOINT_FOLDER, check_not_above_sources
+
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.json"  # written by the Trainer after weights, optimizer, scheduler and RNG states
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # what `--resume_from_checkpoint` may say instead of a path: the newest complete checkpoint of output_dir
 RESUME_LATEST = ("true", "last", "latest")
 
@@ -119,7 +119,7 @@ def resolve_resume_checkpoint(resume: str | bool | None, output_dir: str | os.Pa
     if resume is True or str(resume).lower() in RESUME_LATEST:
         folder = Path(output_dir)
         steps = sorted(((int(m.group(1)), p) for p in (folder.iterdir() if folder.is_dir() else [])
-                        if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))), reverse=True)
+                        if p.is_dir() and (m := CHECKPOINT_FOLDER.match(p.name))), reverse=True)
         for _, path in steps:
             if is_complete_checkpoint(path):
                 return str(path)
@@ -229,13 +229,12 @@ def _not_ours(path: Path, entries: list[Path], outputs: RunOutputs) -> list[Path
 
 
 def _not_ours_message(path: Path, foreign: list[Path], outputs: RunOutputs) -> str:
-    why = f"--overwrite_output_dir replaces only an earlier run's outputs ({outputs.what}), never anything else."
+    why = f"--overwrite_output_dir replaces only an earlier run's outputs ({outputs.what}), never anything else"
     if outputs.marker is not None and not (path / outputs.marker).is_file():
-        why = (f"--overwrite_output_dir replaces only an earlier run's outputs ({outputs.what}), never anything else, "
-               f"and only in a folder its {outputs.marker} marks as a run's: names alone do not tell a user's runs/, "
-               "pictures/ or model.safetensors from a run's (every run writes the marker; a run folder from before "
-               "2026-12-04 lacks it: delete such a folder yourself).")
-    return _foreign_message(path, foreign, outputs, why)
+        why += (f", and only in a folder its {outputs.marker} marks as a run's: names alone do not tell a user's "
+                "runs/, pictures/ or model.safetensors from a run's (every run writes the marker; a run folder from "
+                "before 2026-12-04 lacks it: delete such a folder yourself)")
+    return _foreign_message(path, foreign, outputs, why + ".")
 
 
 def mark_run_folder(output_dir, outputs: RunOutputs) -> None:
@@ -280,8 +279,6 @@ def check_output_dir(training_args, run_args, outputs: RunOutputs | None = None,
     anything the package did not write (it replaces only an earlier run's outputs, see `replace_earlier_run`), and
     a resumed run for a folder where something not the package's stands where the run writes (a user's encoder/).
     """
-    from .output_folders import check_not_above_sources
-
     path = Path(training_args.output_dir)
     # the run's own inputs (images, the start checkpoint) may not lie in the folder it writes and may replace
     check_not_above_sources(path, sources)
@@ -333,7 +330,7 @@ def replace_earlier_run(training_args, run_args, outputs: RunOutputs) -> list[st
     removed = []
     # checkpoints first: a kill half-way leaves no old checkpoint for `last` (the fingerprint would refuse it too)
     replaced = [p for p in entries if outputs.kind(p) == REPLACE]
-    for entry in sorted(replaced, key=lambda p: not _CHECKPOINT_RE.match(p.name)):
+    for entry in sorted(replaced, key=lambda p: not CHECKPOINT_FOLDER.match(p.name)):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

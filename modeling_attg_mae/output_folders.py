@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
+# the Trainer's checkpoint folders, `checkpoint-<global step>`
+CHECKPOINT_FOLDER = re.compile(r"^checkpoint-(\d+)$")
 
 
 def export_format_of(folder) -> str | None:
@@ -84,10 +86,10 @@ def run_folder_of(checkpoint) -> Path | None:
     folder = Path(os.path.expanduser(os.fspath(checkpoint)))
     if not folder.is_dir():
         return None
-    trainer_checkpoint = re.match(r"^checkpoint-\d+$", folder.name) and (folder / "trainer_state.json").is_file()
+    trainer_checkpoint = CHECKPOINT_FOLDER.match(folder.name) and (folder / "trainer_state.json").is_file()
     if trainer_checkpoint or export_format_of(folder) is not None:
         return folder.resolve().parent
     return None
 
 
-__all__ = ["CONFIG_FILE", "export_format_of", "run_folder_of", "check_not_above_sources", "check_output_folder"]
+__all__ = ["CONFIG_FILE", "CHECKPOINT_FOLDER", "export_format_of", "run_folder_of", "check_not_above_sources", "check_output_folder"]

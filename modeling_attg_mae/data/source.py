@@ -132,5 +132,5 @@ def dataset_label(source: dict) -> str:
             f"val{synthetic['num_validation']}-seed{synthetic['seed']}{colour}")
 
 
-__all__ = ["DATA_SOURCE_FILE", "data_source", "data_source_path", "dataset_label", "read_data_source", "run_folder_of",
+__all__ = ["DATA_SOURCE_FILE", "data_source", "data_source_path", "dataset_label", "read_data_source",
            "use_recorded_source", "write_data_source"]

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback
 
 from ..checkpointing import RESUME_LATEST, FullWeightsResumeMixin, resolve_resume_checkpoint
+from ..output_folders import CHECKPOINT_FOLDER
 from ..seeding import seeded_generator
 from .arguments import recipe_defaults
 from .augment import FineTuneTrainTransform, RandAugment, fine_tune_eval_transform, fine_tune_image_processor
@@ -328,7 +329,7 @@ def _clear_earlier_seed(seed_dir: Path) -> None:
     if not seed_dir.is_dir():
         return
     for path in seed_dir.iterdir():
-        if path.is_dir() and path.name.startswith("checkpoint-"):
+        if path.is_dir() and CHECKPOINT_FOLDER.match(path.name):
             shutil.rmtree(path)
         elif path.name in (SEED_RESULTS_FILE, SEED_ARGUMENTS_FILE):
             path.unlink()

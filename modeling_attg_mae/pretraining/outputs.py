@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from ..checkpointing import KEEP, REPLACE, RunOutputs
+from ..output_folders import CHECKPOINT_FOLDER, export_format_of
 
 # written by every run into its folder (checkpointing.mark_run_folder): the sign that --overwrite_output_dir may
 # replace the folder's entries of the names below
@@ -26,8 +27,7 @@ RUN_MARKER = "attg_mae_run.json"
 _FILES = {"model.safetensors", "preprocessor_config.json", "trainer_state.json", "training_args.bin",
           "attg_mae_data.json", "embedding.png", "embedding_tsne.json", RUN_MARKER}
 _RESULTS = re.compile(r"^[a-z_]+_results\.json$")  # knn_results.json, linear_probe_results.json, ...
-# folders: Trainer checkpoints, TensorBoard logs, pictures, the k-NN's feature cache, the export's staging folders
-_CHECKPOINT = re.compile(r"^checkpoint-\d+$")
+# folders (besides the Trainer's checkpoint-N): TensorBoard logs, pictures, the k-NN's feature cache, the export's staging folders
 _FOLDERS = {"runs", "pictures", "feature_cache"}
 _STAGING = re.compile(r"^\.(encoder|encoder-timm)\.(tmp|old)-")
 # benchmarks/attg_vs_mae.py opens <output_dir>/train.log before it starts this run: removing it would lose the log
@@ -53,13 +53,11 @@ def _is_evaluation_output(folder: Path) -> bool:
 
 def output_kind(entry: Path) -> str | None:
     """REPLACE for an earlier pre-training run's output, KEEP for the study's log, None for anything else."""
-    from ..output_folders import export_format_of
-
     name = entry.name
     if name in _KEPT and entry.is_file():
         return KEEP
     if entry.is_dir():
-        if (_CHECKPOINT.match(name) or name in _FOLDERS or _STAGING.match(name) or export_format_of(entry)
+        if (CHECKPOINT_FOLDER.match(name) or name in _FOLDERS or _STAGING.match(name) or export_format_of(entry)
                 or _is_evaluation_output(entry)):
             return REPLACE
         return None
