@@ -73,8 +73,19 @@ LABEL_FREE_ARMS = {
     #   sr: the same spectral residual maps, computed once on the whole image and stored (cut with each crop)
     "sr": {"attg_guidance": "attg", "attention_method": "spectral_residual"},
 }
+# Placebo arms: the AttG loss with the run's maps made uninformative for the image they weight
+# (object_discovery/placebo.py). "Object guidance helps" needs AttG above MAE and above each of them.
+#   permuted: each batch's maps handed to the other images of the batch (a seeded derangement);
+#   centre: one centred Gaussian for every image (a centre prior).
+PLACEBO_ARMS = {
+    "permuted": {"attg_guidance": "attg", "attention_placebo": "permuted"},
+    "centre": {"attg_guidance": "attg", "attention_placebo": "centre"},
+}
+ARM_FLAGS = {**LABEL_FREE_ARMS, **PLACEBO_ARMS}
 KNN_K = 20
-ARMS = (*GUIDANCE_MODES, *LABEL_FREE_ARMS)
+ARMS = (*GUIDANCE_MODES, *LABEL_FREE_ARMS, *PLACEBO_ARMS)
+# the per-seed record of the training-free baselines and the randomly initialised encoder (no training)
+BASELINES = "baselines"
 # what may differ between a record and the run that would remake it: where its checkpoint went
 UNCOMPARED_FLAGS = ("--output_dir",)
 
@@ -106,7 +117,7 @@ def run_arguments(seed: int, arm: str, output_dir: Path, user_argv: list[str]) -
     synthetic = is_synthetic(user_argv)
     fixed = {"output_dir": str(output_dir), "seed": seed, "attg_guidance": arm, "knn_monitor": True,
              "maps_for_vanilla_mae": True, "run_knn": True, "overwrite_output_dir": True,
-             **LABEL_FREE_ARMS.get(arm, {})}
+             **ARM_FLAGS.get(arm, {})}
     defaults = STUDY_DEFAULTS
     if synthetic:
         fixed["synthetic_seed"] = seed  # each seed draws its own data: the spread includes the data
@@ -148,21 +159,21 @@ def check_map_source(arms: list[str], user_argv: list[str]) -> None:
 def check_arms(arms: list[str]) -> None:
     for arm in arms:
         if arm not in ARMS:
-            raise ValueError(f"--arms: unknown arm {arm!r}; choose from {list(ARMS)} (attg_guidance values, and "
-                             "the label-free map sources)")
+            raise ValueError(f"--arms: unknown arm {arm!r}; choose from {list(ARMS)} (attg_guidance values, "
+                             "the label-free map sources and the placebos)")
     repeated = sorted({arm for arm in arms if arms.count(arm) > 1})
     if repeated:
         raise ValueError(f"--arms names {repeated} more than once")
 
 
-def check_run(argv: list[str]) -> None:
-    """run_pretrain.py's own parser and its checks that need no data and no weights, without running: the output
-    folder is swapped for an empty temporary one, so checking creates no run folder."""
+def check_run(argv: list[str]):
+    """run_pretrain.py's own parser and its checks that need no data and no weights, without running (the output
+    folder is swapped for an empty temporary one, so checking creates no run folder); returns the run's config."""
     model_args, data_args, attg_args, training_args = parse_arguments(argv)
     with tempfile.TemporaryDirectory(prefix="attg-vs-mae-check-") as folder:
         # a --resume_from_checkpoint is checked by the run itself, against its own folder's checkpoints
         training_args.output_dir, training_args.resume_from_checkpoint = folder, None
-        check_run_arguments(model_args, data_args, attg_args, training_args)
+        return check_run_arguments(model_args, data_args, attg_args, training_args)
 
 
 def flag_values(argv: list[str]) -> dict[str, list[str]]:
@@ -283,6 +294,28 @@ def _top1(payload: dict, method: str, k: int | None = None) -> dict:
             if row["method"] == method and (k is None or row["k"] == k)}
 
 
+def checkpoint_sha256(output_dir: Path) -> str:
+    """The sha256 of the exported weights every metric of a record was measured on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(output_dir / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def code_version() -> dict:
+    """The commit the run's code came from, and whether the working tree differed from it (then the commit alone
+    does not reproduce the record)."""
+    def git(*command):
+        return subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "modeling_attg_mae", "benchmarks",
+                  "run_pretrain.py")
+    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_changes": bool(changed)}
+
+
 def make_record(setting: str, seed: int, arm: str, argv: list[str], output_dir: Path, seconds: float) -> dict:
     state = json.loads((output_dir / "trainer_state.json").read_text())
     knn_cls = _top1(json.loads((output_dir / "knn_results.json").read_text()), "knn", k=KNN_K)
@@ -298,13 +331,53 @@ def make_record(setting: str, seed: int, arm: str, argv: list[str], output_dir: 
                 if "self_map_iou" in e]
     runtime = next((e["train_runtime"] for e in state["log_history"] if "train_runtime" in e), None)
     synthetic = "--synthetic_seed" in argv
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    commit = code_version()
     return {
-        "schema_version": 1, "setting": setting, "seed": seed, "commit": commit.strip() or None,
+        "schema_version": 1, "setting": setting, "seed": seed, **commit,
         "data_seed": seed if synthetic else None, "arm": arm, "argv": argv,
+        "checkpoint_sha256": checkpoint_sha256(output_dir),
         "knn": {"cls": knn_cls, "mean": extra["knn_mean"]}, "linear": {"cls": extra["linear_cls"]},
         "curve": curve, "object_loss_share": share, "train_seconds": runtime, "wall_seconds": round(seconds, 1),
         "map_iou": self_iou or detector_map_iou(argv),
+    }
+
+
+def make_baselines_record(setting: str, seed: int, argv: list[str], output_dir: Path) -> dict:
+    """The seed's training-free baselines (`evaluation/baselines.py`) and the same architecture at random
+    initialisation (exported like a trained checkpoint and evaluated by the same k-NN), on the run's data."""
+    from transformers import set_seed
+
+    from modeling_attg_mae.configuration_attg_mae import image_size_of, patch_size_of
+    from modeling_attg_mae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from modeling_attg_mae.evaluation.arguments import EvalModelArguments, KNNArguments
+    from modeling_attg_mae.evaluation.baselines import training_free_knn
+    from modeling_attg_mae.evaluation.pipelines import run_knn
+    from modeling_attg_mae.pretraining.card import export_checkpoint
+    from modeling_attg_mae.pretraining.dataset import knn_eval_splits
+    from modeling_attg_mae.pretraining.self_maps import QUALITY_COLUMN
+    from modeling_attg_mae.pretraining.wiring import build_model
+
+    model_args, data_args, attg_args, training_args = parse_arguments(argv)
+    dataset, data, run = evaluation_inputs(output_dir, argv)
+    config = check_run(argv)
+    size, patch = image_size_of(config), patch_size_of(config)
+    splits = knn_eval_splits(dataset, data_args)
+    masks = QUALITY_COLUMN if QUALITY_COLUMN in dataset[data_args.train_split].column_names else None
+    training_free = training_free_knn(dataset, data_args.train_split, splits, size, size // patch,
+                                      label_column=data_args.label_column_name,
+                                      image_column=data_args.image_column_name, mask_column=masks, k=KNN_K)
+    set_seed(training_args.seed)  # the initial weights of every arm of this seed
+    output_dir.mkdir(parents=True, exist_ok=True)
+    export_checkpoint(build_model(model_args, attg_args, config), output_dir, size, IMAGENET_MEAN, IMAGENET_STD)
+    random_init = {pooling: _top1(run_knn(EvalModelArguments(str(output_dir), pooling=pooling), data,
+                                          run(f"eval-knn-{pooling}"), KNNArguments(ks=[KNN_K]), dataset=dataset),
+                                  "knn", k=KNN_K) for pooling in ("cls", "mean")}
+    commit = code_version()
+    return {
+        "schema_version": 1, "setting": setting, "seed": seed, **commit,
+        "data_seed": seed if "--synthetic_seed" in argv else None, "arm": BASELINES, "argv": argv,
+        "knn_k": KNN_K, "training_free": training_free,
+        "random_init": {"checkpoint_sha256": checkpoint_sha256(output_dir), "knn": random_init},
     }
 
 
@@ -357,6 +430,13 @@ def main(argv=None):
     check_map_source(args.arms, user)
     planned = []
     for seed in args.seeds:
+        # the baselines of this seed's data: the arguments of its MAE run (the same data, model and initial weights)
+        output_dir = Path(args.work) / args.setting / f"seed{seed}-{BASELINES}"
+        run_argv = run_arguments(seed, "none", output_dir, user)
+        record_path = records / f"seed{seed}-{BASELINES}.json"
+        if record_path.exists() and not args.overwrite:
+            check_record(record_path, args.setting, seed, BASELINES, run_argv)
+        planned.append((seed, BASELINES, output_dir, run_argv, record_path))
         for arm in args.arms:
             output_dir = Path(args.work) / args.setting / f"seed{seed}-{arm}"
             run_argv = run_arguments(seed, arm, output_dir, user)
@@ -373,11 +453,18 @@ def main(argv=None):
             print(f"[{args.setting}] seed {seed} {arm}: its record (same arguments) exists, skipped ({record_path})",
                   flush=True)
             continue
+        records.mkdir(parents=True, exist_ok=True)
+        if arm == BASELINES:
+            print(f"[{args.setting}] seed {seed}: training-free baselines and the random initialisation", flush=True)
+            record = make_baselines_record(args.setting, seed, run_argv, output_dir)
+            record_path.write_text(json.dumps(record, indent=1) + "\n")
+            print(f"[{args.setting}] seed {seed} baselines: {record['training_free']}, random init "
+                  f"{record['random_init']['knn']} -> {record_path}", flush=True)
+            continue
         print(f"[{args.setting}] seed {seed} {arm}: training ({output_dir})", flush=True)
         start = time.time()
         _train(run_argv, output_dir / "train.log")
         record = make_record(args.setting, seed, arm, run_argv, output_dir, time.time() - start)
-        records.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"[{args.setting}] seed {seed} {arm}: k-NN CLS {record['knn']['cls']} "
               f"({record['wall_seconds']:.0f} s) -> {record_path}", flush=True)

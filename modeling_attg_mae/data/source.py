@@ -117,7 +117,7 @@ def use_recorded_source(data_args: DataSourceArguments, checkpoint) -> dict | No
 def dataset_label(source: dict) -> str:
     """A name for the data of `source` that differs whenever the data does.
 
-    Synthetic: `attg-mae-synthetic-{size}px-train{n}-val{m}-seed{s}` (+ `-colourrandom` for shape-only classes); a Hub dataset: `name` or `name/config`;
+    Synthetic: `attg-mae-synthetic-{size}px-train{n}-val{m}-seed{s}` (+ `-colourrandom` for shape-only classes, `-layout` for layout classes); a Hub dataset: `name` or `name/config`;
     image folders: `imagefolder:<train_dir>` (+ `+<validation_dir>`).
     """
     if source.get("dataset_name"):
@@ -128,8 +128,9 @@ def dataset_label(source: dict) -> str:
         return label + (f"+{source['validation_dir']}" if source.get("validation_dir") else "")
     synthetic = {**synthetic_defaults(), **(source.get("synthetic") or {})}
     colour = "" if synthetic["object_color"] == "per_class" else f"-colour{synthetic['object_color']}"
+    cue = "" if synthetic.get("class_cue", "shape") == "shape" else f"-{synthetic['class_cue']}"
     return (f"attg-mae-synthetic-{synthetic['image_size']}px-train{synthetic['num_train']}-"
-            f"val{synthetic['num_validation']}-seed{synthetic['seed']}{colour}")
+            f"val{synthetic['num_validation']}-seed{synthetic['seed']}{colour}{cue}")
 
 
 __all__ = ["DATA_SOURCE_FILE", "data_source", "data_source_path", "dataset_label", "read_data_source",

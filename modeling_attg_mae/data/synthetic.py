@@ -67,9 +67,17 @@ TEXTURE_FAMILIES = (
     "horizontal_stripes", "vertical_stripes", "checkerboard", "dots", "rings", "blobs", "noise", "grid",
     "zigzag", "diagonal_stripes", "waves", "rays",
 )
+# class_cue="layout": the class is how the object is split into two random colours (in the object's own frame,
+# so it turns and mirrors with it), on a silhouette drawn independently of the class
+LAYOUTS = (
+    "left_right", "top_bottom", "diagonal", "bullseye", "quadrants", "vertical_band", "horizontal_band", "plus",
+    "corner", "ring",
+)
+SILHOUETTES = ("disk", "square", "diamond")
 PLAIN_BACKGROUND = "plain"
 SPLITS = ("train", "validation", "validation_mixed_rand", "validation_only_fg")
 ObjectColor = Literal["per_class", "random"]
+ClassCue = Literal["shape", "layout"]
 
 _CHUNK = 256  # images rendered at once: bounds memory (~10 float32 arrays of (256, H, W)); part of determinism
 _GREY = 128 / 255
@@ -103,6 +111,22 @@ _SHAPE_TESTS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "heart": _heart,
     "tee": lambda u, v: ((np.abs(u) <= 0.9) & (v >= 0.4) & (v <= 0.9)) | ((np.abs(u) <= 0.25) & (np.abs(v) <= 0.9)),
     "diamond": lambda u, v: np.abs(u) + np.abs(v) <= 1.0,
+}
+
+
+# region "B" of each layout in the unit frame (the rest of the silhouette is region "A"); the two colours are drawn
+# at random for each image and either may take either region, so only the partition tells the class
+_LAYOUT_TESTS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "left_right": lambda u, v: u > 0,
+    "top_bottom": lambda u, v: v > 0,
+    "diagonal": lambda u, v: u + v > 0,
+    "bullseye": lambda u, v: u * u + v * v < 0.45**2,
+    "quadrants": lambda u, v: (u > 0) ^ (v > 0),
+    "vertical_band": lambda u, v: np.abs(u) < 0.3,
+    "horizontal_band": lambda u, v: np.abs(v) < 0.3,
+    "plus": lambda u, v: (np.abs(u) < 0.22) | (np.abs(v) < 0.22),
+    "corner": lambda u, v: (u > 0) & (v > 0),
+    "ring": lambda u, v: (u * u + v * v > 0.35**2) & (u * u + v * v < 0.65**2),
 }
 
 
@@ -192,11 +216,15 @@ def _hsv_to_rgb(h, s, v):
 # Parameters: every random draw of a split happens here, vectorised over the split, before any rendering.
 # ----------------------------------------------------------------------------------------------------------
 def _object_parameters(rng, labels, image_size, num_classes, object_area, object_aspect, max_rotation,
-                       object_color):
+                       object_color, class_cue="shape"):
     n = len(labels)
-    shape_names = [SHAPES[k] for k in range(num_classes)]
-    unit_area = np.array([_SHAPE_GEOMETRY[s][0] for s in shape_names])[labels]
-    unit_radius = np.array([_SHAPE_GEOMETRY[s][1] for s in shape_names])[labels]
+    if class_cue == "shape":
+        shapes = labels  # index into SHAPES
+    else:  # the silhouette is drawn independently of the class (a stream of its own: the shape draws stay as they are)
+        silhouette_rng = np.random.Generator(np.random.PCG64(rng.integers(0, 2**63 - 1)))
+        shapes = np.array([SHAPES.index(name) for name in SILHOUETTES])[silhouette_rng.integers(0, len(SILHOUETTES), n)]
+    unit_area = np.array([_SHAPE_GEOMETRY[name][0] for name in SHAPES])[shapes]
+    unit_radius = np.array([_SHAPE_GEOMETRY[name][1] for name in SHAPES])[shapes]
     area = rng.uniform(*object_area, n) * image_size**2  # pixels
     aspect = np.exp(rng.uniform(-np.log(object_aspect), np.log(object_aspect), n))
     scale = np.sqrt(area / unit_area)
@@ -214,8 +242,14 @@ def _object_parameters(rng, labels, image_size, num_classes, object_area, object
     color = _hsv_to_rgb(hue, rng.uniform(0.65, 1.0, n), rng.uniform(0.7, 1.0, n))
     shade_angle = rng.uniform(0, 2 * np.pi, n)
     shade = rng.uniform(0.0, 0.3, n)
-    return dict(cx=cx, cy=cy, scale_x=scale_x, scale_y=scale_y, rotation=rotation, mirror=mirror, color=color,
-                shade_x=shade * np.cos(shade_angle), shade_y=shade * np.sin(shade_angle), radius=extent)
+    obj = dict(cx=cx, cy=cy, scale_x=scale_x, scale_y=scale_y, rotation=rotation, mirror=mirror, color=color,
+               shade_x=shade * np.cos(shade_angle), shade_y=shade * np.sin(shade_angle), radius=extent, shape=shapes)
+    if class_cue == "layout":
+        # the second colour: a hue at least a quarter turn away, so that the two regions always differ
+        hue2 = np.mod(hue + silhouette_rng.uniform(0.25, 0.75, n), 1.0)
+        obj["color2"] = _hsv_to_rgb(hue2, silhouette_rng.uniform(0.65, 1.0, n), silhouette_rng.uniform(0.7, 1.0, n))
+        obj["layout"] = labels
+    return obj
 
 
 def _background_parameters(rng, families, image_size, texture_period, num_families):
@@ -251,18 +285,22 @@ def _background_parameters(rng, families, image_size, texture_period, num_famili
 # ----------------------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------------------
-def _render_masks(obj, labels, x, y, num_classes):
-    """Boolean object masks (n, H, W) and the 1-px outline inside them."""
-    n = len(labels)
+def _object_frame(obj, x, y):
+    """Every pixel's coordinates (u, v) in its image's object frame (unit radius, u to the right, v up)."""
     dx, dy = x - obj["cx"][:, None, None], y - obj["cy"][:, None, None]
     cos, sin = np.cos(obj["rotation"])[:, None, None], np.sin(obj["rotation"])[:, None, None]
     u = (dx * cos + dy * sin) / obj["scale_x"][:, None, None] * obj["mirror"][:, None, None]
     v = -(-dx * sin + dy * cos) / obj["scale_y"][:, None, None]  # image rows grow downwards, v grows upwards
-    mask = np.zeros((n,) + x.shape[1:], dtype=bool)
-    for k in range(num_classes):
-        rows = np.flatnonzero(labels == k)
-        if len(rows):
-            mask[rows] = _SHAPE_TESTS[SHAPES[k]](u[rows], v[rows])
+    return u, v
+
+
+def _render_masks(obj, x, y):
+    """Boolean object masks (n, H, W) and the 1-px outline inside them."""
+    u, v = _object_frame(obj, x, y)
+    mask = np.zeros(u.shape, dtype=bool)
+    for k in np.unique(obj["shape"]):
+        rows = np.flatnonzero(obj["shape"] == k)
+        mask[rows] = _SHAPE_TESTS[SHAPES[k]](u[rows], v[rows])
     # outline = object pixels with a 4-neighbour outside the object (erosion by one pixel, image edge = outside)
     padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
     interior = padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:] & mask
@@ -306,14 +344,22 @@ def _render_split(obj, labels, bg, image_size, num_classes, plain_background):
         x = np.broadcast_to(axis[None, None, :], (m, image_size, image_size))
         chunk_obj = {key: value[rows] for key, value in obj.items()}
         chunk_bg = None if plain_background else {key: value[rows] for key, value in bg.items()}
-        mask, outline = _render_masks(chunk_obj, labels[rows], x, y, num_classes)
+        mask, outline = _render_masks(chunk_obj, x, y)
         background = _render_backgrounds(chunk_bg, x, y, image_size, plain_background)  # (m, H, W, 3)
         # linear shading across the object, relative to its radius: same colour family, not a flat fill
         shading = 1.0 + (
             chunk_obj["shade_x"][:, None, None] * (x - chunk_obj["cx"][:, None, None])
             + chunk_obj["shade_y"][:, None, None] * (y - chunk_obj["cy"][:, None, None])
         ) / chunk_obj["radius"][:, None, None]
-        foreground = np.clip(chunk_obj["color"][:, None, None, :] * shading[..., None], 0.0, 1.0)
+        color = np.broadcast_to(chunk_obj["color"][:, None, None, :], (m, image_size, image_size, 3))
+        if "layout" in chunk_obj:
+            u, v = _object_frame(chunk_obj, x, y)
+            region = np.zeros(u.shape, dtype=bool)
+            for k in np.unique(chunk_obj["layout"]):
+                layout_rows = np.flatnonzero(chunk_obj["layout"] == k)
+                region[layout_rows] = _LAYOUT_TESTS[LAYOUTS[k]](u[layout_rows], v[layout_rows])
+            color = np.where(region[..., None], chunk_obj["color2"][:, None, None, :], color)
+        foreground = np.clip(color * shading[..., None], 0.0, 1.0)
         foreground = np.where(outline[..., None], np.float32(0.08), foreground)
         image = np.where(mask[..., None], foreground, background)
         images[rows] = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
@@ -328,11 +374,12 @@ def _png(array: np.ndarray) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def synthetic_features(num_classes: int, plain_background: bool = False) -> datasets.Features:
+def synthetic_features(num_classes: int, plain_background: bool = False,
+                       class_cue: ClassCue = "shape") -> datasets.Features:
     """The `datasets.Features` of a split (shared by every split so that they concatenate)."""
     return datasets.Features({
         "image": datasets.Image(mode="RGB"),
-        "label": datasets.ClassLabel(names=list(SHAPES[:num_classes])),
+        "label": datasets.ClassLabel(names=list((SHAPES if class_cue == "shape" else LAYOUTS)[:num_classes])),
         "object_mask": datasets.Image(mode="L"),
         "background": datasets.ClassLabel(names=list(TEXTURE_FAMILIES[:num_classes]) + [PLAIN_BACKGROUND]),
     })
@@ -359,9 +406,15 @@ def _correlated_families(rng, labels, num_classes, correlation):
 
 
 def _validate(num_train, num_validation, image_size, num_classes, background_correlation, object_area,
-              object_aspect, max_rotation, texture_period, object_color):
-    if not 2 <= num_classes <= len(SHAPES):
-        raise ValueError(f"num_classes must be between 2 and {len(SHAPES)} (one shape per class: {SHAPES}), "
+              object_aspect, max_rotation, texture_period, object_color, class_cue="shape"):
+    if class_cue not in ("shape", "layout"):
+        raise ValueError(f"class_cue must be 'shape' or 'layout', got {class_cue!r}")
+    if class_cue == "layout" and object_color != "random":
+        raise ValueError("class_cue='layout' paints every object in two random hues (the class is how they split "
+                         f"it): object_color must be 'random', got {object_color!r}")
+    cues = SHAPES if class_cue == "shape" else LAYOUTS
+    if not 2 <= num_classes <= len(cues):
+        raise ValueError(f"num_classes must be between 2 and {len(cues)} (one {class_cue} per class: {cues}), "
                          f"got {num_classes}")
     for name, value in (("num_train", num_train), ("num_validation", num_validation)):
         if not (isinstance(value, int) and value >= 1):
@@ -395,16 +448,18 @@ def generate_synthetic_dataset(
     max_rotation: float = 15.0,
     texture_period: tuple[float, float] = (1 / 16, 1 / 7),
     object_color: ObjectColor = "per_class",
+    class_cue: ClassCue = "shape",
 ) -> datasets.DatasetDict:
     """Render the synthetic benchmark (no caching); see the module docstring and `load_synthetic_dataset`."""
     object_area, texture_period = tuple(object_area), tuple(texture_period)
     _validate(num_train, num_validation, image_size, num_classes, background_correlation, object_area,
-              object_aspect, max_rotation, texture_period, object_color)
+              object_aspect, max_rotation, texture_period, object_color, class_cue)
     streams = [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(6)]
     train_rng, val_rng, train_bg_rng, val_bg_rng, mixed_bg_rng, family_rng = streams
     split_sizes = {"train": num_train, "validation": num_validation}
     object_kwargs = dict(image_size=image_size, num_classes=num_classes, object_area=object_area,
-                         object_aspect=object_aspect, max_rotation=max_rotation, object_color=object_color)
+                         object_aspect=object_aspect, max_rotation=max_rotation, object_color=object_color,
+                         class_cue=class_cue)
     result = {}
     for split, rng, bg_rng in (("train", train_rng, train_bg_rng), ("validation", val_rng, val_bg_rng)):
         labels = rng.integers(0, num_classes, split_sizes[split])
@@ -421,7 +476,7 @@ def generate_synthetic_dataset(
             result["validation_mixed_rand"] = (mixed, masks, labels, mixed_families)
             only_fg, _ = _render_split(obj, labels, None, image_size, num_classes, plain_background=True)
             result["validation_only_fg"] = (only_fg, masks, labels, np.full(num_validation, num_classes))
-    features = synthetic_features(num_classes)
+    features = synthetic_features(num_classes, class_cue=class_cue)
     return datasets.DatasetDict({
         split: _to_dataset(*result[split], features=features, split=split) for split in SPLITS
     })
@@ -437,6 +492,8 @@ def synthetic_parameters(**kwargs) -> dict:
     bound = signature.bind(**kwargs)
     bound.apply_defaults()
     parameters = {key: list(value) if isinstance(value, tuple) else value for key, value in bound.arguments.items()}
+    if parameters["class_cue"] == "shape":  # added later: a shape dataset keeps the cache key it always had
+        del parameters["class_cue"]
     parameters["generator_version"] = GENERATOR_VERSION
     return parameters
 
@@ -461,6 +518,7 @@ def load_synthetic_dataset(
     max_rotation: float = 15.0,
     texture_period: tuple[float, float] = (1 / 16, 1 / 7),
     object_color: ObjectColor = "per_class",
+    class_cue: ClassCue = "shape",
     cache_dir: str | os.PathLike | None = None,
 ) -> datasets.DatasetDict:
     """The embedded synthetic object-centric benchmark (see the module docstring for its design).
@@ -480,6 +538,9 @@ def load_synthetic_dataset(
         max_rotation: objects are rotated uniformly in +-max_rotation degrees (< 22.5).
         texture_period: (low, high) texture period as a fraction of `image_size` (at least 3 px).
         object_color: "per_class" (hue k/K, jittered) or "random" (only the shape tells the class).
+        class_cue: "shape" (class k is the silhouette `SHAPES[k]`) or "layout" (class k is `LAYOUTS[k]`, the way
+            two random hues split a silhouette drawn from `SILHOUETTES` independently of the class; needs
+            `object_color="random"`, at most 10 classes). The maps (object masks) then carry no label.
         cache_dir: if given, the splits are saved there with `save_to_disk` in a folder keyed by a hash of all
             the arguments above and `GENERATOR_VERSION`, and loaded from it next time; a cached folder whose
             recorded parameters differ is never overwritten (an error is raised instead).
@@ -492,7 +553,7 @@ def load_synthetic_dataset(
     kwargs = dict(num_train=num_train, num_validation=num_validation, image_size=image_size,
                   num_classes=num_classes, seed=seed, background_correlation=background_correlation,
                   object_area=object_area, object_aspect=object_aspect, max_rotation=max_rotation,
-                  texture_period=texture_period, object_color=object_color)
+                  texture_period=texture_period, object_color=object_color, class_cue=class_cue)
     if cache_dir is None:
         return generate_synthetic_dataset(**kwargs)
     parameters = synthetic_parameters(**kwargs)

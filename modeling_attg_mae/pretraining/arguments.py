@@ -102,6 +102,11 @@ class DataArguments(LabelledDataArguments):
         "help": "Debug: with --attention_online, refuse a map with NaN or inf values when it is made (naming it). Off "
                 "by default: the check reads every batch's maps back on the host, a pipeline stall on a GPU; without "
                 "it such a map makes the batch's loss NaN. Stored and self maps are always checked (on the CPU)."})
+    attention_placebo: Literal["permuted", "centre"] | None = field(default=None, metadata={
+        "help": "A control arm (object_discovery/placebo.py): the loss is weighted with maps that carry no object "
+                "information for their image. permuted: each batch's maps handed to the other images of the batch "
+                "(a seeded derangement, same multiset); centre: one centred Gaussian for every image. Needs stored "
+                "maps and a guidance mode; object_loss_share still measures the share on each image's own map."})
     attention_refresh_epochs: int | None = field(default=None, metadata={
         "help": "With --attention_method self: recompute the maps from the current weights every K epochs (K >= 1), "
                 "on the un-augmented images; the collator crops them like stored maps."})
@@ -139,6 +144,14 @@ def check_label_free_arguments(data_args) -> None:
         raise ValueError("--attention_online_check checks the maps of --attention_online as they are made; stored and "
                          "self maps are always checked (in the collator, the map step and at each refresh): add "
                          "--attention_online or drop the flag")
+    if data_args.attention_placebo is not None:
+        from ..object_discovery.placebo import check_placebo
+
+        check_placebo(data_args.attention_placebo)
+        if data_args.attention_online or method == "self":
+            raise ValueError(f"--attention_placebo {data_args.attention_placebo} replaces each batch's stored maps, "
+                             f"but the maps here are {'online' if data_args.attention_online else 'self'} maps; "
+                             "use a stored map source (e.g. --attention_method column) or drop --attention_placebo")
     for name in ("attention_refresh_epochs", "attention_warmup_epochs"):
         if getattr(data_args, name) is not None and method != "self":
             raise ValueError(f"--{name} is for --attention_method self (self-bootstrapped maps), but "
@@ -252,7 +265,7 @@ FINGERPRINT_FIELDS = {
     "model": ("model_preset", "config_overrides", "mask_ratio", "norm_pix_loss"),
     "data": ("streaming", "streaming_shuffle_buffer", "max_train_samples", "attention_column", "attention_method",
              "attention_model_name_or_path", "attention_source_column", "attention_grid_size", "attention_online",
-             "attention_refresh_epochs", "attention_warmup_epochs"),
+             "attention_refresh_epochs", "attention_warmup_epochs", "attention_placebo"),
     "attg": ("attg_guidance", "attg_temperature", "attg_temperature_end", "attg_temperature_schedule", "attg_quantile"),
     "training": ("seed", "data_seed", "learning_rate", "max_steps", "warmup_steps", "weight_decay", "adam_beta1",
                  "adam_beta2", "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "lr_scheduler_kwargs", "optim",

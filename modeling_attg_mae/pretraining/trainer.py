@@ -20,6 +20,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..checkpointing import FullWeightsResumeMixin
 from ..modeling_attg_mae import normalize_attention_map, patch_grid, resample_attention_map
+from ..object_discovery.placebo import OBJECT_MAP_KEY
 from ..seeding import seeded_generator
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         guidance = getattr(self.model.config, "attg_guidance", "none")  # a stock ViTMAE trains here too
+        # a placebo batch (object_discovery/placebo.py) weights the loss with other maps than the image's own,
+        # which it carries for the object share alone: not a model input
+        inputs = dict(inputs)
+        own_map = inputs.pop(OBJECT_MAP_KEY, None)
         if self.online_attention_maps is not None and inputs.get("attention_map") is None:
             inputs = {**inputs, "attention_map": self.online_attention_maps(inputs["pixel_values"])}
         vanilla = self.maps_optional and inputs.get("attention_map") is None
@@ -78,7 +83,8 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
             outputs = model(**inputs)
         loss = outputs.loss
         if model.training and inputs.get("attention_map") is not None and hasattr(outputs, "patch_weights"):
-            self._object_share.append(object_loss_share(outputs, inputs["attention_map"]))
+            self._object_share.append(object_loss_share(
+                outputs, inputs["attention_map"] if own_map is None else own_map))
         return (loss, outputs) if return_outputs else loss
 
     def _warn_constant_maps(self, attention_map: torch.Tensor) -> None:

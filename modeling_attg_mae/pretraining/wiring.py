@@ -113,6 +113,9 @@ def check_run_arguments(model_args: ModelArguments, data_args: DataArguments, at
                                   stored_maps=uses_maps and not data_args.attention_online)
     if attg_args.attg_guidance != "none" or attg_args.maps_for_vanilla_mae:
         check_attention_arguments(data_args)
+    if data_args.attention_placebo is not None and attg_args.attg_guidance == "none":
+        raise ValueError(f"--attention_placebo {data_args.attention_placebo} changes the maps the guided loss is "
+                         "weighted with, but --attg_guidance is none (a plain MAE): choose a guidance mode (attg)")
     return config
 
 
@@ -210,6 +213,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
                                 require_attention_map=needs_maps, seed=training_args.seed)
     eval_collator = PretrainCollator(EvalTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
                                      require_attention_map=needs_maps)
+    if data_args.attention_placebo is not None:
+        from ..object_discovery.placebo import PlaceboCollator
+
+        collator = PlaceboCollator(collator, data_args.attention_placebo, training_args.seed)
     online = None
     if data_args.attention_online and uses_maps:
         online = build_online_maps(data_args, training_args, mean, std)
