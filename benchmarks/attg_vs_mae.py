@@ -348,6 +348,7 @@ def make_baselines_record(setting: str, seed: int, argv: list[str], output_dir: 
     from transformers import set_seed
 
     from modeling_attg_mae.configuration_attg_mae import image_size_of, patch_size_of
+    from modeling_attg_mae.data.source import write_data_source
     from modeling_attg_mae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from modeling_attg_mae.evaluation.arguments import EvalModelArguments, KNNArguments
     from modeling_attg_mae.evaluation.baselines import training_free_knn
@@ -369,6 +370,7 @@ def make_baselines_record(setting: str, seed: int, argv: list[str], output_dir: 
     set_seed(training_args.seed)  # the initial weights of every arm of this seed
     output_dir.mkdir(parents=True, exist_ok=True)
     export_checkpoint(build_model(model_args, attg_args, config), output_dir, size, IMAGENET_MEAN, IMAGENET_STD)
+    write_data_source(output_dir, data_args)  # its results name the run's data, as a trained checkpoint's do
     random_init = {pooling: _top1(run_knn(EvalModelArguments(str(output_dir), pooling=pooling), data,
                                           run(f"eval-knn-{pooling}"), KNNArguments(ks=[KNN_K]), dataset=dataset),
                                   "knn", k=KNN_K) for pooling in ("cls", "mean")}
@@ -383,7 +385,8 @@ def make_baselines_record(setting: str, seed: int, argv: list[str], output_dir: 
 
 def detector_map_iou(argv: list[str]) -> list[dict] | None:
     """The IoU with the object masks of the maps a run's loss uses when they come from a fixed detector (stored or
-    online: the same detector on the whole image; `map_iou`'s rule, as the self maps are measured), as one entry;
+    online: the same detector on the whole image; `map_iou`'s rule, as the self maps are measured), as one entry
+    (a placebo's maps as it gives them: for `permuted`, each image gets another image's whole-image map);
     None for a run whose loss uses no map (MAE), self maps (logged per refresh instead) or data without masks."""
     import torch
 
@@ -401,6 +404,10 @@ def detector_map_iou(argv: list[str]) -> list[dict] | None:
     maps = add_attention_maps(train, data_args.attention_method, model_name_or_path=data_args.attention_model_name_or_path,
                               image_column=source, grid_size=data_args.attention_grid_size)
     maps = torch.as_tensor(maps.with_format("numpy", columns=["attention_map"])[:]["attention_map"])
+    if data_args.attention_placebo is not None:  # the maps the loss sees: another image's, or the centre prior
+        from modeling_attg_mae.object_discovery.placebo import placebo_maps
+
+        maps = placebo_maps(maps, data_args.attention_placebo, torch.Generator().manual_seed(0))
     return [{"step": 0, "epoch": 0, "value": round(map_iou(maps, mask_grids(train[QUALITY_COLUMN], maps.shape[-1])), 4)}]
 
 

@@ -23,6 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plotting import plot_curves  # noqa: E402
+from protocol_report import BASELINES, BASELINE_NAMES, baseline_values, load_protocol, render_protocol_setting  # noqa: E402
 
 from modeling_attg_mae.evaluation.statistics import mean_and_sd, paired_comparison  # noqa: E402
 
@@ -44,7 +45,8 @@ BAR_SPLITS = ("validation", "validation_mixed_rand")
 ALPHA = 0.05
 
 ARM_NAMES = {"none": "MAE", "attg": "AttG", "self": "AttG, self maps", "online_sr": "AttG, online spectral residual",
-             "sr": "AttG, stored spectral residual"}
+             "sr": "AttG, stored spectral residual", "permuted": "AttG, permuted maps (placebo)",
+             "centre": "AttG, centre prior (placebo)", "input_masking": "AttG masking"}
 ARM_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
 METRIC_NAMES = {"knn": "k-NN", "linear": "linear"}
 
@@ -173,8 +175,57 @@ def plot_setting(setting: str, arms: dict[str, list[dict]], plot_dir: str) -> No
                 x_label="step", y_label="object share (%)")
 
 
+def share_and_iou_lines(order: list[str], arms: dict[str, list[dict]]) -> list[str]:
+    """The object-loss share of the last epoch per arm, and the maps' IoU with the object masks with the training
+    time."""
+    lines = []
+    lines += ["", ("Share of the masked loss on object patches in the last epoch (AttG: of the weighted loss; MAE: "
+                   "of the unweighted one), mean +- sd over seeds:"), "", "| arm | object share (%) |", "|---|---|"]
+    for arm in order:
+        mean, sd = mean_and_sd([100 * last_epoch_share(record) for record in arms[arm]])
+        lines.append(f"| {arm_name(arm)} | {mean:.1f} +- {sd:.1f} |")
+
+    with_iou = [arm for arm in order if all(record.get("map_iou") for record in arms[arm])]
+    if with_iou:
+        lines += ["", ("IoU of each arm's maps with the object masks (map >= its mean vs cells at least half object), "
+                       "mean +- sd over seeds: once for a fixed detector, at each refresh (epoch) for self maps; and "
+                       "the training wall-clock (one torch thread, other jobs on the machine):"), "",
+                  "| arm | map IoU | training s |", "|---|---|---|"]
+        for arm in order:
+            if arm in with_iou:
+                epochs = sorted({entry["epoch"] for record in arms[arm] for entry in record["map_iou"]})
+                cells = []
+                for epoch in epochs:
+                    ious = [entry["value"] for record in arms[arm] for entry in record["map_iou"] if entry["epoch"] == epoch]
+                    mean, sd = mean_and_sd(ious)
+                    cells.append(f"{mean:.3f} +- {sd:.3f}" + (f" (epoch {epoch:g})" if len(epochs) > 1 else ""))
+                iou = "; ".join(cells)
+            else:
+                iou = "-"
+            seconds = [record["train_seconds"] for record in arms[arm] if record.get("train_seconds") is not None]
+            lines.append(f"| {arm_name(arm)} | {iou} | {mean_and_sd(seconds)[0]:.0f} +- {mean_and_sd(seconds)[1]:.0f} |")
+
+    return lines
+
+
+def baselines_lines(records: list[dict], splits) -> list[str]:
+    """The training-free baselines and the random initialisation of a setting without a protocol, mean +- sd."""
+    lines = ["", f"Training-free baselines (k-NN top-1 %, k = {records[0]['knn_k']}, mean +- sd over "
+                 f"{len(records)} seeds; no training):", "", "| features | " + " | ".join(splits) + " |",
+             "|---|" + "---|" * len(splits)]
+    values = {split: baseline_values(records, split) for split in splits}
+    for name in values[splits[0]]:
+        cells = [mean_and_sd(values[split][name]) if len(records) > 1 else (values[split][name][0], float("nan"))
+                 for split in splits]
+        lines.append(f"| {BASELINE_NAMES.get(name, name)} | " + " | ".join(f"{m:.1f} +- {sd:.1f}" for m, sd in cells)
+                     + " |")
+    return lines
+
+
 def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_dir: str, link_dir: str,
                    draw: bool) -> str:
+    arms_by_seed = dict(arms_by_seed)
+    baselines = arms_by_seed.pop(BASELINES, None)
     seeds = paired_seeds(setting, arms_by_seed)
     # MAE first, then the other arms in name order, each as a list in seed order: index i is seed seeds[i]
     order = [CONTROL_ARM] + sorted(arm for arm in arms_by_seed if arm != CONTROL_ARM)
@@ -220,31 +271,9 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_
                 lines.append(comparison_row(metric_name(metric), split, treatment,
                                             metric_values(arms[CONTROL_ARM], metric, split), metric == PRIMARY))
 
-    lines += ["", ("Share of the masked loss on object patches in the last epoch (AttG: of the weighted loss; MAE: "
-                   "of the unweighted one), mean +- sd over seeds:"), "", "| arm | object share (%) |", "|---|---|"]
-    for arm in order:
-        mean, sd = mean_and_sd([100 * last_epoch_share(record) for record in arms[arm]])
-        lines.append(f"| {arm_name(arm)} | {mean:.1f} +- {sd:.1f} |")
-
-    with_iou = [arm for arm in order if all(record.get("map_iou") for record in arms[arm])]
-    if with_iou:
-        lines += ["", ("IoU of each arm's maps with the object masks (map >= its mean vs cells at least half object), "
-                       "mean +- sd over seeds: once for a fixed detector, at each refresh (epoch) for self maps; and "
-                       "the training wall-clock (one torch thread, other jobs on the machine):"), "",
-                  "| arm | map IoU | training s |", "|---|---|---|"]
-        for arm in order:
-            if arm in with_iou:
-                epochs = sorted({entry["epoch"] for record in arms[arm] for entry in record["map_iou"]})
-                cells = []
-                for epoch in epochs:
-                    ious = [entry["value"] for record in arms[arm] for entry in record["map_iou"] if entry["epoch"] == epoch]
-                    mean, sd = mean_and_sd(ious)
-                    cells.append(f"{mean:.3f} +- {sd:.3f}" + (f" (epoch {epoch:g})" if len(epochs) > 1 else ""))
-                iou = "; ".join(cells)
-            else:
-                iou = "-"
-            seconds = [record["train_seconds"] for record in arms[arm] if record.get("train_seconds") is not None]
-            lines.append(f"| {arm_name(arm)} | {iou} | {mean_and_sd(seconds)[0]:.0f} +- {mean_and_sd(seconds)[1]:.0f} |")
+    if baselines is not None:
+        lines += baselines_lines([baselines[seed] for seed in seeds if seed in baselines], SPLITS)
+    lines += share_and_iou_lines(order, arms)
 
     if draw:
         plot_setting(setting, arms, plot_dir)
@@ -288,12 +317,24 @@ def render(records_dir: str, results_md: str, draw: bool, reference: tuple[str, 
     count = sum(len(runs) for arms in settings.values() for runs in arms.values())
     link_dir = os.path.dirname(os.path.abspath(results_md))
     head = (f"Generated by `{command}` from the {count} records in "
-            f"`{os.path.relpath(records_dir, link_dir)}/`; edit the records or the script, not this block. "
-            f"Primary metric (fixed before the runs): {metric_name(PRIMARY)} top-1, k = 20. Bar: p < {ALPHA:g} "
-            f"(two-sided paired t-test over seeds) with a positive mean difference on each of "
-            f"{' and '.join(BAR_SPLITS)}.")
-    blocks = [render_setting(setting, settings[setting], os.path.abspath(records_dir), link_dir, draw)
-              for setting in sorted(settings)]
+            f"`{os.path.relpath(records_dir, link_dir)}/`; edit the records or the script, not this block.")
+    if any(load_protocol(os.path.join(records_dir, setting)) is None for setting in settings):
+        head += (f" Settings without a protocol.json: primary metric (fixed before the runs) "
+                 f"{metric_name(PRIMARY)} top-1, k = 20; bar: p < {ALPHA:g} (two-sided paired t-test over seeds) "
+                 f"with a positive mean difference on each of {' and '.join(BAR_SPLITS)}.")
+    blocks = []
+    for setting in sorted(settings):
+        protocol = load_protocol(os.path.join(records_dir, setting))
+        if protocol is None:
+            blocks.append(render_setting(setting, settings[setting], os.path.abspath(records_dir), link_dir, draw))
+            continue
+        link = os.path.relpath(os.path.join(records_dir, setting, "PROTOCOL.md"), link_dir)
+        text = render_protocol_setting(setting, settings[setting], protocol, arm_name, link)
+        arms = {arm: [settings[setting][arm][seed] for seed in sorted(settings[setting][arm])]
+                for arm in protocol["arms"] if arm in settings[setting]}
+        if arms and all(len(runs) == len(next(iter(arms.values()))) for runs in arms.values()):
+            text += "\n" + "\n".join(share_and_iou_lines(list(arms), arms))
+        blocks.append(text)
     return "\n\n".join([head + (" " + " ".join(notes) if notes else "")] + blocks)
 
 

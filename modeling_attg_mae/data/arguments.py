@@ -23,7 +23,8 @@ from typing import Literal, TypeVar
 SOURCE_FLAGS = ("dataset_name", "dataset_config_name", "train_dir", "validation_dir")
 SYNTHETIC_FLAGS = {"synthetic_num_train": "num_train", "synthetic_num_validation": "num_validation",
                    "synthetic_image_size": "image_size", "synthetic_seed": "seed",
-                   "synthetic_object_color": "object_color", "synthetic_class_cue": "class_cue"}
+                   "synthetic_object_color": "object_color", "synthetic_class_cue": "class_cue",
+                   "synthetic_num_classes": "num_classes"}
 
 
 def synthetic_defaults() -> dict:
@@ -83,9 +84,12 @@ class DataSourceArguments:
     synthetic_seed: int | None = field(default=None, metadata=_synthetic_help("generator seed", "seed"))
     synthetic_object_color: Literal["per_class", "random"] | None = field(default=None, metadata=_synthetic_help(
         "per_class (the hue also tells the class) or random (the class is in the shape alone)", "object_color"))
-    synthetic_class_cue: Literal["shape", "layout"] | None = field(default=None, metadata=_synthetic_help(
-        "shape (class k is a silhouette) or layout (class k is how two random hues split a silhouette drawn "
-        "independently of the class; needs --synthetic_object_color random)", "class_cue"))
+    synthetic_class_cue: Literal["shape", "layout", "texture"] | None = field(default=None, metadata=_synthetic_help(
+        "shape (class k is a silhouette), layout (class k is how two random hues split a silhouette drawn "
+        "independently of the class) or texture (class k is a two-colour pixel texture filling such a silhouette); "
+        "layout and texture need --synthetic_object_color random", "class_cue"))
+    synthetic_num_classes: int | None = field(default=None, metadata=_synthetic_help(
+        "number of classes (at most 12 shapes, 10 layouts, 7 textures)", "num_classes"))
 
     def __post_init__(self):
         from .loading import check_source_choice

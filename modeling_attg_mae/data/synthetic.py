@@ -73,11 +73,15 @@ LAYOUTS = (
     "left_right", "top_bottom", "diagonal", "bullseye", "quadrants", "vertical_band", "horizontal_band", "plus",
     "corner", "ring",
 )
+# class_cue="texture": the class is a two-colour pixel texture filling the object (half of its pixels in each
+# colour, on the pixel grid with a random phase, the same under a horizontal flip), on a silhouette drawn
+# independently of the class
+TEXTURES = ("rows", "columns", "checker", "diagonal", "blocks", "wide_rows", "wide_columns")
 SILHOUETTES = ("disk", "square", "diamond")
 PLAIN_BACKGROUND = "plain"
 SPLITS = ("train", "validation", "validation_mixed_rand", "validation_only_fg")
 ObjectColor = Literal["per_class", "random"]
-ClassCue = Literal["shape", "layout"]
+ClassCue = Literal["shape", "layout", "texture"]
 
 _CHUNK = 256  # images rendered at once: bounds memory (~10 float32 arrays of (256, H, W)); part of determinism
 _GREY = 128 / 255
@@ -127,6 +131,18 @@ _LAYOUT_TESTS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "plus": lambda u, v: (np.abs(u) < 0.22) | (np.abs(v) < 0.22),
     "corner": lambda u, v: (u > 0) & (v > 0),
     "ring": lambda u, v: (u * u + v * v > 0.35**2) & (u * u + v * v < 0.65**2),
+}
+
+
+# colour "B" of each texture at integer pixel coordinates (i: column, j: row, both shifted by the image's phase)
+_TEXTURE_TESTS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "rows": lambda i, j: j % 2 == 1,
+    "columns": lambda i, j: i % 2 == 1,
+    "checker": lambda i, j: (i + j) % 2 == 1,
+    "diagonal": lambda i, j: ((i + j) // 2) % 2 == 1,
+    "blocks": lambda i, j: (i // 2 + j // 2) % 2 == 1,
+    "wide_rows": lambda i, j: (j // 2) % 2 == 1,
+    "wide_columns": lambda i, j: (i // 2) % 2 == 1,
 }
 
 
@@ -244,11 +260,13 @@ def _object_parameters(rng, labels, image_size, num_classes, object_area, object
     shade = rng.uniform(0.0, 0.3, n)
     obj = dict(cx=cx, cy=cy, scale_x=scale_x, scale_y=scale_y, rotation=rotation, mirror=mirror, color=color,
                shade_x=shade * np.cos(shade_angle), shade_y=shade * np.sin(shade_angle), radius=extent, shape=shapes)
-    if class_cue == "layout":
+    if class_cue != "shape":
         # the second colour: a hue at least a quarter turn away, so that the two regions always differ
         hue2 = np.mod(hue + silhouette_rng.uniform(0.25, 0.75, n), 1.0)
         obj["color2"] = _hsv_to_rgb(hue2, silhouette_rng.uniform(0.65, 1.0, n), silhouette_rng.uniform(0.7, 1.0, n))
-        obj["layout"] = labels
+        obj[class_cue] = labels
+        if class_cue == "texture":  # the texture's phase on the pixel grid
+            obj["phase_x"], obj["phase_y"] = silhouette_rng.integers(0, 4, n), silhouette_rng.integers(0, 4, n)
     return obj
 
 
@@ -359,6 +377,14 @@ def _render_split(obj, labels, bg, image_size, num_classes, plain_background):
                 layout_rows = np.flatnonzero(chunk_obj["layout"] == k)
                 region[layout_rows] = _LAYOUT_TESTS[LAYOUTS[k]](u[layout_rows], v[layout_rows])
             color = np.where(region[..., None], chunk_obj["color2"][:, None, None, :], color)
+        if "texture" in chunk_obj:
+            i = (x - 0.5).astype(np.int64) + chunk_obj["phase_x"][:, None, None]
+            j = (y - 0.5).astype(np.int64) + chunk_obj["phase_y"][:, None, None]
+            region = np.zeros(i.shape, dtype=bool)
+            for k in np.unique(chunk_obj["texture"]):
+                texture_rows = np.flatnonzero(chunk_obj["texture"] == k)
+                region[texture_rows] = _TEXTURE_TESTS[TEXTURES[k]](i[texture_rows], j[texture_rows])
+            color = np.where(region[..., None], chunk_obj["color2"][:, None, None, :], color)
         foreground = np.clip(color * shading[..., None], 0.0, 1.0)
         foreground = np.where(outline[..., None], np.float32(0.08), foreground)
         image = np.where(mask[..., None], foreground, background)
@@ -374,12 +400,15 @@ def _png(array: np.ndarray) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
+_CUES = {"shape": SHAPES, "layout": LAYOUTS, "texture": TEXTURES}
+
+
 def synthetic_features(num_classes: int, plain_background: bool = False,
                        class_cue: ClassCue = "shape") -> datasets.Features:
     """The `datasets.Features` of a split (shared by every split so that they concatenate)."""
     return datasets.Features({
         "image": datasets.Image(mode="RGB"),
-        "label": datasets.ClassLabel(names=list((SHAPES if class_cue == "shape" else LAYOUTS)[:num_classes])),
+        "label": datasets.ClassLabel(names=list(_CUES[class_cue][:num_classes])),
         "object_mask": datasets.Image(mode="L"),
         "background": datasets.ClassLabel(names=list(TEXTURE_FAMILIES[:num_classes]) + [PLAIN_BACKGROUND]),
     })
@@ -407,12 +436,12 @@ def _correlated_families(rng, labels, num_classes, correlation):
 
 def _validate(num_train, num_validation, image_size, num_classes, background_correlation, object_area,
               object_aspect, max_rotation, texture_period, object_color, class_cue="shape"):
-    if class_cue not in ("shape", "layout"):
-        raise ValueError(f"class_cue must be 'shape' or 'layout', got {class_cue!r}")
-    if class_cue == "layout" and object_color != "random":
-        raise ValueError("class_cue='layout' paints every object in two random hues (the class is how they split "
-                         f"it): object_color must be 'random', got {object_color!r}")
-    cues = SHAPES if class_cue == "shape" else LAYOUTS
+    if class_cue not in _CUES:
+        raise ValueError(f"class_cue must be one of {tuple(_CUES)}, got {class_cue!r}")
+    if class_cue != "shape" and object_color != "random":
+        raise ValueError(f"class_cue={class_cue!r} paints every object in two random hues (the class is how they "
+                         f"split it): object_color must be 'random', got {object_color!r}")
+    cues = _CUES[class_cue]
     if not 2 <= num_classes <= len(cues):
         raise ValueError(f"num_classes must be between 2 and {len(cues)} (one {class_cue} per class: {cues}), "
                          f"got {num_classes}")
