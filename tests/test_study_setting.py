@@ -91,6 +91,29 @@ def test_no_colour_or_mask_statistic_reads_the_class(layout_data):
                              baselines=["mask"])["mask"]["validation"] > 60
 
 
+HUE = dict(image_size=32, class_cue="hue", background_palette="vivid")
+
+
+def test_hue_setting_keeps_the_class_out_of_the_masks_and_whole_image_colour():
+    """The study setting: the class is the object's hue, the silhouette is drawn apart from it (the mask alone is
+    at chance), and vivid backgrounds hide the object's hue from a whole-image hue histogram (which reads it on
+    the muted backgrounds of the first setting)."""
+    vivid = generate_synthetic_dataset(num_train=1500, num_validation=300, seed=5, **HUE)
+    assert vivid["train"].features["label"].names == [f"hue_{k}" for k in range(10)]
+    splits = ["validation", "validation_mixed_rand"]
+    results = training_free_knn(vivid, "train", splits, 32, 8, mask_column="object_mask",
+                                baselines=["hue_histogram", "mask"])
+    assert all(top1 < 15.0 for top1 in results["mask"].values()), results
+    muted = generate_synthetic_dataset(num_train=1500, num_validation=300, seed=5, image_size=32, class_cue="hue")
+    readable = training_free_knn(muted, "train", splits, 32, 8, baselines=["hue_histogram"])["hue_histogram"]
+    for split in splits:  # the palette is what hides it
+        assert results["hue_histogram"][split] < 40.0 < readable[split], (results, readable)
+    with pytest.raises(ValueError, match="object_color must be 'per_class'"):
+        generate_synthetic_dataset(num_train=10, num_validation=10, object_color="random", class_cue="hue")
+    with pytest.raises(ValueError, match="background_palette must be 'muted' or 'vivid'"):
+        generate_synthetic_dataset(num_train=10, num_validation=10, background_palette="loud")
+
+
 def _dataset(images, labels, masks=None):
     columns = {"image": [Image.fromarray(np.asarray(a, dtype=np.uint8)) for a in images], "label": labels}
     features = {"image": datasets.Image(), "label": datasets.Value("int64")}

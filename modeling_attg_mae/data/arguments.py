@@ -24,7 +24,7 @@ SOURCE_FLAGS = ("dataset_name", "dataset_config_name", "train_dir", "validation_
 SYNTHETIC_FLAGS = {"synthetic_num_train": "num_train", "synthetic_num_validation": "num_validation",
                    "synthetic_image_size": "image_size", "synthetic_seed": "seed",
                    "synthetic_object_color": "object_color", "synthetic_class_cue": "class_cue",
-                   "synthetic_num_classes": "num_classes"}
+                   "synthetic_num_classes": "num_classes", "synthetic_background_palette": "background_palette"}
 
 
 def synthetic_defaults() -> dict:
@@ -84,12 +84,17 @@ class DataSourceArguments:
     synthetic_seed: int | None = field(default=None, metadata=_synthetic_help("generator seed", "seed"))
     synthetic_object_color: Literal["per_class", "random"] | None = field(default=None, metadata=_synthetic_help(
         "per_class (the hue also tells the class) or random (the class is in the shape alone)", "object_color"))
-    synthetic_class_cue: Literal["shape", "layout", "texture"] | None = field(default=None, metadata=_synthetic_help(
-        "shape (class k is a silhouette), layout (class k is how two random hues split a silhouette drawn "
+    synthetic_class_cue: Literal["shape", "hue", "layout", "texture"] | None = field(
+        default=None, metadata=_synthetic_help(
+        "shape (class k is a silhouette), hue (class k is the object's hue on a silhouette drawn independently of the "
+        "class; --synthetic_object_color per_class), layout (class k is how two random hues split a silhouette drawn "
         "independently of the class) or texture (class k is a two-colour pixel texture filling such a silhouette); "
         "layout and texture need --synthetic_object_color random", "class_cue"))
     synthetic_num_classes: int | None = field(default=None, metadata=_synthetic_help(
-        "number of classes (at most 12 shapes, 10 layouts, 7 textures)", "num_classes"))
+        "number of classes (at most 12 shapes or hues, 10 layouts, 7 textures)", "num_classes"))
+    synthetic_background_palette: Literal["muted", "vivid"] | None = field(default=None, metadata=_synthetic_help(
+        "muted (background colours paler or darker than the objects) or vivid (as saturated as the objects: no "
+        "colour statistic of the whole image singles out the object's hue)", "background_palette"))
 
     def __post_init__(self):
         from .loading import check_source_choice

@@ -129,6 +129,7 @@ def dataset_label(source: dict) -> str:
     synthetic = {**synthetic_defaults(), **(source.get("synthetic") or {})}
     colour = "" if synthetic["object_color"] == "per_class" else f"-colour{synthetic['object_color']}"
     cue = "" if synthetic.get("class_cue", "shape") == "shape" else f"-{synthetic['class_cue']}"
+    cue += "" if synthetic.get("background_palette", "muted") == "muted" else f"-{synthetic['background_palette']}"
     return (f"attg-mae-synthetic-{synthetic['image_size']}px-train{synthetic['num_train']}-"
             f"val{synthetic['num_validation']}-seed{synthetic['seed']}{colour}{cue}")
 

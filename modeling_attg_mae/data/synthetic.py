@@ -81,7 +81,8 @@ SILHOUETTES = ("disk", "square", "diamond")
 PLAIN_BACKGROUND = "plain"
 SPLITS = ("train", "validation", "validation_mixed_rand", "validation_only_fg")
 ObjectColor = Literal["per_class", "random"]
-ClassCue = Literal["shape", "layout", "texture"]
+ClassCue = Literal["shape", "hue", "layout", "texture"]
+BackgroundPalette = Literal["muted", "vivid"]
 
 _CHUNK = 256  # images rendered at once: bounds memory (~10 float32 arrays of (256, H, W)); part of determinism
 _GREY = 128 / 255
@@ -260,7 +261,7 @@ def _object_parameters(rng, labels, image_size, num_classes, object_area, object
     shade = rng.uniform(0.0, 0.3, n)
     obj = dict(cx=cx, cy=cy, scale_x=scale_x, scale_y=scale_y, rotation=rotation, mirror=mirror, color=color,
                shade_x=shade * np.cos(shade_angle), shade_y=shade * np.sin(shade_angle), radius=extent, shape=shapes)
-    if class_cue != "shape":
+    if class_cue in ("layout", "texture"):
         # the second colour: a hue at least a quarter turn away, so that the two regions always differ
         hue2 = np.mod(hue + silhouette_rng.uniform(0.25, 0.75, n), 1.0)
         obj["color2"] = _hsv_to_rgb(hue2, silhouette_rng.uniform(0.65, 1.0, n), silhouette_rng.uniform(0.7, 1.0, n))
@@ -270,11 +271,15 @@ def _object_parameters(rng, labels, image_size, num_classes, object_area, object
     return obj
 
 
-def _background_parameters(rng, families, image_size, texture_period, num_families):
+def _background_parameters(rng, families, image_size, texture_period, num_families, palette="muted"):
     n = len(families)
     period = np.maximum(3.0, rng.uniform(*texture_period, n) * image_size)
-    bright = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.1, 0.8, n), rng.uniform(0.8, 1.0, n))
-    dark = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.1, 0.9, n), rng.uniform(0.0, 0.3, n))
+    if palette == "muted":
+        bright = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.1, 0.8, n), rng.uniform(0.8, 1.0, n))
+        dark = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.1, 0.9, n), rng.uniform(0.0, 0.3, n))
+    else:  # vivid: both colours saturated like an object's, one of them darker (the texture keeps its contrast)
+        bright = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.65, 1.0, n), rng.uniform(0.7, 1.0, n))
+        dark = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.65, 1.0, n), rng.uniform(0.35, 0.55, n))
     swap = rng.uniform(0, 1, n) < 0.5
     color_a, color_b = np.where(swap[:, None], dark, bright), np.where(swap[:, None], bright, dark)
     return dict(
@@ -400,7 +405,11 @@ def _png(array: np.ndarray) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-_CUES = {"shape": SHAPES, "layout": LAYOUTS, "texture": TEXTURES}
+# class_cue="hue": the class is the object's hue alone (k / K, jittered, as object_color="per_class"), on a
+# silhouette drawn independently of the class; with background_palette="vivid" the backgrounds are as saturated
+# as the objects, so that a colour statistic of the whole image does not find the object's hue among theirs
+HUES = tuple(f"hue_{k}" for k in range(12))
+_CUES = {"shape": SHAPES, "hue": HUES, "layout": LAYOUTS, "texture": TEXTURES}
 
 
 def synthetic_features(num_classes: int, plain_background: bool = False,
@@ -435,10 +444,16 @@ def _correlated_families(rng, labels, num_classes, correlation):
 
 
 def _validate(num_train, num_validation, image_size, num_classes, background_correlation, object_area,
-              object_aspect, max_rotation, texture_period, object_color, class_cue="shape"):
+              object_aspect, max_rotation, texture_period, object_color, class_cue="shape",
+              background_palette="muted"):
+    if background_palette not in ("muted", "vivid"):
+        raise ValueError(f"background_palette must be 'muted' or 'vivid', got {background_palette!r}")
     if class_cue not in _CUES:
         raise ValueError(f"class_cue must be one of {tuple(_CUES)}, got {class_cue!r}")
-    if class_cue != "shape" and object_color != "random":
+    if class_cue == "hue" and object_color != "per_class":
+        raise ValueError("class_cue='hue' makes the object's hue the class: object_color must be 'per_class', got "
+                         f"{object_color!r}")
+    if class_cue in ("layout", "texture") and object_color != "random":
         raise ValueError(f"class_cue={class_cue!r} paints every object in two random hues (the class is how they "
                          f"split it): object_color must be 'random', got {object_color!r}")
     cues = _CUES[class_cue]
@@ -478,11 +493,12 @@ def generate_synthetic_dataset(
     texture_period: tuple[float, float] = (1 / 16, 1 / 7),
     object_color: ObjectColor = "per_class",
     class_cue: ClassCue = "shape",
+    background_palette: BackgroundPalette = "muted",
 ) -> datasets.DatasetDict:
     """Render the synthetic benchmark (no caching); see the module docstring and `load_synthetic_dataset`."""
     object_area, texture_period = tuple(object_area), tuple(texture_period)
     _validate(num_train, num_validation, image_size, num_classes, background_correlation, object_area,
-              object_aspect, max_rotation, texture_period, object_color, class_cue)
+              object_aspect, max_rotation, texture_period, object_color, class_cue, background_palette)
     streams = [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(6)]
     train_rng, val_rng, train_bg_rng, val_bg_rng, mixed_bg_rng, family_rng = streams
     split_sizes = {"train": num_train, "validation": num_validation}
@@ -494,13 +510,14 @@ def generate_synthetic_dataset(
         labels = rng.integers(0, num_classes, split_sizes[split])
         obj = _object_parameters(rng, labels, **object_kwargs)
         families = _correlated_families(family_rng, labels, num_classes, background_correlation)
-        bg = _background_parameters(bg_rng, families, image_size, texture_period, num_classes)
+        bg = _background_parameters(bg_rng, families, image_size, texture_period, num_classes, background_palette)
         images, masks = _render_split(obj, labels, bg, image_size, num_classes, plain_background=False)
         result[split] = (images, masks, labels, families)
         if split == "validation":
             # same objects, new backgrounds: family independent of the class (uniform over the K families)
             mixed_families = family_rng.integers(0, num_classes, num_validation)
-            mixed_bg = _background_parameters(mixed_bg_rng, mixed_families, image_size, texture_period, num_classes)
+            mixed_bg = _background_parameters(mixed_bg_rng, mixed_families, image_size, texture_period, num_classes,
+                                              background_palette)
             mixed, _ = _render_split(obj, labels, mixed_bg, image_size, num_classes, plain_background=False)
             result["validation_mixed_rand"] = (mixed, masks, labels, mixed_families)
             only_fg, _ = _render_split(obj, labels, None, image_size, num_classes, plain_background=True)
@@ -521,8 +538,10 @@ def synthetic_parameters(**kwargs) -> dict:
     bound = signature.bind(**kwargs)
     bound.apply_defaults()
     parameters = {key: list(value) if isinstance(value, tuple) else value for key, value in bound.arguments.items()}
-    if parameters["class_cue"] == "shape":  # added later: a shape dataset keeps the cache key it always had
-        del parameters["class_cue"]
+    # added later: a dataset of the first version's parameters keeps the cache key it always had
+    for name, first in (("class_cue", "shape"), ("background_palette", "muted")):
+        if parameters[name] == first:
+            del parameters[name]
     parameters["generator_version"] = GENERATOR_VERSION
     return parameters
 
@@ -548,6 +567,7 @@ def load_synthetic_dataset(
     texture_period: tuple[float, float] = (1 / 16, 1 / 7),
     object_color: ObjectColor = "per_class",
     class_cue: ClassCue = "shape",
+    background_palette: BackgroundPalette = "muted",
     cache_dir: str | os.PathLike | None = None,
 ) -> datasets.DatasetDict:
     """The embedded synthetic object-centric benchmark (see the module docstring for its design).
@@ -569,7 +589,13 @@ def load_synthetic_dataset(
         object_color: "per_class" (hue k/K, jittered) or "random" (only the shape tells the class).
         class_cue: "shape" (class k is the silhouette `SHAPES[k]`) or "layout" (class k is `LAYOUTS[k]`, the way
             two random hues split a silhouette drawn from `SILHOUETTES` independently of the class; needs
-            `object_color="random"`, at most 10 classes). The maps (object masks) then carry no label.
+            `object_color="random"`, at most 10 classes), "texture" (class k is `TEXTURES[k]`, a two-colour pixel
+            texture filling such a silhouette; `object_color="random"`, at most 7 classes) or "hue" (class k is
+            the hue k / K alone, on such a silhouette; `object_color="per_class"`). With all but "shape" the maps
+            (object masks) carry no label.
+        background_palette: "muted" (one pale and one dark background colour, less saturated than the objects) or
+            "vivid" (both as saturated as an object's, one darker): a colour statistic of the whole image then
+            meets the background's hues as much as the object's.
         cache_dir: if given, the splits are saved there with `save_to_disk` in a folder keyed by a hash of all
             the arguments above and `GENERATOR_VERSION`, and loaded from it next time; a cached folder whose
             recorded parameters differ is never overwritten (an error is raised instead).
@@ -582,7 +608,8 @@ def load_synthetic_dataset(
     kwargs = dict(num_train=num_train, num_validation=num_validation, image_size=image_size,
                   num_classes=num_classes, seed=seed, background_correlation=background_correlation,
                   object_area=object_area, object_aspect=object_aspect, max_rotation=max_rotation,
-                  texture_period=texture_period, object_color=object_color, class_cue=class_cue)
+                  texture_period=texture_period, object_color=object_color, class_cue=class_cue,
+                  background_palette=background_palette)
     if cache_dir is None:
         return generate_synthetic_dataset(**kwargs)
     parameters = synthetic_parameters(**kwargs)
