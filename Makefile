@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 VENV_MIN ?= .venv-min
 MIN_CONSTRAINTS ?= ci/constraints-min.txt
 
-.PHONY: install demo test test-min test-wheel test-all test-multiprocess benchmarks study study-label-free study-fine-tune clean
+.PHONY: install demo test test-min test-wheel test-all test-multiprocess benchmarks study study-label-free study-fine-tune study-object-hue clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -60,6 +60,19 @@ study-label-free: install
 		--work outputs/label_free --arms none self online_sr sr
 	$(PYTHON) benchmarks/study_report.py --records docs/results/label_free --block label_free \
 		--reference docs/results/eval_breadth/checkpoint_records attg --write
+
+# the study setting that can decide (issue 25): the object's hue is the class, silhouettes and vivid backgrounds
+# keep it out of every training-free statistic; MAE, AttG with the masks, two placebos and spectral residual,
+# paired by seed, under docs/results/object_hue/PROTOCOL.md (about 4 minutes per run on one core; runs in parts:
+# records are per run and a rerun skips what exists)
+OBJECT_HUE = --records docs/results/object_hue --work outputs/object_hue --arms none attg permuted centre sr \
+	-- --synthetic_class_cue hue --synthetic_background_palette vivid
+study-object-hue: install
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/attg_vs_mae.py --setting hue_pilot --seeds 0 1 2 $(OBJECT_HUE)
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/attg_vs_mae.py --setting object_hue --seeds $(shell $(PYTHON) -c \
+		"import json; print(*json.load(open('docs/results/object_hue/object_hue/protocol.json'))['seeds'])") \
+		$(OBJECT_HUE)
+	$(PYTHON) benchmarks/study_report.py --records docs/results/object_hue --block object_hue --write
 
 # low-shot fine-tuning (issue 13) of the method study's checkpoints in outputs/study (make study first),
 # docs/results/fine_tune/PROTOCOL.md

@@ -32,7 +32,8 @@ RECORDS_DIR = os.path.join(REPO, "docs", "results", "attg_vs_mae")
 RESULTS_MD = os.path.join(REPO, "docs", "RESULTS.md")
 BEGIN, END = "<!-- study:begin -->", "<!-- study:end -->"
 SCHEMA_VERSION = 1
-CONTROL_ARM = "none"  # vanilla MAE; every other arm of a setting is compared with it
+CONTROL_ARM = "none"
+PILOT_SUFFIX = "_pilot"  # a setting named <name>_pilot is rendered without bars or verdicts  # vanilla MAE; every other arm of a setting is compared with it
 SPLITS = ("validation", "validation_mixed_rand", "validation_only_fg")
 METRICS = (("knn", "cls"), ("knn", "mean"), ("linear", "cls"))  # (evaluation, pooling); "linear" may be absent
 
@@ -121,11 +122,12 @@ def bar_met(comparison: dict) -> bool:
     return comparison["p"] < ALPHA and comparison["diff_mean"] > 0
 
 
-def comparison_row(label: str, split: str, treatment: list[float], control: list[float], primary: bool) -> str:
+def comparison_row(label: str, split: str, treatment: list[float], control: list[float], primary: bool,
+                   pilot: bool = False) -> str:
     """One row of a paired-comparison table: both arms' mean +- sd, the difference's mean +- sd, its t-interval,
     t, p, the signs over seeds, and the verdict on the bar for a primary metric on a split of BAR_SPLITS."""
     c = paired_comparison(treatment, control, ALPHA)
-    bar = ("met" if bar_met(c) else "not met") if primary and split in BAR_SPLITS else ""
+    bar = ("met" if bar_met(c) else "not met") if primary and split in BAR_SPLITS and not pilot else ""
     return (f"| {label} | {split} | {c['control_mean']:.1f} +- {c['control_sd']:.1f} | "
             f"{c['treatment_mean']:.1f} +- {c['treatment_sd']:.1f} | {c['diff_mean']:+.2f} +- {c['diff_sd']:.2f} | "
             f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['t']:.2f} | {format_p(c['p'])} | "
@@ -231,9 +233,12 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_
     order = [CONTROL_ARM] + sorted(arm for arm in arms_by_seed if arm != CONTROL_ARM)
     arms = {arm: [arms_by_seed[arm][seed] for seed in seeds] for arm in order}
     treatments = order[1:]
+    pilot = setting.endswith(PILOT_SUFFIX)
     lines = [f"### Setting `{setting}` ({len(seeds)} seeds: {', '.join(map(str, seeds))})", ""]
+    if pilot:  # it chose the setting and sized the study: its numbers are shown, no bar is read on them
+        lines += ["A pilot: descriptive only, no bar and no verdict (its seeds are not the study's).", ""]
 
-    for arm in treatments:
+    for arm in ([] if pilot else treatments):
         comparisons = {split: paired_comparison(metric_values(arms[arm], PRIMARY, split),
                                                 metric_values(arms[CONTROL_ARM], PRIMARY, split), ALPHA)
                        for split in BAR_SPLITS}
@@ -269,7 +274,8 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], plot_
                 if treatment is None:
                     continue
                 lines.append(comparison_row(metric_name(metric), split, treatment,
-                                            metric_values(arms[CONTROL_ARM], metric, split), metric == PRIMARY))
+                                            metric_values(arms[CONTROL_ARM], metric, split), metric == PRIMARY,
+                                            pilot))
 
     if baselines is not None:
         lines += baselines_lines([baselines[seed] for seed in seeds if seed in baselines], SPLITS)

@@ -27,8 +27,13 @@ def runs(monkeypatch):
         return {"schema_version": 1, "setting": setting, "seed": seed, "arm": arm, "argv": argv,
                 "knn": {"cls": {}}, "wall_seconds": 0.0}
 
+    def fake_baselines(setting, seed, argv, output_dir):  # no training: not one of the runs
+        return {"schema_version": 1, "setting": setting, "seed": seed, "arm": study.BASELINES, "argv": argv,
+                "training_free": {}, "random_init": {"knn": {}}}
+
     monkeypatch.setattr(study, "_train", fake_train)
     monkeypatch.setattr(study, "make_record", fake_record)
+    monkeypatch.setattr(study, "make_baselines_record", fake_baselines)
     return started
 
 
@@ -47,7 +52,10 @@ def test_a_study_on_your_own_data_trains_and_writes_its_records_outside_docs(tmp
     # both arms trained (they used to be skipped: the shipped synthetic records in docs/ were taken as the answer)
     assert [Path(out).name for out, _ in runs] == ["seed0-none", "seed0-attg"]
     records = tmp_path / "outputs" / "study" / "records" / "main"
-    assert sorted(p.name for p in records.iterdir()) == ["seed0-attg.json", "seed0-none.json"]
+    # the seed's training-free baselines and random initialisation come with it, in a record of their own
+    assert sorted(p.name for p in records.iterdir()) == ["seed0-attg.json", "seed0-baselines.json", "seed0-none.json"]
+    baselines = json.loads((records / "seed0-baselines.json").read_text())
+    assert baselines["arm"] == study.BASELINES and "--attention_method" in baselines["argv"]
     assert _committed_state() == before
     for _, argv in runs:  # the synthetic data's map source (its object masks) is not carried onto these images
         assert "object_mask" not in argv and "column" not in argv

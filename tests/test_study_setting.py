@@ -217,3 +217,54 @@ def test_centre_placebo_is_one_centred_map_for_every_image():
     assert torch.allclose(maps[0], prior)
     assert prior[1:3, 1:3].min() > prior[0].max()  # peak in the middle, symmetric
     assert torch.allclose(prior, prior.flip(0)) and torch.allclose(prior, prior.T)
+
+
+def test_placebo_arms_weight_with_other_maps_and_measure_the_own_object(tmp_path, monkeypatch):
+    """Through run_pretrain's wiring: the permuted arm's loss sees the attg arm's maps of the same batch handed to
+    other images, its object share is taken on each image's own map, and the centre arm's loss sees one map."""
+    import json
+
+    import modeling_attg_mae.pretraining.wiring as wiring
+    from modeling_attg_mae.pretraining import parse_arguments, run
+    from tests.conftest import tiny_pretrain_args
+
+    seen = {}
+    compute_loss = wiring.AttGTrainer.compute_loss
+
+    def recording_compute_loss(self, model, inputs, *args, **kwargs):
+        if model.training:
+            seen[arm].append({key: value.clone() for key, value in inputs.items() if key != "noise"})
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(wiring.AttGTrainer, "compute_loss", recording_compute_loss)
+    for arm, flags in (("attg", []), ("permuted", ["--attention_placebo", "permuted"]),
+                       ("centre", ["--attention_placebo", "centre"])):
+        seen[arm] = []
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, "--max_steps", "3", "--eval_strategy", "no",
+                                                "--num_pictures", "0", *flags, name=arm)))
+    for own, permuted, centre in zip(seen["attg"], seen["permuted"], seen["centre"]):
+        assert torch.equal(permuted["pixel_values"], own["pixel_values"])
+        assert torch.equal(permuted[OBJECT_MAP_KEY], own["attention_map"])
+        given, maps = permuted["attention_map"].flatten(1), own["attention_map"].flatten(1)
+        # each given map is the own map of another image of the batch
+        match = (given[:, None, :] == maps[None, :, :]).all(-1)  # (given i, own j)
+        assert bool(match.any(1).all()) and not bool(match.diagonal().all())
+        assert torch.equal(centre["attention_map"], centre_prior(*own["attention_map"].shape[1:])
+                           .expand_as(own["attention_map"]))
+    shares = {arm: [e["object_loss_share"] for e in json.loads((tmp_path / arm / "trainer_state.json").read_text())
+                    ["log_history"] if "loss" in e] for arm in seen}
+    assert len(shares["permuted"]) == 3 and shares["permuted"] != shares["attg"]
+
+
+def test_placebo_flags_are_refused_where_they_mean_nothing(tmp_path):
+    from modeling_attg_mae.pretraining import check_run_arguments, parse_arguments
+    from tests.conftest import tiny_pretrain_args
+
+    with pytest.raises(ValueError, match="--attg_guidance is none"):
+        check_run_arguments(*parse_arguments(tiny_pretrain_args(tmp_path, "--attention_placebo", "permuted",
+                                                                "--attg_guidance", "none")))
+    with pytest.raises(ValueError, match="the maps here are online maps"):
+        parse_arguments(tiny_pretrain_args(tmp_path, "--attention_placebo", "centre", "--attention_method",
+                                           "spectral_residual", "--attention_online"))
+    with pytest.raises(ValueError, match="the maps here are self maps"):
+        parse_arguments(tiny_pretrain_args(tmp_path, "--attention_placebo", "centre", "--attention_method", "self"))
