@@ -218,6 +218,14 @@ CASES = [
                "--max_steps", "6"],
          message="computes its first maps at the start of epoch 1 .* after 6 steps .* --max_steps 6 ends the run "
                  "before", stage="data"),
+    dict(id="placebo-without-guidance", input="`--attention_placebo permuted --attg_guidance none` (a placebo for "
+         "a loss that uses no map)", args=["--attention_placebo", "permuted", "--attg_guidance", "none"],
+         message="--attention_placebo permuted changes the maps the guided loss is weighted with, but "
+                 "--attg_guidance is none", stage="arguments"),
+    dict(id="placebo-of-online-maps", input="`--attention_placebo centre --attention_online` (online maps are not "
+         "stored maps)", args=["--attention_placebo", "centre", "--attention_method", "spectral_residual",
+                              "--attention_online"],
+         message="replaces each batch's stored maps, but the maps here are online maps", stage="arguments"),
 ]
 
 
