@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 VENV_MIN ?= .venv-min
 MIN_CONSTRAINTS ?= ci/constraints-min.txt
 
-.PHONY: install demo test test-min test-wheel test-all test-multiprocess benchmarks study study-label-free study-fine-tune study-object-hue clean
+.PHONY: install demo test test-min test-wheel test-all test-multiprocess benchmarks campaign study study-label-free \
+	study-fine-tune study-object-hue clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -45,6 +46,13 @@ BENCHMARKS = overhead pretrain_throughput knn attention_maps knn_monitor_overhea
 
 benchmarks: install
 	for f in $(BENCHMARKS); do $(PYTHON) benchmarks/$$f.py || exit 1; done
+
+# the first command on a lent GPU (issue 24): step overhead, maps, loader, online maps and the pilot in about 8
+# minutes -> docs/results/accelerator/<date>.json (docs/RESULTS.md, section 7); CAMPAIGN_ARGS=--smoke checks it on a
+# CPU. No install step: the lent machine has no network, and the script runs from the checkout
+CAMPAIGN_ARGS ?=
+campaign:
+	$(PYTHON) benchmarks/accelerator_campaign.py $(CAMPAIGN_ARGS)
 
 # the method study (issue 10): MAE vs AttG through run_pretrain.py, 5 paired seeds per setting, then the tables
 # and plots of docs/RESULTS.md regenerated from the committed records (about an hour per setting on 2 CPU cores)

@@ -3,13 +3,13 @@
 ViT-S/16 at 224 px with random weights (DINO-ViT-S/16 architecture; weights do not change the cost, and the
 Hub is not needed), ResNet-50 for Grad-CAM, batch 32. Also TokenCut's graph cut against the official
 per-image scipy solver on the same keys. Prints images/s and ratios; nothing is asserted.
+`benchmarks/accelerator_campaign.py` times dino and tokencut on a GPU against the same per-image reference.
 
     python benchmarks/attention_maps.py                 # CPU, short
     python benchmarks/attention_maps.py --device cuda --batch_size 64 --repeats 20
 """
 
 import argparse
-import time
 
 import numpy as np
 import scipy.linalg
@@ -20,20 +20,12 @@ from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, 
 from modeling_attg_mae.object_discovery import DinoAttention, GradCAM, SpectralResidual, TokenCut
 from modeling_attg_mae.object_discovery.dino import last_block_query_key
 from modeling_attg_mae.object_discovery.tokencut import normalized_cut
+from timing import time_call
 
 
 def timed(fn, repeats, device):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """Median seconds of `repeats` calls after one warm-up call."""
+    return float(np.median(time_call(fn, device, repeats)))
 
 
 def scipy_tokencut(features, dims, tau=0.2, eps=1e-5):

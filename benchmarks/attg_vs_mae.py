@@ -316,14 +316,19 @@ def code_version() -> dict:
     return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_changes": bool(changed)}
 
 
+def knn_curve(log_history: list[dict]) -> list[dict]:
+    """The online k-NN monitor's top-1 per split at each step it measured, from a run's trainer_state.json log."""
+    prefix = "eval_knn_top1_"
+    return [{"step": e["step"], "epoch": e.get("epoch"),
+             **{key[len(prefix):]: value for key, value in e.items() if key.startswith(prefix)}}
+            for e in log_history if any(key.startswith(prefix) for key in e)]
+
+
 def make_record(setting: str, seed: int, arm: str, argv: list[str], output_dir: Path, seconds: float) -> dict:
     state = json.loads((output_dir / "trainer_state.json").read_text())
     knn_cls = _top1(json.loads((output_dir / "knn_results.json").read_text()), "knn", k=KNN_K)
     extra = _evaluate(output_dir, argv)
-    prefix = "eval_knn_top1_"
-    curve = [{"step": e["step"], "epoch": e.get("epoch"),
-              **{key[len(prefix):]: value for key, value in e.items() if key.startswith(prefix)}}
-             for e in state["log_history"] if any(key.startswith(prefix) for key in e)]
+    curve = knn_curve(state["log_history"])
     share = [{"step": e["step"], "value": e["object_loss_share"]} for e in state["log_history"]
              if "object_loss_share" in e]
     # the self-bootstrapped maps' IoU with the object masks at each refresh (logged by the run)

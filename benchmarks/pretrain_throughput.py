@@ -47,11 +47,7 @@ from modeling_attg_mae.data import (  # noqa: E402
 from modeling_attg_mae.object_discovery import add_attention_maps  # noqa: E402
 from modeling_attg_mae.pretraining import MODEL_PRESETS, AttGTrainer  # noqa: E402
 from modeling_attg_mae.pretraining.arguments import dataloader_workers  # noqa: E402
-
-
-def spread(values: list[float], digits: int) -> str:
-    return (f"median {statistics.median(values):.{digits}f} (min {min(values):.{digits}f}, "
-            f"max {max(values):.{digits}f})")
+from timing import spread  # noqa: E402
 
 
 def main():
@@ -104,13 +100,8 @@ def main():
             model = ViTMAEForPreTraining(ViTMAEConfig(**config))
         collator = PretrainCollator(PretrainTransform(args.image_size, patch), require_attention_map=side == "attg",
                                     seed=0)
-        training_args = TrainingArguments(
-            output_dir=workdir, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-            learning_rate=1e-4, adam_beta2=0.95, weight_decay=0.05, remove_unused_columns=False, report_to=[],
-            save_strategy="no", logging_strategy="no", dataloader_num_workers=args.num_workers,
-            dataloader_pin_memory=torch.cuda.is_available(), bf16=args.bf16, disable_tqdm=True,
-        )
-        trainer = AttGTrainer(model=model, args=training_args, train_dataset=rows[side], data_collator=collator)
+        trainer = AttGTrainer(model=model, args=training_arguments(args, workdir), train_dataset=rows[side],
+                              data_collator=collator)
         start = cpu_seconds()
         rate = trainer.train().metrics["train_samples_per_second"]
         return rate, (cpu_seconds() - start) / images * 1e3
@@ -138,7 +129,7 @@ def main():
           f"AttG {spread(cpu_ms['attg'], 2)}; AttG / stock per pair {spread(cpu_ratios, 3)}")
 
 
-def _training_args(args, workdir: str) -> TrainingArguments:
+def training_arguments(args, workdir: str) -> TrainingArguments:
     return TrainingArguments(
         output_dir=workdir, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
         learning_rate=1e-4, adam_beta2=0.95, weight_decay=0.05, remove_unused_columns=False, report_to=[],
@@ -147,14 +138,24 @@ def _training_args(args, workdir: str) -> TrainingArguments:
     )
 
 
-def vit_s16_detector(folder: str) -> str:
-    """A ViT-S/16 (DINO's facebook/dino-vits16 architecture) with random weights, saved to `folder`."""
+# DINO's detectors (facebook/dino-vits16, facebook/dino-vitb16): the architectures, without their weights
+VIT_S16_DETECTOR = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                        image_size=224, patch_size=16)
+VIT_B16_DETECTOR = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                        image_size=224, patch_size=16)
+
+
+def random_vit_detector(folder: str, config: dict) -> str:
+    """A `ViTModel` of `config` with random weights (a detector's cost does not depend on them), saved to `folder`."""
     from transformers import ViTConfig, ViTModel
 
-    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-                       image_size=224, patch_size=16)
-    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    ViTModel(ViTConfig(**config), add_pooling_layer=False).save_pretrained(folder)
     return folder
+
+
+def vit_s16_detector(folder: str) -> str:
+    """A ViT-S/16 (DINO's facebook/dino-vits16 architecture) with random weights, saved to `folder`."""
+    return random_vit_detector(folder, VIT_S16_DETECTOR)
 
 
 def online_rows(args) -> None:
@@ -173,7 +174,7 @@ def online_rows(args) -> None:
         data = load_synthetic_dataset(num_train=images, num_validation=8, image_size=size,
                                       cache_dir=tempfile.mkdtemp())["train"]
         with_maps = add_attention_maps(data, "spectral_residual", grid_size=args.map_grid)
-        training_args = _training_args(args, workdir)
+        training_args = training_arguments(args, workdir)
         online = OnlineAttentionMaps.build("dino", detector, device=training_args.device,
                                            dtype=training_dtype(training_args))
 
@@ -194,7 +195,7 @@ def online_rows(args) -> None:
         results[preset] = rates
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {device}; online DINO maps from a ViT-S/16 detector at 224 px (random weights, "
-          f"{training_dtype(_training_args(args, workdir))}); batch {args.batch_size}, {args.steps} steps x "
+          f"{training_dtype(training_arguments(args, workdir))}); batch {args.batch_size}, {args.steps} steps x "
           f"{args.repeats} runs per side, {args.num_workers} dataloader workers")
     for preset, rates in results.items():
         stored, online = statistics.median(rates["stored"]), statistics.median(rates["online"])
