@@ -10,6 +10,7 @@ user reads is the one the tests check. Stages:
 import os
 
 import pytest
+from PIL import Image
 
 import modeling_attg_mae.pretraining.dataset as dataset
 import modeling_attg_mae.pretraining.wiring as wiring
@@ -262,26 +263,26 @@ def test_a_malformed_arguments_file_is_named(tmp_path):
         parse_arguments([str(path)])
 
 
-def test_constant_maps_are_reported_once(tmp_path, caplog):
-    import torch
-    from transformers import TrainingArguments
+def test_constant_maps_are_reported_once_where_they_are_made(caplog):
+    """The collator (CPU, where the maps are cut) counts constant maps; the trainer's forward reads nothing back."""
 
-    from modeling_attg_mae.pretraining import AttGTrainer
-    from tests.conftest import tiny_model
+    from modeling_attg_mae.data import EvalTransform, PretrainCollator
 
-    trainer = AttGTrainer(model=tiny_model().train(), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
-    maps = torch.rand(3, 4, 4)
-    maps[1] = 0.5  # one image whose map is flat: it trains as a plain MAE
-    inputs = {"pixel_values": torch.randn(3, 3, 32, 32), "attention_map": maps}
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    flat = Image.new("L", (32, 32), 128)  # one image whose map is flat: it trains as a plain MAE
+    image = Image.new("RGB", (32, 32), (90, 20, 200))
+    examples = [{"image": image, "attention_map": m, "__index__": i} for i, m in enumerate((mask, flat, mask))]
+    collator = PretrainCollator(EvalTransform(32, 8), warn_constant_maps=True)
     with caplog.at_level("WARNING"):
-        trainer.compute_loss(trainer.model, inputs)
-        trainer.compute_loss(trainer.model, inputs)
+        collator(examples)
+        collator(examples)
     warnings = [r.getMessage() for r in caplog.records if "constant" in r.getMessage()]
-    assert len(warnings) == 1 and warnings[0].startswith("1 of 3 attention maps")
+    assert len(warnings) == 1 and warnings[0].startswith("1 of 3 attention maps in a training batch (rows 0..2)")
     caplog.clear()
     with caplog.at_level("WARNING"):
-        AttGTrainer(model=tiny_model().train(), args=TrainingArguments(output_dir=str(tmp_path), report_to=[])) \
-            .compute_loss(trainer.model, {**inputs, "attention_map": torch.rand(3, 4, 4)})
+        PretrainCollator(EvalTransform(32, 8), warn_constant_maps=True)([examples[0], examples[2]])
+        PretrainCollator(EvalTransform(32, 8))(examples)  # off unless asked (a vanilla MAE's maps)
     assert not [r for r in caplog.records if "constant" in r.getMessage()]
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import logging
+
 import torch
 
 import datasets
@@ -23,6 +25,23 @@ import datasets
 from ..seeding import seeded_generator
 from .images import decode_image
 from .transforms import MapCrop, as_attention_maps, check_finite_attention_maps
+
+
+logger = logging.getLogger(__name__)
+
+
+def warn_constant_maps(attention_map: torch.Tensor, where: str = "a training batch") -> bool:
+    """Warn when maps of a batch are constant (every patch weight 1: those images train as a plain MAE), which
+    usually means a broken map source; returns whether it warned. Called on the CPU, where the collator made the
+    maps: on the training device the count would be a device-to-host read every step."""
+    flat = attention_map.detach().flatten(1)
+    constant = int((flat.amax(1) == flat.amin(1)).sum())
+    if constant:
+        logger.warning(
+            "%d of %d attention maps in %s are constant: those images get weight 1 on every patch and train as a "
+            "plain MAE. Check the map source (--attention_method / the attention column); maps that are constant "
+            "for every image make this run a vanilla MAE", constant, flat.shape[0], where)
+    return bool(constant)
 
 
 class Transform(Protocol):
@@ -121,12 +140,15 @@ class PretrainCollator:
             Set `epoch` before each epoch (the pre-training Trainer does). An example that carries its own pass
             over the data in `epoch_column` (a stream read pass after pass, where one batch may hold the end of a
             pass and the start of the next) is seeded with that pass instead.
+        warn_constant_maps: warn (once per collator copy, i.e. once per DataLoader worker) when a batch holds
+            constant maps, which a guided loss treats as a plain MAE's (`warn_constant_maps`).
     """
 
     def __init__(self, transform: Transform, image_column: str = "image", attention_map_column: str = "attention_map",
                  require_attention_map: bool = True, seed: int | None = None, index_column: str = "__index__",
-                 epoch_column: str = "__epoch__"):
+                 epoch_column: str = "__epoch__", warn_constant_maps: bool = False):
         self.transform = transform
+        self.warn_constant_maps, self._warned_constant_maps = warn_constant_maps, False
         self.image_column, self.attention_map_column = image_column, attention_map_column
         self.require_attention_map = require_attention_map
         self.seed, self.index_column, self.epoch_column, self.epoch = seed, index_column, epoch_column, 0
@@ -144,6 +166,11 @@ class PretrainCollator:
         batch = {"pixel_values": torch.stack(pixel_values).float()}  # (B, 3, S, S)
         if attention_map is not None:
             batch["attention_map"] = attention_map  # (B, gh, gw) float32
+            if self.warn_constant_maps and not self._warned_constant_maps:
+                rows = [example.get(self.index_column) for example in examples]
+                self._warned_constant_maps = warn_constant_maps(
+                    attention_map, f"a training batch (rows {rows[0]}..{rows[-1]})" if rows[0] is not None
+                    else "a training batch")
         return batch
 
 

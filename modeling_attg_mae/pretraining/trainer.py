@@ -39,7 +39,6 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
         # self-bootstrapped maps: a batch without maps (warm-up, evaluation) trains / evaluates as a plain MAE
         self.maps_optional = maps_optional
         self._object_share = []
-        self._warned_constant_maps = False
         self.eval_data_collator = eval_data_collator  # evaluation sees center crops, not training augmentation
         self.can_return_loss = True  # the reconstruction loss needs no `labels`: report eval_loss anyway
 
@@ -77,8 +76,6 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
             guidance = "none"
         if model.training and "noise" not in inputs and guidance != "input_masking":
             inputs = {**inputs, "noise": self._masking_noise(inputs["pixel_values"])}
-        if model.training and inputs.get("attention_map") is not None and guidance != "none":
-            self._warn_constant_maps(inputs["attention_map"])
         with vanilla_mae(self.model.config) if vanilla else nullcontext():
             outputs = model(**inputs)
         loss = outputs.loss
@@ -86,19 +83,6 @@ class AttGTrainer(FullWeightsResumeMixin, Trainer):
             self._object_share.append(object_loss_share(
                 outputs, inputs["attention_map"] if own_map is None else own_map))
         return (loss, outputs) if return_outputs else loss
-
-    def _warn_constant_maps(self, attention_map: torch.Tensor) -> None:
-        """A constant map gives every patch weight 1: that image trains as a plain MAE. Say so once per run, since
-        it usually means a broken map source (a blank mask column, a detector that saw nothing)."""
-        flat = attention_map.detach().flatten(1)
-        constant = int((flat.amax(1) == flat.amin(1)).sum())
-        if constant and not self._warned_constant_maps:
-            self._warned_constant_maps = True
-            logger.warning(
-                "%d of %d attention maps in a training batch (step %d) are constant: those images get weight 1 on "
-                "every patch and train as a plain MAE. Check the map source (--attention_method / the attention "
-                "column); maps that are constant for every image make this run a vanilla MAE",
-                constant, flat.shape[0], self.state.global_step)
 
     def _masking_noise(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """MAE's random masking noise from a (seed, step, micro-batch, process) stream, for exact resumes."""

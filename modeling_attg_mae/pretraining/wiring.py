@@ -209,8 +209,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         train = StreamPasses(train.shuffle(seed=training_args.seed, buffer_size=data_args.streaming_shuffle_buffer))
     else:
         train = train.add_column("__index__", list(range(len(train))))
+    # constant maps are counted where they are made, on the CPU (not on the device in every forward)
     collator = PretrainCollator(PretrainTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
-                                require_attention_map=needs_maps, seed=training_args.seed)
+                                require_attention_map=needs_maps, seed=training_args.seed,
+                                warn_constant_maps=attg_args.attg_guidance != "none")
     eval_collator = PretrainCollator(EvalTransform(size, patch, mean=mean, std=std), data_args.image_column_name,
                                      require_attention_map=needs_maps)
     if data_args.attention_placebo is not None:
