@@ -26,6 +26,14 @@ that takes the run's map source (all but the label-free ones) needs yours (`--at
 otherwise, as do those of a synthetic setting not committed in docs/: the package's docs/ holds only the committed
 studies (which `study_report.py` renders into docs/RESULTS.md).
 
+Every seed also gets a `seed<S>-baselines.json` record (no training): the training-free baselines of its data (raw
+pixels, RGB and hue histograms, the object mask alone: `modeling_attg_mae/evaluation/baselines.py`) and the same
+architecture at its initial weights, exported and evaluated by the same k-NN, so that a report can say when the
+encoders do no better than a statistic. Beside the label-free arms, two placebo arms (`permuted`, `centre`: AttG
+with another image's map or one centre prior, `--attention_placebo`) test whether a gain comes from the maps
+pointing at the object. Every record holds the sha256 of the checkpoint its metrics were measured on, and the
+commit of the code (with whether the working tree differed from it).
+
 Every (setting, seed, arm) is checked before the first run starts: the arm names, each run's arguments by
 run_pretrain.py's own parser and checks, and each existing record against the arguments this run would use (its
 `argv`, the output folder aside). A record made with the same arguments is kept and its run skipped, so an

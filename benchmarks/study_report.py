@@ -10,6 +10,10 @@ last epoch, and two plots (online k-NN curves, object-loss share over steps).
     python benchmarks/study_report.py --write            # draw the plots, replace the block in docs/RESULTS.md
     python benchmarks/study_report.py --records DIR --results-md PATH --write
 
+A setting folder holding a `protocol.json` is reported under that protocol instead (`protocol_report.py`:
+training-free baseline rows, "cannot decide", Holm over the hypotheses, Wilcoxon beside the t-test, no verdict before
+the protocol's seed count); a setting named `<name>_pilot` is shown without bars or verdicts.
+
 The block goes between the markers `<!-- study:begin -->` and `<!-- study:end -->`; nothing else is touched.
 """
 
