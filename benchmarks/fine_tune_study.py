@@ -107,7 +107,11 @@ def render_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]]) -> st
     seeds = paired_seeds(setting, arms_by_seed)
     arms = {arm: [arms_by_seed[arm][seed] for seed in seeds] for arm in arms_by_seed}
     first = arms[CONTROL_ARM][0]
-    lines = [f"### {first['fraction'] * 100:g} % of the labels ({first['num_train_images']} train images; "
+    # the subset size of every seed (a stratified fraction rounds per class, so seeds may differ by an image)
+    sizes = [record["num_train_images"] for record in arms[CONTROL_ARM]]
+    size = (f"{sizes[0]} train images" if len(set(sizes)) == 1 else
+            "train images " + ", ".join(f"{n} (seed {seed})" for seed, n in zip(seeds, sizes)))
+    lines = [f"### {first['fraction'] * 100:g} % of the labels ({size}; "
              f"{len(seeds)} seeds: {', '.join(map(str, seeds))})", ""]
     for arm in sorted(a for a in arms if a != CONTROL_ARM):
         cs = {split: paired_comparison(values(arms[arm], "fine_tune", "top1", split),
