@@ -131,7 +131,10 @@ def test_a_record_without_its_run_arguments_is_refused(tmp_path, runs):
     ["--setting", "shape", "--", "--synthetic_object_color", "random"],
     ["--setting", "main", "--records", "docs/results/label_free", "--work", "outputs/label_free",  # make study-label-free
      "--arms", "none", "self", "online_sr", "sr"],
-], ids=["main", "shape", "label-free"])
+    ["--setting", "hue_pilot", "--seeds", "0", "1", "2", "--records", "docs/results/object_hue", "--work",  # its pilot
+     "outputs/object_hue", "--arms", "none", "attg", "permuted", "centre", "sr", "--", "--synthetic_class_cue", "hue",
+     "--synthetic_background_palette", "vivid"],
+], ids=["main", "shape", "label-free", "object-hue-pilot"])
 def test_the_committed_records_are_those_of_the_committed_commands(argv, runs, monkeypatch):
     monkeypatch.chdir(REPO)  # as the Makefile runs them
     before = _committed_state()

@@ -100,6 +100,9 @@ def test_hue_setting_keeps_the_class_out_of_the_masks_and_whole_image_colour():
     the muted backgrounds of the first setting)."""
     vivid = generate_synthetic_dataset(num_train=1500, num_validation=300, seed=5, **HUE)
     assert vivid["train"].features["label"].names == [f"hue_{k}" for k in range(10)]
+    again = generate_synthetic_dataset(num_train=40, num_validation=20, seed=5, **HUE)
+    assert again["validation_mixed_rand"].data.table.equals(
+        generate_synthetic_dataset(num_train=40, num_validation=20, seed=5, **HUE)["validation_mixed_rand"].data.table)
     splits = ["validation", "validation_mixed_rand"]
     results = training_free_knn(vivid, "train", splits, 32, 8, mask_column="object_mask",
                                 baselines=["hue_histogram", "mask"])
