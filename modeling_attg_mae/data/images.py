@@ -95,4 +95,23 @@ def undecoded_images(dataset: datasets.Dataset, column: str = "image") -> datase
     return dataset
 
 
-__all__ = ["decode_image", "to_rgb_image", "undecoded_images"]
+MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def mask_to_array(mask, row) -> np.ndarray:
+    """A single-channel mask (PIL image of mode 1/L/P/I/F, or a 2-D array) -> float64 `(H, W)`."""
+    if isinstance(mask, np.ndarray) or (isinstance(mask, list) and mask and isinstance(mask[0], list)):
+        array = np.asarray(mask, dtype=np.float64)
+    else:
+        image = decode_image(mask, row)
+        if image.mode not in MASK_MODES:
+            raise ValueError(
+                f"the mask in row {row} has mode {image.mode!r}; a mask must be single-channel ({', '.join(MASK_MODES)})"
+            )
+        array = np.asarray(image, dtype=np.float64)  # palette images give their indices
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"the mask in row {row} must be a non-empty 2-D array, got shape {array.shape}")
+    return array
+
+
+__all__ = ["MASK_MODES", "decode_image", "mask_to_array", "to_rgb_image", "undecoded_images"]

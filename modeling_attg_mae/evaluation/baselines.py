@@ -86,7 +86,7 @@ def hue_histogram_features(images: Sequence, size: int, bins: int = HUE_BINS,
 def mask_features(masks: Sequence, grid_size: int) -> torch.Tensor:
     """`(N, grid_size ** 2)`: each object mask's foreground fraction per patch-grid cell."""
     from ..modeling_attg_mae import resample_attention_map
-    from ..object_discovery.column import mask_to_array
+    from ..data.images import mask_to_array
 
     grids = [resample_attention_map(torch.from_numpy((mask_to_array(mask, row) > 0).astype(np.float32))[None],
                                     (grid_size, grid_size)).reshape(-1) for row, mask in enumerate(masks)]

@@ -78,7 +78,7 @@ def self_attention_maps(model, dataset, image_column: str, image_mean, image_std
 def mask_grids(masks, grid_size: int) -> torch.Tensor:
     """Object masks (PIL / undecoded rows) -> `(B, G, G)` bool: the cell's foreground fraction is >= 0.5."""
     from ..modeling_attg_mae import resample_attention_map
-    from ..object_discovery.column import mask_to_array
+    from ..data.images import mask_to_array
 
     grids = []
     for row, mask in enumerate(masks):
