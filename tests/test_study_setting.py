@@ -47,8 +47,8 @@ def test_layout_generator_is_deterministic_and_keyed():
 def test_layout_needs_random_colours():
     with pytest.raises(ValueError, match="object_color must be 'random'"):
         generate_synthetic_dataset(num_train=10, num_validation=10, class_cue="layout")
-    with pytest.raises(ValueError, match="class_cue must be 'shape' or 'layout'"):
-        generate_synthetic_dataset(num_train=10, num_validation=10, class_cue="texture")
+    with pytest.raises(ValueError, match=r"class_cue must be one of \('shape', 'hue', 'layout', 'texture'\)"):
+        generate_synthetic_dataset(num_train=10, num_validation=10, class_cue="stripes")
 
 
 def test_layout_splits_the_object_in_two_colours_along_its_class(layout_data):
