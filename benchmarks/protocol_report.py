@@ -43,8 +43,20 @@ def load_protocol(setting_dir: str) -> dict | None:
     for hypothesis in protocol["hypotheses"]:
         if set(hypothesis) != {"name", "treatment", "control"}:
             raise ValueError(f"{path}: a hypothesis is {{name, treatment, control}}, got {hypothesis}")
+        if hypothesis["treatment"] == hypothesis["control"]:
+            raise ValueError(f"{path}: hypothesis {hypothesis['name']!r} compares arm {hypothesis['treatment']!r} "
+                             "with itself")
+        unknown = [arm for arm in (hypothesis["treatment"], hypothesis["control"])
+                   if "arms" in protocol and arm not in protocol["arms"]]
+        if unknown:
+            raise ValueError(f"{path}: hypothesis {hypothesis['name']!r} names arm(s) {unknown} that the protocol's "
+                             f"arms {protocol['arms']} do not hold")
+    if len(set(protocol["seeds"])) != len(protocol["seeds"]):
+        raise ValueError(f"{path}: the protocol's seeds repeat ({protocol['seeds']}): no record set could complete it")
     names = {h["name"] for h in protocol["hypotheses"]}
     for claim in protocol["claims"]:
+        if not claim["needs"]:
+            raise ValueError(f"{path}: claim {claim['name']!r} needs no hypothesis (it would be supported vacuously)")
         unknown = set(claim["needs"]) - names
         if unknown:
             raise ValueError(f"{path}: claim {claim['name']!r} needs unknown hypotheses {sorted(unknown)}")
@@ -73,12 +85,54 @@ def _p(p: float) -> str:
     return "undefined" if p != p else f"{p:.3g}"
 
 
+def check_protocol_records(setting: str, seeds: list[int], records: dict[str, list[dict]], baselines: list[dict],
+                           primary: dict, splits) -> None:
+    """Refuse, naming the record, what would otherwise be paired silently or fail with a bare KeyError: arms of
+    one seed trained on different data seeds, a record without the primary metric on a split the report reads,
+    and baselines records of different baseline sets (the first record's set decided which were compared)."""
+    for i, seed in enumerate(seeds):
+        data_seeds = {arm: runs[i].get("data_seed") for arm, runs in records.items()}
+        data_seeds[BASELINES] = baselines[i].get("data_seed")
+        if len(set(data_seeds.values())) > 1:
+            raise ValueError(f"setting {setting!r} seed {seed}: the arms were trained on different data seeds "
+                             f"{data_seeds}; a paired comparison needs one data set per seed")
+    evaluation, pooling = primary["evaluation"], primary["pooling"]
+    reads = list(dict.fromkeys([*splits, *records[next(iter(records))][0].get(evaluation, {}).get(pooling, {})]))
+    for arm, runs in records.items():
+        for seed, record in zip(seeds, runs):
+            have = record.get(evaluation, {}).get(pooling)
+            if not isinstance(have, dict):
+                raise ValueError(f"setting {setting!r} seed {seed} arm {arm!r}: the record has no primary metric "
+                                 f"{evaluation}.{pooling} (it has {sorted(record.get(evaluation, {}) or {})})")
+            missing = [split for split in reads if split not in have]
+            if missing:
+                raise ValueError(f"setting {setting!r} seed {seed} arm {arm!r}: no {evaluation}.{pooling} value for "
+                                 f"split(s) {missing} (it has {sorted(have)})")
+    names = sorted(baselines[0]["training_free"])
+    for seed, record in zip(seeds, baselines):
+        if "knn_k" in record and record["knn_k"] != primary.get("k", 20):
+            raise ValueError(f"setting {setting!r} seed {seed}: the baselines were measured with k = "
+                             f"{record['knn_k']}, the protocol's primary metric is k = {primary.get('k', 20)}")
+        if sorted(record["training_free"]) != names:
+            raise ValueError(f"setting {setting!r} seed {seed}: the baselines record holds the training-free "
+                             f"baselines {sorted(record['training_free'])}, seed {seeds[0]}'s {names}; every seed "
+                             "needs the same ones")
+        for name, values in [*record["training_free"].items(), *(
+                (f"random_init_{p}", record["random_init"]["knn"].get(p, {})) for p in ("cls", "mean"))]:
+            missing = [split for split in reads if split not in values]
+            if missing:
+                raise ValueError(f"setting {setting!r} seed {seed}: baseline {name!r} has no value for split(s) "
+                                 f"{missing}")
+
+
 def render_protocol_setting(setting: str, arms_by_seed: dict[str, dict[int, dict]], protocol: dict,
                             arm_name, protocol_link: str) -> str:
     """The markdown block of a setting under its protocol (see the module docstring)."""
     primary, splits, alpha = protocol["primary"], protocol["splits"], float(protocol["alpha"])
     arms = [arm for arm in protocol["arms"] if arm != BASELINES] if "arms" in protocol else sorted(
         arm for arm in arms_by_seed if arm != BASELINES)
+    # an arm a hypothesis names is needed even where the protocol lists no arms (else a KeyError at its test)
+    arms += [arm for h in protocol["hypotheses"] for arm in (h["treatment"], h["control"]) if arm not in arms]
     missing_arms = [arm for arm in arms + [BASELINES] if arm not in arms_by_seed]
     if missing_arms:
         return (f"### Setting `{setting}`\n\nNo records yet for {', '.join(missing_arms)} "
@@ -102,6 +156,7 @@ def render_protocol_setting(setting: str, arms_by_seed: dict[str, dict[int, dict
         return "\n".join(lines)
     baselines = [arms_by_seed[BASELINES][seed] for seed in seeds]
     records = {arm: [arms_by_seed[arm][seed] for seed in seeds] for arm in arms}
+    check_protocol_records(setting, seeds, records, baselines, primary, splits)
     all_splits = list(dict.fromkeys(list(splits) + list(records[arms[0]][0][primary["evaluation"]]
                                                          [primary["pooling"]])))
 

@@ -344,7 +344,8 @@ def render(records_dir: str, results_md: str, draw: bool, reference: tuple[str, 
         link = os.path.relpath(os.path.join(records_dir, setting, "PROTOCOL.md"), link_dir)
         text = render_protocol_setting(setting, settings[setting], protocol, arm_name, link)
         arms = {arm: [settings[setting][arm][seed] for seed in sorted(settings[setting][arm])]
-                for arm in protocol["arms"] if arm in settings[setting]}
+                for arm in protocol.get("arms", sorted(a for a in settings[setting] if a != BASELINES))
+                if arm in settings[setting]}
         if arms and all(len(runs) == len(next(iter(arms.values()))) for runs in arms.values()):
             text += "\n" + "\n".join(share_and_iou_lines(list(arms), arms))
         blocks.append(text)

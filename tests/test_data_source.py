@@ -31,6 +31,16 @@ def test_labels_name_the_data_precisely():
     assert dataset_label(data_source(EvalDataArguments(dataset_name="c", dataset_config_name="x"))) == "c/x"
 
 
+def test_labels_name_the_class_count():
+    # 5 and 10 hue classes are other data and another task: with one label, the second run_knn's card entries
+    # replaced the first's
+    hue = dict(synthetic_class_cue="hue", synthetic_background_palette="vivid")
+    five = dataset_label(data_source(EvalDataArguments(**hue, synthetic_num_classes=5)))
+    ten = dataset_label(data_source(EvalDataArguments(**hue, synthetic_num_classes=10)))
+    assert five == "attg-mae-synthetic-64px-train4000-val1000-seed0-5classes-hue-vivid"
+    assert ten == dataset_label(data_source(EvalDataArguments(**hue))) == "attg-mae-synthetic-64px-train4000-val1000-seed0-hue-vivid"
+
+
 def test_record_round_trip_with_absolute_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photos").mkdir()

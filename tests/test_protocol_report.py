@@ -118,3 +118,38 @@ def test_a_protocol_without_its_fields_is_refused(tmp_path):
     (root / "main" / "protocol.json").write_text(json.dumps(protocol))
     with pytest.raises(ValueError, match="the protocol lacks \\['decide_margin'\\]"):
         protocol_report.load_protocol(str(root / "main"))
+
+
+# --- what the red-team review of the protocol report found: records paired silently, or a bare KeyError ---
+def _edit(path, change):
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("where, change, message", [
+    ("seed11-attg.json", lambda r: r.update(data_seed=99), r"seed 11: the arms were trained on different data seeds"),
+    ("seed12-permuted.json", lambda r: r["knn"]["cls"].pop("validation_mixed_rand"),
+     r"seed 12 arm 'permuted': no knn.cls value for split\(s\) \['validation_mixed_rand'\]"),
+    # a baseline missing from the first seed's record was dropped from the "can decide" check unseen
+    ("seed10-baselines.json", lambda r: r["training_free"].pop("mask"), r"every seed needs the same ones"),
+    ("seed10-baselines.json", lambda r: r.update(knn_k=5), r"baselines were measured with k = 5"),
+    ("protocol.json", lambda p: p["hypotheses"].append({"name": "H3", "treatment": "attg", "control": "ghost"}),
+     r"names arm\(s\) \['ghost'\] that the protocol's arms"),
+    ("protocol.json", lambda p: p["hypotheses"][0].update(control="attg"), r"compares arm 'attg' with itself"),
+    ("protocol.json", lambda p: p["claims"].append({"name": "vacuous", "needs": []}), r"needs no hypothesis"),
+    ("protocol.json", lambda p: p.update(seeds=SEEDS + SEEDS[:1]), r"the protocol's seeds repeat"),
+    ("protocol.json", lambda p: p.update(splits=["validation", "validaton"]), r"no knn.cls value for split"),
+])
+def test_records_the_protocol_cannot_pair_are_refused_by_name(tmp_path, where, change, message):
+    root = write(tmp_path)
+    _edit(root / "main" / where, change)
+    with pytest.raises(ValueError, match=message):
+        render(root)
+
+
+def test_a_protocol_without_arms_needs_the_hypotheses_arms(tmp_path):
+    root = write(tmp_path)
+    _edit(root / "main" / "protocol.json", lambda p: (p.pop("arms"), p["hypotheses"].append(
+        {"name": "H3", "treatment": "centre", "control": "none"})))
+    assert "No records yet for centre" in render(root)

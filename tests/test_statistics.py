@@ -180,3 +180,13 @@ def test_minimum_detectable_difference_and_seeds_needed():
 def test_bad_input_is_a_clear_error(treatment, control, message):
     with pytest.raises(ValueError, match=message):
         paired_comparison(treatment, control)
+
+
+def test_identical_differences_up_to_float_rounding_are_degenerate():
+    # every seed one 0.1-point step up, the subtraction's rounding differing in the last bits: the same case as
+    # exactly identical differences (undefined t-test), not a p of 1e-29
+    noisy = paired_comparison([0.3, 10.3, 20.3], [0.2, 10.2, 20.2])
+    assert len(set(noisy["differences"])) > 1
+    assert noisy["degenerate"] and not noisy["significant"] and math.isnan(noisy["p"])
+    zero = paired_comparison([0.1 + 0.2, 1.0], [0.3, 1.0])  # 0.30000000000000004 - 0.3: no difference at all
+    assert zero["degenerate"] and zero["p"] == 1.0

@@ -117,7 +117,9 @@ def use_recorded_source(data_args: DataSourceArguments, checkpoint) -> dict | No
 def dataset_label(source: dict) -> str:
     """A name for the data of `source` that differs whenever the data does.
 
-    Synthetic: `attg-mae-synthetic-{size}px-train{n}-val{m}-seed{s}` (+ `-colourrandom` for shape-only classes, `-layout` for layout classes); a Hub dataset: `name` or `name/config`;
+    Synthetic: `attg-mae-synthetic-{size}px-train{n}-val{m}-seed{s}` (+ `-colourrandom` for shape-only classes,
+    `-{K}classes` for another class count than the generator's default, `-layout` / `-texture` / `-hue` for the
+    class cue, `-vivid` for the vivid background palette); a Hub dataset: `name` or `name/config`;
     image folders: `imagefolder:<train_dir>` (+ `+<validation_dir>`).
     """
     if source.get("dataset_name"):
@@ -128,6 +130,11 @@ def dataset_label(source: dict) -> str:
         return label + (f"+{source['validation_dir']}" if source.get("validation_dir") else "")
     synthetic = {**synthetic_defaults(), **(source.get("synthetic") or {})}
     colour = "" if synthetic["object_color"] == "per_class" else f"-colour{synthetic['object_color']}"
+    # the class count changes the data (and the task): 5 and 10 hue classes must not share a label, or one's
+    # results replace the other's in the results JSON and the model card
+    default_classes = synthetic_defaults()["num_classes"]
+    classes = synthetic.get("num_classes", default_classes)
+    colour += "" if classes == default_classes else f"-{classes}classes"
     cue = "" if synthetic.get("class_cue", "shape") == "shape" else f"-{synthetic['class_cue']}"
     cue += "" if synthetic.get("background_palette", "muted") == "muted" else f"-{synthetic['background_palette']}"
     return (f"attg-mae-synthetic-{synthetic['image_size']}px-train{synthetic['num_train']}-"
