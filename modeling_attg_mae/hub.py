@@ -443,6 +443,85 @@ def push_checkpoint_to_hub(output_dir, repo_id: str, private: bool = False, comm
     return url
 
 
+def _markdown_table(values: dict) -> str:
+    return "\n".join(["| setting | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in values.items())])
+
+
+def render_fine_tuned_card(seed_dir, *, base_model: str, payload: dict, seed: int, repo_id: str) -> ModelCard:
+    """Write `<seed_dir>/README.md` (and its eval-results files) for one seed of run_fine_tune: `base_model`, the
+    recipe, the labelled subset, this seed's results (the card's metrics: they are these weights') and the mean
+    over the run's seeds (in the text only: no model has those numbers)."""
+    seed_dir = Path(seed_dir)
+    own = [row for row in payload["results"] if row["seed"] == seed]
+    summary = [row for row in payload["results"] if row["seed"] is None]
+    if not own:
+        raise ValueError(f"the fine-tuning results hold no rows of seed {seed}")
+    first = own[0]
+    subset = (f"{first['shots']} labelled images per class" if first.get("shots") else
+              f"{100 * first['train_fraction']:g}% of the labels of the {payload['train_split']} split")
+    # the seed's rows as the card's metrics, named as a run of one seed
+    eval_results = eval_results_from_rows([{**row, "seed": None} for row in own], payload["dataset"], payload["pooling"])
+    means = "\n".join(f"| {row['split']} | {row['top1']:.2f} ± {row['top1_std']:.2f} | {row['top5']:.2f} ± "
+                      f"{row['top5_std']:.2f} | {row['num_seeds']} |" for row in summary)
+    name = repo_id.split("/")[-1]
+    card_data = ModelCardData(pipeline_tag="image-classification", library_name="transformers", model_name=name,
+                              tags=list(dict.fromkeys([*DEFAULT_TAGS, "image-classification", "fine-tuned"])),
+                              base_model=base_model, eval_results=eval_results or None)
+    text = f"""---
+{card_data.to_yaml()}
+---
+
+# {name}
+
+[`{base_model}`](https://huggingface.co/{base_model}) fine-tuned for image classification on {payload['dataset']}
+with MAE's fine-tuning recipe (`run_fine_tune.py` of attg-mae), seed {seed}: trained on {subset}
+({first['num_train_images']} images), {payload['num_classes']} classes, {payload['pooling']} pooling.
+
+```python
+from transformers import pipeline
+
+classifier = pipeline("image-classification", model="{repo_id}")
+```
+
+## Recipe
+
+{_markdown_table(payload['recipe'])}
+
+## Results
+
+This model (seed {seed}):
+
+{RESULTS_START}
+{results_table(eval_results)}
+{RESULTS_END}
+
+Over the run's seeds (mean ± sample std; every seed is its own repo, none is picked by its score):
+
+| split | top-1 (%) | top-5 (%) | seeds |
+| --- | --- | --- | --- |
+{means}
+"""
+    card = ModelCard(text)
+    card.save(seed_dir / "README.md")
+    write_eval_results(seed_dir, eval_results)
+    return card
+
+
+# a seed folder's training leftovers (Trainer checkpoints, TensorBoard logs, half-written files) stay local
+_FINE_TUNE_PUSH_IGNORE = ["checkpoint-*", "runs/*", "*.partial"]
+
+
+def push_fine_tuned_to_hub(seed_dir, repo_id: str, private: bool = False) -> str:
+    """Upload one seed's fine-tuned classifier (weights, config, image processor, card, eval results, its
+    seed_results.json record) to `repo_id`. Returns the commit URL."""
+    seed_dir = Path(seed_dir)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+        if not (seed_dir / name).is_file():
+            raise ValueError(f"{seed_dir} is not a finished fine-tuning seed (no {name})")
+    return _upload(seed_dir, repo_id, private, "Upload fine-tuned classifier (run_fine_tune.py)",
+                   ignore_patterns=list(_FINE_TUNE_PUSH_IGNORE))
+
+
 __all__ = [
     "render_model_card",
     "update_model_card_results",
@@ -451,6 +530,8 @@ __all__ = [
     "push_checkpoint_to_hub",
     "push_encoder_to_hub",
     "render_encoder_card",
+    "render_fine_tuned_card",
+    "push_fine_tuned_to_hub",
     "write_eval_results",
     "read_eval_results",
     "eval_result_entries",
