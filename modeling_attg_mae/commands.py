@@ -9,13 +9,15 @@ repository root call them, and an installed wheel has them as console commands (
 Each holds parsing and printing only; the work is in the package function it calls.
 """
 
+import json
 import logging
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import transformers
 
-from .cli import parse_cli, print_summary
+from .cli import format_results_table, parse_cli, print_summary
 from .evaluation.arguments import (
     EvalDataArguments,
     EvalModelArguments,
@@ -49,6 +51,8 @@ def pretrain(argv=None):
         for name, path in paths.items():
             print(f"  {name:12s} {path}")
         print(f"  TensorBoard: tensorboard --logdir {paths['logs']}")
+        if paths.get("knn_results"):  # the table after the paths: a table is not a path
+            print(f"\nk-NN of the exported checkpoint:\n{format_results_table(json.loads(Path(paths['knn_results']).read_text()))}")
     return paths
 
 

@@ -135,7 +135,9 @@ def load_source_encoder(checkpoint, flag: str = "--checkpoint"):
 def load_source_processor(checkpoint, image_processor=None, config=None):
     """The source's `ViTImageProcessor` (or the one of `image_processor`), checked against the model's input size.
     A Trainer `checkpoint-N` without one has its run folder's (`model_source.processor_source`)."""
-    from transformers import ViTImageProcessor
+    # the PIL backend by name: `ViTImageProcessor` without torchvision warns on every run and falls back to it anyway;
+    # both save "ViTImageProcessor", which AutoImageProcessor loads with either backend
+    from transformers import ViTImageProcessorPil as ViTImageProcessor
 
     from .model_source import processor_source
 

@@ -5,13 +5,30 @@ base_model, `model-index`) is written with `huggingface_hub.ModelCard`; the body
 `model_cards/`. Every evaluation result is its own metric with its own `config` (e.g. "knn-k20-top1-cls"):
 `model-index` groups results by task / dataset / split, and metrics without distinct configs are easy to
 confuse or collapse when cards are merged on the Hub.
+
+Every result is written in both of the Hub's formats: the card's `model-index` (legacy since huggingface_hub 2.x,
+still what the card's metadata and older tools read) and `.eval_results/attg-mae-<dataset>.yaml` (`EvalResultEntry`,
+what the model page and leaderboards show). The model-index is the record: the YAML files are rewritten from it at
+every change (`write_eval_results`), so a replaced or removed result leaves no stale entry in either, and a push
+deletes the repo's files of ours that the folder no longer has.
 """
 
 import json
+import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+import yaml
+from huggingface_hub import (
+    EvalResult,
+    EvalResultEntry,
+    ModelCard,
+    ModelCardData,
+    eval_result_entries_to_yaml,
+    parse_eval_result_entries,
+)
+from huggingface_hub.constants import EVAL_RESULTS_FOLDER
 
 from .package_files import packaged_path
 
@@ -19,6 +36,11 @@ from .package_files import packaged_path
 TEMPLATE_PATH = packaged_path("model_cards", "attg_mae.md")
 ENCODER_TEMPLATE_PATH = packaged_path("model_cards", "attg_mae_encoder.md")  # the ViTModel export (modeling_attg_mae.export)
 DEFAULT_TAGS = ("attg-mae", "mae", "vit", "self-supervised")
+# our files in .eval_results/: this prefix (a push deletes the repo's files of it that the folder lacks) and this
+# first line (a local file of our name without it is the user's, never rewritten)
+EVAL_RESULTS_PREFIX = "attg-mae-"
+EVAL_RESULTS_HEADER = ("# attg-mae: written from README.md's model-index by modeling_attg_mae.hub; rewritten on every "
+                       "update (edit the card, not this file)\n")
 RESULTS_START, RESULTS_END = "<!-- attg-mae:results:start -->", "<!-- attg-mae:results:end -->"
 _METHOD_NAMES = {
     "knn": "k-NN",
@@ -198,11 +220,95 @@ def render_model_card(
         results_table=results_table(eval_results),
     )
     card.save(output_dir / "README.md")
+    write_eval_results(output_dir, eval_results)
     return card
 
 
 def _same_metric(a: EvalResult, b: EvalResult) -> bool:
     return a.unique_identifier == b.unique_identifier and a.metric_config == b.metric_config
+
+
+def _task_id(result: EvalResult) -> str:
+    """The result's key within its dataset: what tells results of one dataset apart in model-index (the dataset's
+    config, the split, the metric's config), so that both formats replace the same results."""
+    return "/".join(part for part in (result.dataset_config, result.dataset_split,
+                                      result.metric_config or result.metric_type) if part)
+
+
+def eval_result_entries(eval_results: Iterable[EvalResult], source_url: str | None = None) -> list[EvalResultEntry]:
+    """The `.eval_results` entries of model-index results: dataset id (model-index's dataset type), task id
+    (`_task_id`), value, the metric's name as notes, and `source_url` (the pushed card) when known."""
+    entries, seen = [], {}
+    for result in eval_results:
+        value, name = result.metric_value, result.metric_name or result.metric_config
+        if (not result.dataset_type or isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
+            raise ValueError(f"the model card's result {name!r} on dataset {result.dataset_type!r} cannot go into "
+                             f"{EVAL_RESULTS_FOLDER}/: an entry needs a dataset id and a finite number, got {value!r}")
+        entry = EvalResultEntry(dataset_id=result.dataset_type, task_id=_task_id(result), value=float(value),
+                                source_url=source_url, source_name="Model card" if source_url else None,
+                                notes=result.metric_name)
+        key = (entry.dataset_id, entry.task_id)
+        if key in seen:  # one key, two values: the Hub would show one of them
+            raise ValueError(f"the model card holds two results on dataset {key[0]!r} under task id {key[1]!r} "
+                             f"({seen[key]!r} and {name!r}): give each metric its own metric config")
+        seen[key] = name
+        entries.append(entry)
+    return entries
+
+
+def is_own_eval_results_file(path: Path) -> bool:
+    """A `.eval_results` file this module wrote (its name and first line), which it may rewrite or delete."""
+    if not (path.is_file() and path.name.startswith(EVAL_RESULTS_PREFIX) and path.suffix == ".yaml"):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as file:
+        return file.readline() == EVAL_RESULTS_HEADER
+
+
+def write_eval_results(folder, eval_results: Iterable[EvalResult], source_url: str | None = None) -> list[Path]:
+    """Rewrite `<folder>/.eval_results/attg-mae-<dataset>.yaml` (one file per dataset) from model-index results and
+    delete our files of datasets that have none left; files of other names are not touched, and a file of our name
+    that we did not write is refused. Each file is parsed back with huggingface_hub's parser before it replaces the
+    old one. Returns the files written."""
+    target = Path(folder) / EVAL_RESULTS_FOLDER
+    by_file: dict[Path, list[EvalResultEntry]] = {}
+    for entry in eval_result_entries(eval_results, source_url):
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", entry.dataset_id).strip("._") or "dataset"
+        by_file.setdefault(target / f"{EVAL_RESULTS_PREFIX}{slug}.yaml", []).append(entry)
+    foreign = [path for path in by_file if path.exists() and not is_own_eval_results_file(path)]
+    if foreign:
+        raise ValueError(f"{', '.join(map(str, foreign))} was not written by attg-mae (no '{EVAL_RESULTS_HEADER.strip()}' "
+                         "first line) and would be replaced by the card's results: move or rename it")
+    for path, entries in by_file.items():
+        text = yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False, allow_unicode=True)
+        if parse_eval_result_entries(yaml.safe_load(text)) != entries:  # the Hub's own reading of the file
+            raise ValueError(f"{path}: the entries do not read back as written by huggingface_hub's parser")
+        target.mkdir(exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(EVAL_RESULTS_HEADER + text, encoding="utf-8")
+        partial.replace(path)
+    for path in sorted(target.glob(f"{EVAL_RESULTS_PREFIX}*.yaml")) if target.is_dir() else []:
+        if path not in by_file and is_own_eval_results_file(path):
+            path.unlink()  # a dataset whose results are gone from the card
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    return list(by_file)
+
+
+def read_eval_results(folder) -> list[EvalResultEntry]:
+    """Every entry of our `.eval_results` files in `folder`, as huggingface_hub parses them."""
+    target = Path(folder) / EVAL_RESULTS_FOLDER
+    paths = sorted(target.glob(f"{EVAL_RESULTS_PREFIX}*.yaml")) if target.is_dir() else []
+    return [entry for path in paths if is_own_eval_results_file(path)
+            for entry in parse_eval_result_entries(yaml.safe_load(path.read_text(encoding="utf-8")))]
+
+
+def _eval_results_for_push(folder: Path, repo_id: str) -> None:
+    """Rewrite the folder's eval-results files from its card, with the pushed card as their source (its address
+    is known only now)."""
+    if (folder / "README.md").is_file():
+        write_eval_results(folder, ModelCard.load(folder / "README.md").data.eval_results or [],
+                           source_url=f"https://huggingface.co/{repo_id}")
 
 
 def update_model_card_results(checkpoint_dir, rows: Sequence[dict], dataset: str, pooling: str) -> ModelCard:
@@ -229,12 +335,23 @@ def update_model_card_results(checkpoint_dir, rows: Sequence[dict], dataset: str
         text = f"{text.rstrip()}\n\n## Evaluation\n\n{RESULTS_START}\n{table}\n{RESULTS_END}\n"
     card = ModelCard(f"---\n{card.data.to_yaml()}\n---\n{text}")
     card.save(path)
+    write_eval_results(checkpoint_dir, card.data.eval_results or [])
     return card
 
 
+# our eval-results files in a repo: uploaded with the card, and deleted there when the folder no longer has them
+_EVAL_RESULTS_PATTERN = f"{EVAL_RESULTS_FOLDER}/{EVAL_RESULTS_PREFIX}*.yaml"
+
+
 def push_model_card(checkpoint_dir, repo_id: str) -> None:
-    """Push `<checkpoint_dir>/README.md` to the model repo `repo_id` (needs the network and a token)."""
-    ModelCard.load(Path(checkpoint_dir) / "README.md").push_to_hub(repo_id, commit_message="Update evaluation results")
+    """Push `<checkpoint_dir>/README.md` and its eval-results files to the existing model repo `repo_id` (needs the
+    network and a token)."""
+    from huggingface_hub import HfApi
+
+    checkpoint_dir = Path(checkpoint_dir)
+    _eval_results_for_push(checkpoint_dir, repo_id)
+    HfApi().upload_folder(folder_path=str(checkpoint_dir), repo_id=repo_id, commit_message="Update evaluation results",
+                          allow_patterns=["README.md", _EVAL_RESULTS_PATTERN], delete_patterns=[_EVAL_RESULTS_PATTERN])
 
 
 def render_encoder_card(encoder_dir, *, source: str, model_name: str | None = None, repo_id: str | None = None,
@@ -283,8 +400,9 @@ def _upload(folder: Path, repo_id: str, private: bool, commit_message: str, igno
 
     api = HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    _eval_results_for_push(folder, repo_id)
     commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message,
-                               ignore_patterns=ignore_patterns)
+                               ignore_patterns=ignore_patterns, delete_patterns=[_EVAL_RESULTS_PATTERN])
     return str(getattr(commit, "commit_url", commit))
 
 
@@ -325,6 +443,85 @@ def push_checkpoint_to_hub(output_dir, repo_id: str, private: bool = False, comm
     return url
 
 
+def _markdown_table(values: dict) -> str:
+    return "\n".join(["| setting | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in values.items())])
+
+
+def render_fine_tuned_card(seed_dir, *, base_model: str, payload: dict, seed: int, repo_id: str) -> ModelCard:
+    """Write `<seed_dir>/README.md` (and its eval-results files) for one seed of run_fine_tune: `base_model`, the
+    recipe, the labelled subset, this seed's results (the card's metrics: they are these weights') and the mean
+    over the run's seeds (in the text only: no model has those numbers)."""
+    seed_dir = Path(seed_dir)
+    own = [row for row in payload["results"] if row["seed"] == seed]
+    summary = [row for row in payload["results"] if row["seed"] is None]
+    if not own:
+        raise ValueError(f"the fine-tuning results hold no rows of seed {seed}")
+    first = own[0]
+    subset = (f"{first['shots']} labelled images per class" if first.get("shots") else
+              f"{100 * first['train_fraction']:g}% of the labels of the {payload['train_split']} split")
+    # the seed's rows as the card's metrics, named as a run of one seed
+    eval_results = eval_results_from_rows([{**row, "seed": None} for row in own], payload["dataset"], payload["pooling"])
+    means = "\n".join(f"| {row['split']} | {row['top1']:.2f} ± {row['top1_std']:.2f} | {row['top5']:.2f} ± "
+                      f"{row['top5_std']:.2f} | {row['num_seeds']} |" for row in summary)
+    name = repo_id.split("/")[-1]
+    card_data = ModelCardData(pipeline_tag="image-classification", library_name="transformers", model_name=name,
+                              tags=list(dict.fromkeys([*DEFAULT_TAGS, "image-classification", "fine-tuned"])),
+                              base_model=base_model, eval_results=eval_results or None)
+    text = f"""---
+{card_data.to_yaml()}
+---
+
+# {name}
+
+[`{base_model}`](https://huggingface.co/{base_model}) fine-tuned for image classification on {payload['dataset']}
+with MAE's fine-tuning recipe (`run_fine_tune.py` of attg-mae), seed {seed}: trained on {subset}
+({first['num_train_images']} images), {payload['num_classes']} classes, {payload['pooling']} pooling.
+
+```python
+from transformers import pipeline
+
+classifier = pipeline("image-classification", model="{repo_id}")
+```
+
+## Recipe
+
+{_markdown_table(payload['recipe'])}
+
+## Results
+
+This model (seed {seed}):
+
+{RESULTS_START}
+{results_table(eval_results)}
+{RESULTS_END}
+
+Over the run's seeds (mean ± sample std; every seed is its own repo, none is picked by its score):
+
+| split | top-1 (%) | top-5 (%) | seeds |
+| --- | --- | --- | --- |
+{means}
+"""
+    card = ModelCard(text)
+    card.save(seed_dir / "README.md")
+    write_eval_results(seed_dir, eval_results)
+    return card
+
+
+# a seed folder's training leftovers (Trainer checkpoints, TensorBoard logs, half-written files) stay local
+_FINE_TUNE_PUSH_IGNORE = ["checkpoint-*", "runs/*", "*.partial"]
+
+
+def push_fine_tuned_to_hub(seed_dir, repo_id: str, private: bool = False) -> str:
+    """Upload one seed's fine-tuned classifier (weights, config, image processor, card, eval results, its
+    seed_results.json record) to `repo_id`. Returns the commit URL."""
+    seed_dir = Path(seed_dir)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+        if not (seed_dir / name).is_file():
+            raise ValueError(f"{seed_dir} is not a finished fine-tuning seed (no {name})")
+    return _upload(seed_dir, repo_id, private, "Upload fine-tuned classifier (run_fine_tune.py)",
+                   ignore_patterns=list(_FINE_TUNE_PUSH_IGNORE))
+
+
 __all__ = [
     "render_model_card",
     "update_model_card_results",
@@ -333,5 +530,10 @@ __all__ = [
     "push_checkpoint_to_hub",
     "push_encoder_to_hub",
     "render_encoder_card",
+    "render_fine_tuned_card",
+    "push_fine_tuned_to_hub",
+    "write_eval_results",
+    "read_eval_results",
+    "eval_result_entries",
     "DEFAULT_TAGS",
 ]

@@ -247,3 +247,57 @@ def assert_same_weights(expected: Path, actual: Path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-6), name
+
+
+# ------------------------------------------------------------------------------------------- a local Hub
+class LocalHub:
+    """A stand-in for the Hub API: `HfApi.create_repo`, `list_repo_files`, `create_commit` and the card's metadata
+    check (`_validate_yaml`, here: the front matter parses) on an in-memory store, so that huggingface_hub's own `upload_folder` (its file listing, allow / ignore / delete patterns) runs
+    as it would against the Hub. `repos[repo_id]` maps each file's path in the repo to its bytes."""
+
+    def __init__(self, monkeypatch):
+        import huggingface_hub
+        from huggingface_hub import hf_api
+
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.created: list[tuple[str, bool]] = []
+        hub = self
+        monkeypatch.setattr(hf_api, "is_xet_available", lambda: False)  # the single-commit path, through create_commit
+
+        def create_repo(self, repo_id, *, private=None, exist_ok=False, repo_type=None, **kwargs):
+            if repo_id in hub.repos and not exist_ok:
+                raise ValueError(f"repo {repo_id} exists")
+            hub.created.append((repo_id, bool(private)))
+            hub.repos.setdefault(repo_id, {})
+            return f"https://huggingface.co/{repo_id}"
+
+        def list_repo_files(self, repo_id, **kwargs):
+            return sorted(hub._repo(repo_id))
+
+        def create_commit(self, repo_id, operations, *, commit_message, **kwargs):
+            files = hub._repo(repo_id)
+            for operation in operations:
+                if isinstance(operation, huggingface_hub.CommitOperationDelete):
+                    files.pop(operation.path_in_repo)
+                else:
+                    with operation.as_file() as file:
+                        files[operation.path_in_repo] = file.read()
+            return huggingface_hub.CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/0", commit_message=commit_message,
+                                              commit_description="", oid="0" * 40)
+
+        def validate_yaml(self, content, **kwargs):
+            huggingface_hub.ModelCard(content)  # raises on front matter that is not a YAML mapping
+
+        for name, method in (("create_repo", create_repo), ("list_repo_files", list_repo_files),
+                             ("create_commit", create_commit), ("_validate_yaml", validate_yaml)):
+            monkeypatch.setattr(huggingface_hub.HfApi, name, method)
+
+    def _repo(self, repo_id: str) -> dict[str, bytes]:
+        if repo_id not in self.repos:
+            raise ValueError(f"repo {repo_id} does not exist (create_repo was not called)")
+        return self.repos[repo_id]
+
+
+@pytest.fixture
+def local_hub(monkeypatch) -> LocalHub:
+    return LocalHub(monkeypatch)

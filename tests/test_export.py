@@ -387,3 +387,34 @@ def test_the_checkpoint_card_states_the_training_ratio_and_points_to_the_encoder
     text = render_model_card(checkpoint, object_discovery={}, temperature={}, training_hparams={}).text
     assert "random, ratio 0.75" in text and "ratio 0.0" not in text
     assert "`encoder/` folder" in text and "`mask_ratio=0.75` to `from_pretrained`" in text
+
+
+def test_the_export_path_logs_no_torchvision_warning_and_saves_a_processor_both_backends_load(tmp_path):
+    """transformers without torchvision warns once per process where `ViTImageProcessor` is named, so the export
+    runs in its own process here (this module already named it). The saved type, "ViTImageProcessor", is the vit
+    entry of AutoImageProcessor's map for both backends (torchvision: that class; PIL: ViTImageProcessorPil)."""
+    import subprocess
+    import sys
+
+    from transformers import AutoImageProcessor
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    from tests.conftest import REPO, subprocess_env
+
+    checkpoint = tmp_path / "ckpt"
+    save_for_inference_and_pretraining(tiny_model(), checkpoint)
+    # the processor as a run writes it (pretraining.card.run_image_processor), then the export CLI on the checkpoint
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from modeling_attg_mae.pretraining.card import "
+            "run_image_processor as p; p(32, [0.5] * 3, [0.25] * 3).save_pretrained(sys.argv[2]); "
+            "from modeling_attg_mae.export import main; main(['--checkpoint', sys.argv[2]])")
+    result = subprocess.run([sys.executable, "-c", code, str(REPO), str(checkpoint)], capture_output=True, text=True,
+                            env=subprocess_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "exported the hf encoder" in result.stdout + result.stderr  # the log was captured
+    assert "torchvision" not in result.stdout + result.stderr
+    for folder in (checkpoint, checkpoint / "encoder"):
+        saved = json.loads((folder / "preprocessor_config.json").read_text())
+        assert saved["image_processor_type"] == "ViTImageProcessor"
+        processor = AutoImageProcessor.from_pretrained(folder)
+        assert (dict(processor.size), list(processor.image_mean), processor.resample) == ({"height": 32, "width": 32}, [0.5] * 3, 3)
+    assert IMAGE_PROCESSOR_MAPPING_NAMES["vit"] == {"torchvision": "ViTImageProcessor", "pil": "ViTImageProcessorPil"}

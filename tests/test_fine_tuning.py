@@ -764,3 +764,34 @@ def test_overwriting_a_seed_folder_removes_the_earlier_runs_checkpoints(checkpoi
     seed_dir = tmp_path / "out" / "seed-42"
     assert not list(seed_dir.glob("checkpoint-*"))
     assert json.loads((seed_dir / "seed_arguments.json").read_text())["train_fraction"] == 0.25
+
+
+def test_push_to_hub_sends_each_seed_with_its_processor_card_and_results(checkpoint, tmp_path, local_hub):
+    import yaml
+    from huggingface_hub import ModelCard, parse_eval_result_entries
+
+    payload = _run(checkpoint, tmp_path, fine_tune={"train_fraction": 0.5, "seeds": [0, 1]},
+                   model={"hub_base_model": "you/attg-run"}, push_to_hub=True, hub_model_id="you/tuned",
+                   save_strategy="steps", save_steps=2)
+    assert set(payload["pushed"]) == {0, 1} and set(local_hub.repos) == {"you/tuned-seed-0", "you/tuned-seed-1"}
+    repo = local_hub.repos["you/tuned-seed-1"]
+    (results_file,) = [name for name in repo if name.startswith(".eval_results/")]
+    # no checkpoint-N (save_steps 2 of 3 steps wrote one locally) nor TensorBoard logs
+    assert set(repo) == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "training_args.bin",
+                         "seed_results.json", "seed_arguments.json", results_file}
+    assert (tmp_path / "out" / "seed-1" / "checkpoint-2").is_dir()
+    card = ModelCard(repo["README.md"].decode())
+    assert card.data.base_model == "you/attg-run" and card.data.pipeline_tag == "image-classification"
+    seed_rows = {r["split"]: r for r in payload["results"] if r["seed"] == 1}
+    index = {(r.dataset_split, r.metric_config): r.metric_value for r in card.data.eval_results}
+    assert index[("validation", "fine-tune-50pct-top1-mean")] == round(seed_rows["validation"]["top1"], 2)
+    for text in ("| layer_decay |", "50% of the labels of the train split", "seed 1", "none is picked by its score"):
+        assert text in card.text, text
+    entries = parse_eval_result_entries(yaml.safe_load(repo[results_file].decode()))
+    assert {(e.task_id, e.value) for e in entries} == {(f"{s}/{c}", v) for (s, c), v in index.items()}
+
+
+def test_push_from_a_local_folder_needs_the_base_models_hub_id(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="pass --hub_base_model"):
+        parse_fine_tune_arguments(["--model_name_or_path", str(checkpoint), "--output_dir", str(tmp_path / "o"),
+                                   "--push_to_hub", "--hub_model_id", "you/tuned"])

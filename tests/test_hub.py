@@ -3,9 +3,18 @@
 import json
 
 import pytest
-from huggingface_hub import EvalResult, ModelCard
+import yaml
+from huggingface_hub import EvalResult, EvalResultEntry, ModelCard, parse_eval_result_entries
 
-from modeling_attg_mae.hub import eval_results_from_rows, render_model_card, update_model_card_results
+from modeling_attg_mae.hub import (
+    EVAL_RESULTS_HEADER,
+    eval_results_from_rows,
+    push_checkpoint_to_hub,
+    push_model_card,
+    read_eval_results,
+    render_model_card,
+    update_model_card_results,
+)
 
 
 def _render(tmp_path, **kwargs):
@@ -70,6 +79,80 @@ def test_update_replaces_same_metric_and_keeps_the_others(tmp_path):
     }
     assert card.text.count("<!-- attg-mae:results:start -->") == 1 and "| 61.00 |" in card.text and "| 60.00 |" not in card.text
     assert "| method | tokencut |" in card.text  # the rest of the body is untouched
+
+
+def _both_formats(folder) -> tuple[dict, dict]:
+    """{(dataset, split, metric config): value} of the card's model-index and of its .eval_results files (these
+    parsed by huggingface_hub's own parser, straight from the YAML)."""
+    card = ModelCard.load(folder / "README.md")
+    index = {(r.dataset_type, r.dataset_split, r.metric_config): r.metric_value for r in card.data.eval_results or []}
+    files = {}
+    for path in sorted((folder / ".eval_results").glob("attg-mae-*.yaml")):
+        for entry in parse_eval_result_entries(yaml.safe_load(path.read_text())):
+            split, config = entry.task_id.split("/")
+            files[(entry.dataset_id, split, config)] = entry.value
+    return index, files
+
+
+def test_eval_results_files_hold_every_card_result_in_the_hubs_format(tmp_path):
+    rows = [_knn_row("validation", 20, 60.0), _knn_row("validation_mixed_rand", 20, 40.0)]
+    _render(tmp_path, results=rows, results_dataset="timm/imagenet-1k-wds")
+    (path,) = (tmp_path / ".eval_results").iterdir()
+    assert path.name == "attg-mae-timm_imagenet-1k-wds.yaml" and path.read_text().startswith(EVAL_RESULTS_HEADER)
+    entries = parse_eval_result_entries(yaml.safe_load(path.read_text()))
+    assert entries[0] == EvalResultEntry(dataset_id="timm/imagenet-1k-wds", task_id="validation/knn-k20-top1-cls",
+                                         value=60.0, notes="k-NN top-1 (k=20, cls pooling)")
+    assert all(type(e.value) is float and e.source_url is None for e in entries)
+    index, files = _both_formats(tmp_path)
+    assert files == index and len(files) == 4
+    assert read_eval_results(tmp_path) == entries
+
+
+def test_a_replaced_or_removed_result_leaves_no_stale_entry_in_either_format(tmp_path):
+    _render(tmp_path, results=[_knn_row("validation", 20, 60.0)], results_dataset="synthetic")
+    update_model_card_results(tmp_path, [_knn_row("validation", 20, 40.0)], dataset="other", pooling="cls")
+    # the k-NN rerun with other numbers: one value per metric, the new one, in both
+    update_model_card_results(tmp_path, [_knn_row("validation", 20, 61.5, top5=80.0)], dataset="synthetic", pooling="cls")
+    index, files = _both_formats(tmp_path)
+    assert index == files == {("synthetic", "validation", "knn-k20-top1-cls"): 61.5,
+                              ("synthetic", "validation", "knn-k20-top5-cls"): 80.0,
+                              ("other", "validation", "knn-k20-top1-cls"): 40.0,
+                              ("other", "validation", "knn-k20-top5-cls"): 90.0}
+    # a fresh card without the other dataset's results: its file goes; a file of the user's stays untouched
+    (tmp_path / ".eval_results" / "mine.yaml").write_text("- dataset: {id: a/b, task_id: t}\n  value: 1\n")
+    _render(tmp_path, results=[_knn_row("validation", 20, 62.0)], results_dataset="synthetic")
+    index, files = _both_formats(tmp_path)
+    assert not (tmp_path / ".eval_results" / "attg-mae-other.yaml").exists()
+    assert (tmp_path / ".eval_results" / "mine.yaml").read_text().startswith("- dataset: {id: a/b")
+    assert files == index and len(index) == 2
+
+
+def test_a_users_file_of_our_name_is_refused_not_overwritten(tmp_path):
+    (tmp_path / ".eval_results").mkdir()
+    (tmp_path / ".eval_results" / "attg-mae-synthetic.yaml").write_text("# my own\n")
+    with pytest.raises(ValueError, match="attg-mae-synthetic.yaml was not written by attg-mae"):
+        _render(tmp_path, results=[_knn_row("validation", 20, 60.0)], results_dataset="synthetic")
+    assert (tmp_path / ".eval_results" / "attg-mae-synthetic.yaml").read_text() == "# my own\n"
+
+
+def test_the_card_and_its_eval_results_are_pushed_together_and_stale_files_deleted(tmp_path, local_hub):
+    _render(tmp_path, results=[_knn_row("validation", 20, 60.0)], results_dataset="synthetic")
+    update_model_card_results(tmp_path, [_knn_row("validation", 20, 40.0)], dataset="other", pooling="cls")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    push_checkpoint_to_hub(tmp_path, "you/run")
+    repo = local_hub.repos["you/run"]
+    assert set(repo) == {"README.md", "config.json", "model.safetensors", ".eval_results/attg-mae-synthetic.yaml",
+                         ".eval_results/attg-mae-other.yaml"}
+    pushed = parse_eval_result_entries(yaml.safe_load(repo[".eval_results/attg-mae-synthetic.yaml"].decode()))
+    assert {(e.source_url, e.source_name) for e in pushed} == {("https://huggingface.co/you/run", "Model card")}
+    # the card alone, after the other dataset's results went and a k-NN rerun: no stale file or entry in the repo
+    _render(tmp_path, results=[_knn_row("validation", 20, 63.0)], results_dataset="synthetic")
+    push_model_card(tmp_path, "you/run")
+    assert set(repo) == {"README.md", "config.json", "model.safetensors", ".eval_results/attg-mae-synthetic.yaml"}
+    pushed = parse_eval_result_entries(yaml.safe_load(repo[".eval_results/attg-mae-synthetic.yaml"].decode()))
+    assert [(e.task_id, e.value) for e in pushed] == [("validation/knn-k20-top1-cls", 63.0),
+                                                       ("validation/knn-k20-top5-cls", 90.0)]
+    assert repo["README.md"] == (tmp_path / "README.md").read_bytes() and b"63.0" in repo["README.md"]
 
 
 def test_update_creates_a_card_for_a_folder_without_one(tmp_path):

@@ -53,9 +53,6 @@ REFUSED_TRAINING_FLAGS = {
     "label_smoothing_factor": (
         lambda a: bool(a.label_smoothing_factor),
         "would smooth the labels a second time: the recipe smooths inside Mixup's targets; use --label_smoothing"),
-    "push_to_hub": (
-        lambda a: a.push_to_hub,
-        "is not supported by run_fine_tune.py: upload <output_dir>/seed-<n> with `hf upload` after the run"),
     "dataloader_persistent_workers": (
         lambda a: a.dataloader_persistent_workers,
         "is not supported by run_fine_tune.py: a persistent worker keeps its copy of the training set, whose epoch "
@@ -116,6 +113,10 @@ class FineTuneModelArguments:
                                         "saved model's config has this size)."})
     cache_dir: str | None = field(default=None, metadata={"help": "Hugging Face cache for models and datasets."})
     model_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub checkpoint."})
+    hub_base_model: str | None = field(
+        default=None, metadata={"help": "With --push_to_hub: the Hub id of the starting checkpoint, which the pushed "
+                                        "cards name as base_model (default: --model_name_or_path when it is a Hub id; "
+                                        "required for a local folder)."})
 
     def __post_init__(self):
         if self.drop_path is not None and not 0 <= self.drop_path < 1:
@@ -209,6 +210,8 @@ def parse_fine_tune_arguments(argv: list[str] | None = None):
     if "dataloader_pin_memory" not in explicit and not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False
     check_training_arguments(training_args)
+    if training_args.push_to_hub:
+        hub_base_model(model_args)
     if "learning_rate" in explicit and "base_learning_rate" in explicit:
         raise ValueError(f"--learning_rate {training_args.learning_rate} and --base_learning_rate "
                          f"{fine_tune_args.base_learning_rate} set the learning rate two ways (the base one is scaled "
@@ -221,6 +224,20 @@ def parse_fine_tune_arguments(argv: list[str] | None = None):
     fine_tune_args.learning_rate_explicit = "learning_rate" in explicit
     fine_tune_args.warmup_steps_explicit = "warmup_steps" in explicit
     return model_args, data_args, fine_tune_args, training_args
+
+
+def hub_base_model(model_args) -> str:
+    """The Hub id the pushed fine-tuned cards name as `base_model`: --hub_base_model, else a Hub id
+    --model_name_or_path; a local folder has none to name, and a card without it would not say what was tuned."""
+    import os
+
+    if model_args.hub_base_model:
+        return model_args.hub_base_model
+    if os.path.isdir(os.path.expanduser(model_args.model_name_or_path)):
+        raise ValueError(f"--push_to_hub: --model_name_or_path {model_args.model_name_or_path!r} is a local folder, so the "
+                         "pushed cards have no Hub id to name as base_model; pass --hub_base_model <the repo it was "
+                         "pushed to> (run_pretrain.py --push_to_hub --hub_model_id ...)")
+    return model_args.model_name_or_path
 
 
 def check_training_arguments(training_args) -> None:
@@ -237,5 +254,5 @@ def check_training_arguments(training_args) -> None:
 
 
 __all__ = ["FineTuneModelArguments", "FineTuneArguments", "FINE_TUNE_TRAINING_DEFAULTS", "REFUSED_TRAINING_FLAGS",
-           "recipe_defaults",
+           "recipe_defaults", "hub_base_model",
            "parse_fine_tune_arguments", "check_training_arguments"]

@@ -421,6 +421,7 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
                         train_transform, True, seed, train_split)
         args = copy.deepcopy(training_args)
         args.output_dir, args.seed = str(seed_dir), seed
+        args.push_to_hub = False  # the Trainer would push every checkpoint of every seed to one repo: see push_seeds
         schedule = _seed_schedule(args, fine_tune_args, base_lr, len(train))
         args.learning_rate, args.warmup_steps = schedule["learning_rate"], schedule["warmup_steps"]
         resolved = {**schedule, "layer_decay": layer_decay, "drop_path": drop_path, "image_size": size}
@@ -491,11 +492,40 @@ def run_fine_tune(model_args, data_args, fine_tune_args, training_args, dataset=
     if training_args.process_index != 0:
         return payload
     run_args = _CardArguments(str(output_dir), fine_tune_args.update_model_card)
-    return write_results_and_card(payload, RESULTS_FILE, model_args, run_args, data.label, pooling)
+    payload = write_results_and_card(payload, RESULTS_FILE, model_args, run_args, data.label, pooling)
+    if training_args.push_to_hub:
+        payload["pushed"] = push_seeds(payload, model_args, training_args, seeds)
+    return payload
+
+
+def seed_repo_id(repo_id: str, seed: int, num_seeds: int) -> str:
+    """One repo per seed: `repo_id` for a run of one seed, `<repo_id>-seed-<s>` for several. Not the best seed by
+    its validation top-1: the reported splits are the ones it would be picked on, so its card's number would be
+    biased upward (the more so the more seeds); every seed's card gives its own numbers and the mean over seeds."""
+    return repo_id if num_seeds == 1 else f"{repo_id}-seed-{seed}"
+
+
+def push_seeds(payload: dict, model_args, training_args, seeds) -> dict[int, str]:
+    """Render each seed's card and push the seed folder to its repo (`seed_repo_id`); `{seed: commit url}`."""
+    from ..hub import push_fine_tuned_to_hub, render_fine_tuned_card
+    from .arguments import hub_base_model
+
+    base_model = hub_base_model(model_args)
+    output_dir = Path(training_args.output_dir)
+    repo_id = training_args.hub_model_id or output_dir.resolve().name
+    pushed = {}
+    for seed in seeds:
+        seed_repo = seed_repo_id(repo_id, seed, len(seeds))
+        render_fine_tuned_card(output_dir / f"seed-{seed}", base_model=base_model, payload=payload, seed=seed,
+                               repo_id=seed_repo)
+        pushed[seed] = push_fine_tuned_to_hub(output_dir / f"seed-{seed}", seed_repo,
+                                              private=bool(training_args.hub_private_repo))
+    return pushed
 
 
 class _CardArguments:
-    """What `write_results_and_card` reads of the evaluation's run arguments (no push: see check_training_arguments)."""
+    """What `write_results_and_card` reads of the evaluation's run arguments (the starting checkpoint's card is
+    not pushed: the run pushes its own models, `push_seeds`)."""
 
     def __init__(self, output_dir: str, update_model_card: bool):
         self.output_dir, self.update_model_card, self.push_to_hub, self.hub_model_id = output_dir, update_model_card, False, None

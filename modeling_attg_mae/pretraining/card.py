@@ -69,7 +69,6 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
     """k-NN (DINO's weighted vote, k = 10 20 100 200 capped by the bank) of the saved encoder on every split
     but the training one; the results go into the model card. Runs on every process (features are sharded)."""
     from ..evaluation.arguments import EvalDataArguments, EvalModelArguments, EvalRunArguments, KNNArguments
-    from ..cli import format_results_table
     from ..evaluation.pipelines import run_knn
 
     dataset = load_data_source(data_args, model_args.cache_dir)
@@ -83,7 +82,4 @@ def run_knn_on_checkpoint(output_dir: Path, data_args: DataArguments, model_args
         KNNArguments(ks=ks),
         dataset=dataset,
     )
-    if not training_args.process_index == 0:
-        return None
-    payload["table"] = "\n" + format_results_table(payload)
-    return payload
+    return payload if training_args.process_index == 0 else None

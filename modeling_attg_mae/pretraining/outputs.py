@@ -6,7 +6,8 @@ stale `checkpoint-N` would be taken by `--resume_from_checkpoint last`, a stale 
 `--push_to_hub`), and a folder holding anything else is refused, since it is not the package's to delete. Names
 alone cannot tell a user's runs/, pictures/ or model.safetensors from a run's, so only a folder that holds the run
 marker (`RUN_MARKER`, written by every run) is replaced at all; within it, the card (README.md) is recognised by the
-attg-mae tag of its front matter, config.json by its model type, an export folder by `export_format_of`.
+attg-mae tag of its front matter, config.json by its model type, an export folder by `export_format_of`, the card's
+`.eval_results/` by the first line of each file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 from pathlib import Path
 
 from ..checkpointing import KEEP, REPLACE, RunOutputs
+from ..hub import EVAL_RESULTS_FOLDER, is_own_eval_results_file
 from ..output_folders import CHECKPOINT_FOLDER, export_format_of
 
 # written by every run into its folder (checkpointing.mark_run_folder): the sign that --overwrite_output_dir may
@@ -57,6 +59,9 @@ def output_kind(entry: Path) -> str | None:
     if name in _KEPT and entry.is_file():
         return KEEP
     if entry.is_dir():
+        if name == EVAL_RESULTS_FOLDER:  # the card's results (hub.write_eval_results): ours only if every file is
+            files = list(entry.iterdir())
+            return REPLACE if files and all(is_own_eval_results_file(p) for p in files) else None
         if (CHECKPOINT_FOLDER.match(name) or name in _FOLDERS or _STAGING.match(name) or export_format_of(entry)
                 or _is_evaluation_output(entry)):
             return REPLACE

@@ -282,7 +282,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
         payload = run_knn_on_checkpoint(output_dir, data_args, model_args, training_args)
         if payload is not None:
             paths["knn_results"] = payload.get("results_file", "")
-            paths["knn_table"] = payload["table"]
     if training_args.push_to_hub and trainer.is_world_process_zero():
         from ..hub import push_checkpoint_to_hub
 
