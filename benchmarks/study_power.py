@@ -28,6 +28,12 @@ from modeling_attg_mae.evaluation.statistics import (  # noqa: E402
 
 def pilot_differences(arms: dict, treatment: str, control: str, split: str, metric=("knn", "cls")) -> list[float]:
     seeds = sorted(set(arms[treatment]) & set(arms[control]))
+    if len(seeds) < 2:
+        raise ValueError(f"{treatment} - {control}: {len(seeds)} paired seed(s); a paired sd needs at least 2")
+    data_seeds = {seed: (arms[treatment][seed].get("data_seed"), arms[control][seed].get("data_seed")) for seed in seeds}
+    mismatched = sorted(seed for seed, (a, b) in data_seeds.items() if a != b)
+    if mismatched:
+        raise ValueError(f"{treatment} - {control}: seeds {mismatched} were trained on different data seeds")
     evaluation, pooling = metric
     return [arms[treatment][s][evaluation][pooling][split] - arms[control][s][evaluation][pooling][split]
             for s in seeds]
@@ -57,8 +63,26 @@ def main(argv=None) -> None:
     parser.add_argument("--difference", type=float, default=5.0, help="points to detect (default 5)")
     parser.add_argument("--seeds", type=int, default=16, help="seed count whose detectable difference to report")
     args = parser.parse_args(argv)
-    arms = load_records(args.records)[args.setting]
-    pairs = [tuple(pair.split(":")) for pair in args.pairs]
+    settings = load_records(args.records)
+    if args.setting not in settings:
+        parser.error(f"--setting {args.setting!r}: no records under {args.records}/{args.setting}; settings there: "
+                     f"{sorted(settings)}")
+    arms = settings[args.setting]
+    pairs = []
+    for pair in args.pairs:
+        treatment, colon, control = pair.partition(":")
+        if not colon or not treatment or not control or treatment == control:
+            parser.error(f"--pairs {pair!r}: expected treatment:control, two different arms (e.g. attg:none)")
+        missing = [arm for arm in (treatment, control) if arm not in arms]
+        if missing:
+            parser.error(f"--pairs {pair!r}: no records of arm(s) {missing} in setting {args.setting!r} "
+                         f"(arms: {sorted(arms)})")
+        pairs.append((treatment, control))
+    for arm in {arm for pair in pairs for arm in pair}:
+        for seed, record in arms[arm].items():
+            absent = [split for split in args.splits if split not in record.get("knn", {}).get("cls", {})]
+            if absent:
+                parser.error(f"--splits: seed {seed} of arm {arm!r} has no k-NN CLS result on {absent}")
     rows, level = power_table(arms, pairs, args.splits, args.difference, args.seeds)
     print(f"{len(rows)} tests: planned at alpha / m = {level:.4g}, power 0.8, to detect {args.difference:g} points")
     print(f"| treatment - control | split | pilot n | mean | sd | seeds for {args.difference:g} points | "

@@ -153,3 +153,22 @@ def test_a_protocol_without_arms_needs_the_hypotheses_arms(tmp_path):
     _edit(root / "main" / "protocol.json", lambda p: (p.pop("arms"), p["hypotheses"].append(
         {"name": "H3", "treatment": "centre", "control": "none"})))
     assert "No records yet for centre" in render(root)
+
+
+def test_study_power_plans_at_alpha_over_the_family(tmp_path, capsys):
+    """benchmarks/study_power.py on fake pilot records: the paired sd of each pair, and the seeds needed at
+    alpha / m, against the statistics module (whose power function is tested against scipy)."""
+    import study_power
+
+    from modeling_attg_mae.evaluation.statistics import mean_and_sd, pairs_needed
+
+    root = write(tmp_path / "records")
+    study_power.main(["--records", str(root), "--setting", "main", "--pairs", "attg:none", "attg:permuted",
+                      "--difference", "5", "--seeds", "8"])
+    out = capsys.readouterr().out
+    assert "4 tests: planned at alpha / m = 0.0125" in out
+    sd = mean_and_sd(PLACEBO_GAP)[1]
+    assert f"| attg - permuted | validation | 8 | {sum(PLACEBO_GAP) / 8:+.1f} | {sd:.1f} | {pairs_needed(5, sd, 0.0125)} |" in out
+    with pytest.raises(SystemExit):
+        study_power.main(["--records", str(root), "--setting", "main", "--pairs", "attg:sr"])
+    assert "no records of arm(s) ['sr']" in capsys.readouterr().err

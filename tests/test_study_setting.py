@@ -44,6 +44,16 @@ def test_layout_generator_is_deterministic_and_keyed():
     assert "class_cue" not in synthetic_parameters(seed=3)
 
 
+def test_the_new_flags_are_named_in_their_errors(tmp_path):
+    from modeling_attg_mae.pretraining import parse_arguments
+
+    with pytest.raises(ValueError, match="--synthetic_object_color must be 'random' when the class cue is 'texture'"):
+        parse_arguments(["--output_dir", str(tmp_path), "--synthetic_class_cue", "texture"])
+    with pytest.raises(ValueError, match=r"--synthetic_num_classes must be between 2 and 7 .* got 10 \(the default"):
+        parse_arguments(["--output_dir", str(tmp_path), "--synthetic_class_cue", "texture",
+                         "--synthetic_object_color", "random"])
+
+
 def test_layout_needs_random_colours():
     with pytest.raises(ValueError, match="object_color must be 'random'"):
         generate_synthetic_dataset(num_train=10, num_validation=10, class_cue="layout")
@@ -111,7 +121,7 @@ def test_hue_setting_keeps_the_class_out_of_the_masks_and_whole_image_colour():
     readable = training_free_knn(muted, "train", splits, 32, 8, baselines=["hue_histogram"])["hue_histogram"]
     for split in splits:  # the palette is what hides it
         assert results["hue_histogram"][split] < 40.0 < readable[split], (results, readable)
-    with pytest.raises(ValueError, match="object_color must be 'per_class'"):
+    with pytest.raises(ValueError, match="object_color must be 'per_class' when the class cue is 'hue'"):
         generate_synthetic_dataset(num_train=10, num_validation=10, object_color="random", class_cue="hue")
     with pytest.raises(ValueError, match="background_palette must be 'muted' or 'vivid'"):
         generate_synthetic_dataset(num_train=10, num_validation=10, background_palette="loud")
@@ -271,3 +281,22 @@ def test_placebo_flags_are_refused_where_they_mean_nothing(tmp_path):
                                            "spectral_residual", "--attention_online"))
     with pytest.raises(ValueError, match="the maps here are self maps"):
         parse_arguments(tiny_pretrain_args(tmp_path, "--attention_placebo", "centre", "--attention_method", "self"))
+
+
+def test_a_permuted_placebo_with_a_last_batch_of_one_is_refused_before_the_maps(tmp_path, monkeypatch):
+    import modeling_attg_mae.pretraining.dataset as dataset
+    from modeling_attg_mae.object_discovery.placebo import check_placebo_batches
+    from modeling_attg_mae.pretraining import parse_arguments, run
+    from tests.conftest import tiny_pretrain_args
+
+    def no_maps(*args, **kwargs):
+        raise AssertionError("the maps were computed before the refusal")
+
+    monkeypatch.setattr(dataset, "compute_attention_maps", no_maps)
+    with pytest.raises(ValueError, match="48 training rows in batches of 47 leave a last batch of one image"):
+        run(*parse_arguments(tiny_pretrain_args(tmp_path, "--attention_placebo", "permuted",
+                                                "--per_device_train_batch_size", "47")))
+    check_placebo_batches("permuted", 48, 47, drop_last=True)  # dropped: nothing to refuse
+    check_placebo_batches("centre", 48, 47)  # one map for all: a batch of one is fine
+    with pytest.raises(ValueError, match="on 2 processes"):
+        check_placebo_batches("permuted", 49, 8, world_size=2)  # 25 rows each: 3 batches of 8 and one of 1

@@ -450,16 +450,19 @@ def _validate(num_train, num_validation, image_size, num_classes, background_cor
         raise ValueError(f"background_palette must be 'muted' or 'vivid', got {background_palette!r}")
     if class_cue not in _CUES:
         raise ValueError(f"class_cue must be one of {tuple(_CUES)}, got {class_cue!r}")
+    # messages start with the argument's name: the command lines put their flag's name in its place
     if class_cue == "hue" and object_color != "per_class":
-        raise ValueError("class_cue='hue' makes the object's hue the class: object_color must be 'per_class', got "
-                         f"{object_color!r}")
+        raise ValueError(f"object_color must be 'per_class' when the class cue is 'hue' (the object's hue is the "
+                         f"class), got {object_color!r}")
     if class_cue in ("layout", "texture") and object_color != "random":
-        raise ValueError(f"class_cue={class_cue!r} paints every object in two random hues (the class is how they "
-                         f"split it): object_color must be 'random', got {object_color!r}")
+        raise ValueError(f"object_color must be 'random' when the class cue is {class_cue!r} (every object is "
+                         f"painted in two random hues; the class is how they split it), got {object_color!r}")
     cues = _CUES[class_cue]
     if not 2 <= num_classes <= len(cues):
+        default = inspect.signature(generate_synthetic_dataset).parameters["num_classes"].default
         raise ValueError(f"num_classes must be between 2 and {len(cues)} (one {class_cue} per class: {cues}), "
-                         f"got {num_classes}")
+                         f"got {num_classes}" + (" (the default: set it for this class cue)"
+                                                 if num_classes == default else ""))
     for name, value in (("num_train", num_train), ("num_validation", num_validation)):
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"{name} must be a positive int, got {value!r}")

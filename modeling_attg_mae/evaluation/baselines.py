@@ -119,6 +119,11 @@ def training_free_knn(dataset, train_split: str, eval_splits: Sequence[str], ima
     unknown = [name for name in names if name not in TRAINING_FREE]
     if unknown:
         raise ValueError(f"unknown training-free baseline(s) {unknown}; expected some of {TRAINING_FREE}")
+    from ..data.loading import align_class_labels
+
+    # class ids by name, the train split's in every split (the one loader's rule): a split encoded on its own would
+    # otherwise be scored against other classes' ids
+    dataset = align_class_labels(dataset, train_split, label_column, [train_split, *eval_splits], "refuse")
     if "mask" in names and (mask_column is None or mask_column not in dataset[train_split].column_names):
         raise ValueError(f"the mask baseline needs the object masks: column {mask_column!r} is not in the "
                          f"{train_split!r} split (columns {dataset[train_split].column_names})")

@@ -58,6 +58,21 @@ def check_placebo(placebo: str | None) -> None:
         raise ValueError(f"--attention_placebo must be one of {PLACEBOS} (or unset), got {placebo!r}")
 
 
+def check_placebo_batches(placebo: str | None, num_rows: int, batch_size: int, world_size: int = 1,
+                          drop_last: bool = False) -> None:
+    """Refuse, before any map or training work, a permuted placebo whose epochs end in a batch of one image (which
+    no other image's map can reach). With several processes each reads ceil(rows / processes) rows (the sampler
+    pads the last ones), in batches of `batch_size`."""
+    if placebo != "permuted" or drop_last:
+        return
+    per_process = -(-num_rows // world_size)
+    if per_process % batch_size == 1:
+        raise ValueError(f"--attention_placebo permuted hands each image another image of its batch's map, but "
+                         f"{num_rows} training rows in batches of {batch_size}"
+                         + (f" on {world_size} processes" if world_size > 1 else "")
+                         + " leave a last batch of one image: add --dataloader_drop_last, or choose another batch size")
+
+
 class PlaceboCollator:
     """The run's collator with the batch's maps replaced by the placebo's; the real ones kept as `object_map`."""
 
@@ -88,4 +103,5 @@ class PlaceboCollator:
 
 
 __all__ = ["CENTRE_SD", "OBJECT_MAP_KEY", "PLACEBOS", "PlaceboCollator", "centre_prior", "check_placebo",
+           "check_placebo_batches",
            "derangement", "placebo_maps"]

@@ -190,12 +190,20 @@ def run(model_args: ModelArguments, data_args: DataArguments, attg_args: AttGArg
     else:
         source = dataset
     streaming = check_streaming_run(source, data_args, attg_args, training_args, needs_maps or self_maps)
+    if data_args.attention_placebo is not None and not streaming:  # before the maps, which can take hours
+        from ..object_discovery.placebo import check_placebo_batches
+
+        rows = len(source[data_args.train_split])
+        check_placebo_batches(data_args.attention_placebo, min(rows, data_args.max_train_samples or rows),
+                              training_args.per_device_train_batch_size, training_args.world_size,
+                              training_args.dataloader_drop_last)
     splits = load_pretraining_data(data_args, model_args, training_args.main_process_first, with_maps=needs_maps,
                                    run_knn=attg_args.run_knn or attg_args.knn_monitor, dataset=source)
     if data_args.attention_online or self_maps:
         splits = {name: without_stored_maps(part) for name, part in splits.items()}
     if self_maps:
         check_self_maps_schedule(data_args, training_args, len(splits[data_args.train_split]))
+
     set_seed(training_args.seed)
     model = build_model(model_args, attg_args, config)
     train = splits[data_args.train_split]
