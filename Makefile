@@ -9,7 +9,7 @@ VENV_MIN ?= .venv-min
 MIN_CONSTRAINTS ?= ci/constraints-min.txt
 
 .PHONY: install demo test test-min test-wheel test-all test-multiprocess benchmarks campaign study study-label-free \
-	study-fine-tune study-object-hue clean
+	study-fine-tune study-object-hue app-screenshot clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
@@ -17,6 +17,13 @@ install:
 
 demo: install
 	$(PYTHON) run_pretrain.py
+
+# docs/app.png, the README's picture of the demo app: a tiny random checkpoint (tests/conftest.py), no download;
+# needs the [app] extra and Debian's chromium + chromium-driver
+APP_CHECKPOINT ?= /tmp/attg-mae-app-checkpoint
+app-screenshot:
+	$(PYTHON) -c "from tests.conftest import save_tiny_checkpoint; save_tiny_checkpoint('$(APP_CHECKPOINT)')"
+	HF_HUB_OFFLINE=1 $(PYTHON) app.py --checkpoint $(APP_CHECKPOINT) --screenshot docs/app.png
 
 test: install
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)

@@ -97,6 +97,27 @@ def guidance_grid(
             for any guidance mode), shown on the batch's [min, max] scale instead of `exp(M_norm / tau)`.
 
     """
+    rows = guidance_tiles(images, attention_maps, temperature, reconstructions, max_rows, tile_size, weights)
+    columns, gap = len(rows[0]), 4
+    canvas = Image.new("RGB", (columns * tile_size + (columns - 1) * gap, len(rows) * tile_size + (len(rows) - 1) * gap),
+                       "white")
+    for row, tiles in enumerate(rows):
+        for column, tile in enumerate(tiles):
+            canvas.paste(tile, (column * (tile_size + gap), row * (tile_size + gap)))
+    return canvas
+
+
+def guidance_tiles(
+    images: Sequence,
+    attention_maps,
+    temperature: float = 0.75,
+    reconstructions: Sequence | None = None,
+    max_rows: int = 8,
+    tile_size: int = 128,
+    weights=None,
+) -> list[list[Image.Image]]:
+    """The tiles of `guidance_grid` (same arguments), row by row: `[image, map, weights(, reconstruction)]` PIL
+    images of `tile_size` squared each, for a caller that lays them out itself (the demo app)."""
     check_temperature(temperature)
     rows = min(len(images), max_rows)
     if rows == 0:
@@ -117,17 +138,25 @@ def guidance_grid(
         weights = weights.reshape(rows, side, side).numpy()
         low, top = float(weights.min()), float(weights.max())
         top = top if top > low else low + 1.0  # uniform weights (vanilla MAE): all at the bottom of the scale
-    columns = 3 + (reconstructions is not None)
-    gap = 4
-    canvas = Image.new("RGB", (columns * tile_size + (columns - 1) * gap, rows * tile_size + (rows - 1) * gap), "white")
+    tiles = []
     for row in range(rows):
-        tiles = [_image_tile(images[row], tile_size), _map_tile(norm[row], tile_size),
-                 _map_tile((weights[row] - low) / (top - low), tile_size)]
+        tiles.append([_image_tile(images[row], tile_size), _map_tile(norm[row], tile_size),
+                      _map_tile((weights[row] - low) / (top - low), tile_size)])
         if reconstructions is not None:
-            tiles.append(_image_tile(reconstructions[row], tile_size))
-        for column, tile in enumerate(tiles):
-            canvas.paste(tile, (column * (tile_size + gap), row * (tile_size + gap)))
-    return canvas
+            tiles[-1].append(_image_tile(reconstructions[row], tile_size))
+    return tiles
+
+
+def masked_input(images: torch.Tensor, mask: torch.Tensor, fill: float = 0.5) -> torch.Tensor:
+    """What the encoder sees, as the MAE paper draws it: `images` `(K, 3, H, W)` in [0, 1] with the removed
+    patches of `mask` `(K, gh * gw)` (1 = removed, on a square grid dividing H and W) painted grey `fill`."""
+    count, _, height, width = images.shape
+    side = math.isqrt(mask.shape[1])
+    if side * side != mask.shape[1] or height % side or width % side:
+        raise ValueError(f"mask of {mask.shape[1]} patches is not a square grid dividing {height}x{width}")
+    removed = mask.float().view(count, 1, side, side)
+    removed = removed.repeat_interleave(height // side, dim=2).repeat_interleave(width // side, dim=3)  # (K, 1, H, W)
+    return images * (1 - removed) + fill * removed
 
 
 def reconstruction_grid(model, examples: dict, mean: torch.Tensor, std: torch.Tensor) -> Image.Image:
@@ -138,7 +167,7 @@ def reconstruction_grid(model, examples: dict, mean: torch.Tensor, std: torch.Te
 
 
 @torch.no_grad()
-def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor):
+def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor, seed: int = 0, return_mask: bool = False):
     """Images and MAE-style reconstructions (visible patches pasted back) in [0, 1], maps and patch weights.
 
     Args:
@@ -146,15 +175,15 @@ def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor):
         mean, std: `(1, 3, 1, 1)` tensors of the normalisation, undone for the pictures.
 
     Returns `(images, reconstructions, maps, patch_weights)`: `(K, 3, H, W)` in [0, 1] twice, the maps (zeros
-    `(K, 1, 1)` without any) and the `(K, N)` loss weights. The masks are drawn from a fixed seed, so pictures of
-    successive evaluations compare.
+    `(K, 1, 1)` without any) and the `(K, N)` loss weights. The masks are drawn from a fixed `seed` (0), so pictures
+    of successive evaluations compare; with `return_mask` the `(K, N)` mask (1 = removed) comes fifth.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pixels = examples["pixel_values"].to(device)
     attention = examples.get("attention_map")
-    generator = torch.Generator().manual_seed(0)  # the same masks at every evaluation: pictures compare
+    generator = torch.Generator().manual_seed(seed)  # the same masks at every evaluation: pictures compare
     grid_h, grid_w = patch_grid(model.config, pixels)
     noise = torch.rand(pixels.shape[0], grid_h * grid_w, generator=generator).to(device)
     kwargs = {} if attention is None else {"attention_map": attention.to(device)}
@@ -174,5 +203,8 @@ def reconstruct(model, examples: dict, mean: torch.Tensor, std: torch.Tensor):
     if was_training:
         model.train()
     maps = attention.float() if attention is not None else torch.zeros(pixels.shape[0], 1, 1)
-    return images, reconstruction, maps, out.patch_weights.detach().float().cpu()
+    weights = out.patch_weights.detach().float().cpu()
+    if return_mask:
+        return images, reconstruction, maps, weights, out.mask.detach().float().cpu()
+    return images, reconstruction, maps, weights
 

@@ -116,4 +116,16 @@ def knn_classify(
     return ranked
 
 
-__all__ = ["knn_classify", "check_temperature", "DEFAULT_KS", "DEFAULT_TEMPERATURE"]
+def nearest_neighbours(bank_features: torch.Tensor, query_features: torch.Tensor, k: int):
+    """The `k` most similar bank features of each query by the cosine similarity of `knn_classify`, best first:
+    `(similarities (Q, k), bank indices (Q, k))`. For showing the neighbours themselves (the demo app); the vote
+    over their labels is `knn_classify`'s."""
+    _check_features("bank_features", bank_features)
+    _check_features("query_features", query_features)
+    if not 1 <= k <= bank_features.shape[0]:
+        raise ValueError(f"k={k} must be in [1, {bank_features.shape[0]}] (the bank's size)")
+    similarity = F.normalize(query_features, dim=1) @ F.normalize(bank_features, dim=1).t()  # (Q, M)
+    return similarity.topk(k, dim=1, largest=True, sorted=True)
+
+
+__all__ = ["knn_classify", "nearest_neighbours", "check_temperature", "DEFAULT_KS", "DEFAULT_TEMPERATURE"]
