@@ -139,10 +139,15 @@ def drive(url: str, sample: int = 0, map_source: str = "dataset_mask", screensho
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-image img"))
         driver.find_element(By.CSS_SELECTOR, f'#map-source input[value="{map_source}"]').click()
         driver.find_element(By.CSS_SELECTOR, "#run").click()
-        script = ("return %s.map(id => { const img = document.querySelector('#' + id + ' img');"
+        script = (f"return {PANEL_IDS}.map(id => {{ const img = document.querySelector('#' + id + ' img');"
                   " return img && img.complete && img.naturalWidth ? [img.src, img.naturalWidth, img.naturalHeight]"
-                  " : null; })" % PANEL_IDS)
-        panels = wait.until(lambda d: (lambda found: found if all(found) else None)(d.execute_script(script)))
+                  " : null; })")
+
+        def all_panels(d):  # every panel's image loaded, or None to keep waiting
+            found = d.execute_script(script)
+            return found if all(found) else None
+
+        panels = wait.until(all_panels)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours img")) > 0
                    and d.find_element(By.CSS_SELECTOR, "#knn").text.strip())
         time.sleep(0.5)  # let the gallery's thumbnails paint before the screenshot

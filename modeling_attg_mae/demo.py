@@ -29,7 +29,7 @@ MapSource = Literal["spectral_residual", "self", "dataset_mask", "detector"]
 MAP_SOURCES = ("spectral_residual", "self", "dataset_mask", "detector")
 PANELS = ("image", "attention map", "AttG weights", "masked input", "reconstruction")
 # the embedded synthetic set at its default 64 px: 4 classes, 8 bank images each, 8 samples to load
-DEMO_DATA = dict(num_train=32, num_validation=8, image_size=64, num_classes=4, seed=0)
+DEMO_DATA = {"num_train": 32, "num_validation": 8, "image_size": 64, "num_classes": 4, "seed": 0}
 
 
 @dataclass
