@@ -163,13 +163,33 @@ def test_summary_is_the_median_and_range_of_the_scaled_values():
     assert summary([0.003, 0.001, 0.002], scale=1e3) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
 
 
-def test_out_of_budget_the_pilot_still_decides_before_it_skips_attg(tmp_path, capsys):
-    # the budget holds the pilot's first piece (MAE + the baselines, which the decision needs) and nothing more
+def test_over_budget_adds_the_estimate_to_the_time_spent(monkeypatch):
+    run = campaign.Campaign.__new__(campaign.Campaign)  # only the budget's state: no section runs
+    run.budget_s = 20.0
+    monkeypatch.setattr(campaign.Campaign, "elapsed", lambda self: 12.0)
+    assert run.over_budget(8.0, "--sections pilot") is None
+    reason = run.over_budget(8.5, "--sections pilot")
+    assert reason.startswith("--budget_s 20: 12 s elapsed + about 8 s estimated would pass it")
+    assert "--sections pilot" in reason
+
+
+def test_out_of_budget_the_pilot_still_decides_before_it_skips_attg(tmp_path, capsys, monkeypatch):
+    # the budget holds the pilot's first piece (MAE + the baselines, which the decision needs) and nothing more; the
+    # clock is the test's (a wall clock on a busy machine would make the outcome depend on the load)
     pieces = campaign.PLANS["smoke"]["estimates_s"]["pilot"]
+    first = pieces["none"] + pieces["baselines"]
+    asked = []
+
+    def over_budget(self, estimate, rerun):  # the first piece fits, whatever comes after it does not
+        asked.append(estimate)
+        return None if len(asked) == 1 else f"--budget_s {first:.0f}: the test's clock; run it with {rerun}"
+
+    monkeypatch.setattr(campaign.Campaign, "over_budget", over_budget)
     output = tmp_path / "pilot.json"
     assert campaign.main(["--smoke", "--sections", "pilot", "--output", str(output), "--work", str(tmp_path / "work"),
-                          "--budget_s", str(pieces["none"] + pieces["baselines"] + 0.01)]) == 0
+                          "--budget_s", str(first)]) == 0
     pilot = json.loads(output.read_text())["sections"]["pilot"]
     assert pilot["status"] == "done" and pilot["go_no_go"]["decision"] in ("go", "no-go")
     assert "--sections pilot" in pilot["arms"]["attg"]["skipped"] and "attg_minus_mae" not in pilot
     assert "| pilot | AttG | skipped: --budget_s" in capsys.readouterr().out
+    assert asked == [first, pieces["attg"]]  # asked for the first piece (MAE + baselines), then for AttG
