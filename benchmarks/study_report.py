@@ -341,7 +341,11 @@ def render(records_dir: str, results_md: str, draw: bool, reference: tuple[str, 
         if protocol is None:
             blocks.append(render_setting(setting, settings[setting], os.path.abspath(records_dir), link_dir, draw))
             continue
-        link = os.path.relpath(os.path.join(records_dir, setting, "PROTOCOL.md"), link_dir)
+        # the protocol's text: next to its protocol.json, or for the whole records folder (pilot and study)
+        text_path = os.path.join(records_dir, setting, "PROTOCOL.md")
+        if not os.path.isfile(text_path) and os.path.isfile(os.path.join(records_dir, "PROTOCOL.md")):
+            text_path = os.path.join(records_dir, "PROTOCOL.md")
+        link = os.path.relpath(text_path, link_dir)
         text = render_protocol_setting(setting, settings[setting], protocol, arm_name, link)
         arms = {arm: [settings[setting][arm][seed] for seed in sorted(settings[setting][arm])]
                 for arm in protocol.get("arms", sorted(a for a in settings[setting] if a != BASELINES))
