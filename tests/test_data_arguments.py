@@ -33,7 +33,8 @@ from tests.conftest import TINY_PRETRAIN_OVERRIDES
 
 # load_synthetic_dataset's defaults, written out by hand: every CLI must reach exactly these
 SYNTHETIC_DEFAULTS = {"num_train": 4000, "num_validation": 1000, "image_size": 64, "seed": 0,
-                      "object_color": "per_class"}
+                      "object_color": "per_class", "class_cue": "shape", "num_classes": 10,
+                      "background_palette": "muted"}
 
 
 def _pretrain_data(argv, tmp_path):

@@ -27,6 +27,20 @@ SYNTHETIC_FLAGS = {"synthetic_num_train": "num_train", "synthetic_num_validation
                    "synthetic_num_classes": "num_classes", "synthetic_background_palette": "background_palette"}
 
 
+# synthetic flags added after records (attg_mae_data.json, feature-cache keys) were first written: at their defaults
+# they are left out of a record, so that the data of an earlier run keeps the record (and the cached features) it had
+ADDED_SYNTHETIC_FLAGS = ("class_cue", "num_classes", "background_palette")
+
+
+def recorded_synthetic(kwargs: dict | None) -> dict | None:
+    """The synthetic kwargs as a record holds them: `kwargs` without the later flags that are at their defaults."""
+    if kwargs is None:
+        return None
+    defaults = synthetic_defaults()
+    return {name: value for name, value in kwargs.items()
+            if name not in ADDED_SYNTHETIC_FLAGS or value != defaults[name]}
+
+
 def synthetic_defaults() -> dict:
     """The synthetic generator's own defaults for the synthetic flags (read from its signature: one home)."""
     from .synthetic import load_synthetic_dataset

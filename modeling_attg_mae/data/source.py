@@ -21,6 +21,7 @@ from .arguments import (
     DataSourceArguments,
     has_data_flags,
     synthetic_defaults,
+    recorded_synthetic,
     synthetic_kwargs_of,
 )
 
@@ -47,7 +48,7 @@ def data_source(data_args: DataSourceArguments) -> dict:
         "dataset_config_name": data_args.dataset_config_name,
         "train_dir": _absolute(data_args.train_dir),
         "validation_dir": _absolute(data_args.validation_dir),
-        "synthetic": synthetic_kwargs_of(data_args),
+        "synthetic": recorded_synthetic(synthetic_kwargs_of(data_args)),
         "image_column_name": data_args.image_column_name,
         "train_split": getattr(data_args, "train_split", "train"),  # the maps CLI's arguments have no split roles
     }
