@@ -34,13 +34,13 @@ def warn_constant_maps(attention_map: torch.Tensor, where: str = "a training bat
     """Warn when maps of a batch are constant (every patch weight 1: those images train as a plain MAE), which
     usually means a broken map source; returns whether it warned. Called on the CPU, where the collator made the
     maps: on the training device the count would be a device-to-host read every step."""
-    flat = attention_map.detach().flatten(1)
-    constant = int((flat.amax(1) == flat.amin(1)).sum())
+    maps = list(attention_map)  # a (B, h, w) tensor, or a list of (h, w) maps of different grids
+    constant = sum(bool(m.detach().max() == m.detach().min()) for m in maps)
     if constant:
         logger.warning(
             "%d of %d attention maps in %s are constant: those images get weight 1 on every patch and train as a "
             "plain MAE. Check the map source (--attention_method / the attention column); maps that are constant "
-            "for every image make this run a vanilla MAE", constant, flat.shape[0], where)
+            "for every image make this run a vanilla MAE", constant, len(maps), where)
     return bool(constant)
 
 
@@ -63,8 +63,10 @@ def _check_all_or_none(has_map: list[bool]) -> bool:
 
 def transform_examples(examples: Sequence[dict], transform: Transform, image_column: str = "image",
                        attention_map_column: str = "attention_map", require_attention_map: bool = True,
-                       generators: Sequence[torch.Generator | None] | None = None):
+                       generators: Sequence[torch.Generator | None] | None = None, inspect_maps=None):
     """Transform a batch of raw examples: `(pixel_values [(3, S, S)] * B, attention_map (B, gh, gw) or None)`.
+
+    `inspect_maps(maps, rows)`, if given, sees the batch's maps as the source gave them, before they are cut.
 
     Images are decoded and cut one by one (PIL); the maps of the batch are then read and cut in one call
     (`transform.crop_maps`), which gives the numbers a per-example call gives, at a fraction of the cost.
@@ -112,6 +114,8 @@ def transform_examples(examples: Sequence[dict], transform: Transform, image_col
     names = [f"row {row}" for row in rows]
     decoded = as_attention_maps(maps, names=names)
     check_finite_attention_maps(decoded, names)
+    if inspect_maps is not None:
+        inspect_maps(decoded, rows)
     return pixel_values, transform.crop_maps(decoded, crops)
 
 
@@ -153,6 +157,10 @@ class PretrainCollator:
         self.require_attention_map = require_attention_map
         self.seed, self.index_column, self.epoch_column, self.epoch = seed, index_column, epoch_column, 0
 
+    def _warn_constant(self, maps, rows) -> None:
+        # the maps as stored, not as cut: a crop that misses the object is constant by design, a stored map is not
+        self._warned_constant_maps = warn_constant_maps(maps, f"a training batch (rows {rows[0]}..{rows[-1]})")
+
     def _generator(self, example: dict) -> torch.Generator | None:
         if self.seed is None or self.index_column not in example:
             return None
@@ -162,15 +170,11 @@ class PretrainCollator:
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         pixel_values, attention_map = transform_examples(
             examples, self.transform, self.image_column, self.attention_map_column, self.require_attention_map,
-            [self._generator(example) for example in examples])
+            [self._generator(example) for example in examples],
+            self._warn_constant if self.warn_constant_maps and not self._warned_constant_maps else None)
         batch = {"pixel_values": torch.stack(pixel_values).float()}  # (B, 3, S, S)
         if attention_map is not None:
             batch["attention_map"] = attention_map  # (B, gh, gw) float32
-            if self.warn_constant_maps and not self._warned_constant_maps:
-                rows = [example.get(self.index_column) for example in examples]
-                self._warned_constant_maps = warn_constant_maps(
-                    attention_map, f"a training batch (rows {rows[0]}..{rows[-1]})" if rows[0] is not None
-                    else "a training batch")
         return batch
 
 
