@@ -304,13 +304,9 @@ def _top1(payload: dict, method: str, k: int | None = None) -> dict:
 
 def checkpoint_sha256(output_dir: Path) -> str:
     """The sha256 of the exported weights every metric of a record was measured on."""
-    import hashlib
+    from modeling_attg_mae.evaluation.feature_cache import sha256_file
 
-    digest = hashlib.sha256()
-    with open(output_dir / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(output_dir / "model.safetensors")
 
 
 def code_version() -> dict:

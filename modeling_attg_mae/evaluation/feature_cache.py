@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-def _sha256_file(path: Path, block: int = 2**22) -> str:
+def sha256_file(path: Path, block: int = 2**22) -> str:
+    """The sha256 of a file's bytes, read in blocks (weights, ground-truth files, checkpoints of the study)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(block):
@@ -43,7 +44,7 @@ def checkpoint_fingerprint(model_name_or_path: str, commit_hash: str | None = No
             files += sorted({path / shard for shard in json.loads(index.read_text())["weight_map"].values()})
         if not files:
             raise ValueError(f"no weight file ({', '.join(WEIGHT_FILES)}) in checkpoint folder {path}")
-        return {"checkpoint": str(path.resolve()), "weights": {f.name: _sha256_file(f) for f in files}}
+        return {"checkpoint": str(path.resolve()), "weights": {f.name: sha256_file(f) for f in files}}
     if commit_hash is None:
         raise ValueError(
             f"{model_name_or_path!r} is not a local folder and no Hub commit is known for it; cannot key the feature cache"

@@ -584,14 +584,6 @@ def gnd_content_sha256(gnd: dict) -> str:
     return hashlib.sha256(json.dumps(gnd_to_json(gnd), sort_keys=True).encode()).hexdigest()
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(2**22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------------- the run
 
 
@@ -619,7 +611,7 @@ def _scales(retrieval_args) -> tuple[float, ...]:
 
 def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator) -> dict:
     from ..data.arguments import has_data_flags
-    from .feature_cache import cache_key, checkpoint_fingerprint
+    from .feature_cache import cache_key, checkpoint_fingerprint, sha256_file
     from ..model_source import load_encoder
     from .runner import cached_features_of_all_processes, extract_split_features
     from .session import write_results_and_card
@@ -639,7 +631,7 @@ def _run_revisited(model_args, data_args, run_args, retrieval_args, accelerator)
     model.to(accelerator.device)
     dataset_label = retrieval_args.dataset_label or gnd_file.stem.removeprefix("gnd_")
     content = gnd_content_sha256(gnd)  # the file's name may be shared by other ground truths: its content is not
-    described = {"gnd_file": str(gnd_file.resolve()), "gnd_sha256": _sha256(gnd_file), "images_dir": str(folder.resolve()),
+    described = {"gnd_file": str(gnd_file.resolve()), "gnd_sha256": sha256_file(gnd_file), "images_dir": str(folder.resolve()),
                  "image_extension": retrieval_args.image_extension}
     cache_hits = {}
 
