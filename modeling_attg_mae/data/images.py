@@ -114,4 +114,16 @@ def mask_to_array(mask, row) -> np.ndarray:
     return array
 
 
-__all__ = ["MASK_MODES", "decode_image", "mask_to_array", "to_rgb_image", "undecoded_images"]
+def mask_fractions(masks, grid_size: int):
+    """Object masks (PIL / arrays / undecoded rows) -> float32 `(B, G, G)`: each cell's foreground fraction (area
+    pooling of mask > 0 onto the G x G grid), for the map-quality measures and the mask-only baseline."""
+    import torch
+
+    from ..modeling_attg_mae import resample_attention_map
+
+    grids = [resample_attention_map(torch.from_numpy(mask_to_array(mask, row) > 0).float()[None],
+                                    (grid_size, grid_size)).view(grid_size, grid_size) for row, mask in enumerate(masks)]
+    return torch.stack(grids).float()
+
+
+__all__ = ["MASK_MODES", "decode_image", "mask_fractions", "mask_to_array", "to_rgb_image", "undecoded_images"]

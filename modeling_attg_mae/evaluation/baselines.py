@@ -26,14 +26,13 @@ import numpy as np
 import torch
 
 from ..data.images import decode_image
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .knn import DEFAULT_TEMPERATURE, knn_classify
 
 TRAINING_FREE = ("raw_pixels", "rgb_histogram", "hue_histogram", "mask")
 HISTOGRAM_BINS = 8  # per RGB channel
 HUE_BINS = 36
 SATURATED = 0.5
-_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def _rgb_arrays(images: Sequence, size: int) -> np.ndarray:
@@ -51,7 +50,8 @@ def _rgb_arrays(images: Sequence, size: int) -> np.ndarray:
 
 def raw_pixel_features(images: Sequence, size: int) -> torch.Tensor:
     """`(N, 3 * size * size)`: the pixels normalised with ImageNet's mean and std, as the encoder reads them."""
-    pixels = (_rgb_arrays(images, size) - _IMAGENET_MEAN) / _IMAGENET_STD
+    mean, std = np.array(IMAGENET_MEAN, dtype=np.float32), np.array(IMAGENET_STD, dtype=np.float32)
+    pixels = (_rgb_arrays(images, size) - mean) / std
     return torch.from_numpy(pixels.reshape(len(pixels), -1))
 
 
@@ -85,12 +85,9 @@ def hue_histogram_features(images: Sequence, size: int, bins: int = HUE_BINS,
 
 def mask_features(masks: Sequence, grid_size: int) -> torch.Tensor:
     """`(N, grid_size ** 2)`: each object mask's foreground fraction per patch-grid cell."""
-    from ..modeling_attg_mae import resample_attention_map
-    from ..data.images import mask_to_array
+    from ..data.images import mask_fractions
 
-    grids = [resample_attention_map(torch.from_numpy((mask_to_array(mask, row) > 0).astype(np.float32))[None],
-                                    (grid_size, grid_size)).reshape(-1) for row, mask in enumerate(masks)]
-    return torch.stack(grids).float()
+    return mask_fractions(masks, grid_size).flatten(1)
 
 
 def _features(name: str, split, image_column: str, mask_column: str | None, size: int, grid_size: int):

@@ -77,14 +77,9 @@ def self_attention_maps(model, dataset, image_column: str, image_mean, image_std
 
 def mask_grids(masks, grid_size: int) -> torch.Tensor:
     """Object masks (PIL / undecoded rows) -> `(B, G, G)` bool: the cell's foreground fraction is >= 0.5."""
-    from ..modeling_attg_mae import resample_attention_map
-    from ..data.images import mask_to_array
+    from ..data.images import mask_fractions
 
-    grids = []
-    for row, mask in enumerate(masks):
-        foreground = torch.from_numpy(mask_to_array(mask, row) > 0).float()[None]  # (1, H, W)
-        grids.append(resample_attention_map(foreground, (grid_size, grid_size)).view(grid_size, grid_size) >= 0.5)
-    return torch.stack(grids)
+    return mask_fractions(masks, grid_size) >= 0.5
 
 
 def map_iou(maps: torch.Tensor, masks: torch.Tensor) -> float:
