@@ -284,6 +284,13 @@ def test_constant_maps_are_reported_once_where_they_are_made(caplog):
         PretrainCollator(EvalTransform(32, 8), warn_constant_maps=True)([examples[0], examples[2]])
         PretrainCollator(EvalTransform(32, 8))(examples)  # off unless asked (a vanilla MAE's maps)
     assert not [r for r in caplog.records if "constant" in r.getMessage()]
+    import torch
+
+    from modeling_attg_mae.data.collator import warn_constant_maps
+
+    # maps of different grids come as a list: counted one by one
+    assert warn_constant_maps([torch.rand(4, 4), torch.full((8, 8), 0.5)])
+    assert not warn_constant_maps([torch.rand(4, 4), torch.rand(8, 8)])
 
 
 def test_the_cases_are_documented():

@@ -34,13 +34,16 @@ def warn_constant_maps(attention_map: torch.Tensor, where: str = "a training bat
     """Warn when maps of a batch are constant (every patch weight 1: those images train as a plain MAE), which
     usually means a broken map source; returns whether it warned. Called on the CPU, where the collator made the
     maps: on the training device the count would be a device-to-host read every step."""
-    maps = list(attention_map)  # a (B, h, w) tensor, or a list of (h, w) maps of different grids
-    constant = sum(bool(m.detach().max() == m.detach().min()) for m in maps)
+    if torch.is_tensor(attention_map):  # (B, h, w): one reduction for the batch (this runs on every batch)
+        flat = attention_map.detach().flatten(1)
+        constant, count = int((flat.amax(1) == flat.amin(1)).sum()), flat.shape[0]
+    else:  # a list of (h, w) maps of different grids
+        constant, count = sum(bool(m.max() == m.min()) for m in attention_map), len(attention_map)
     if constant:
         logger.warning(
             "%d of %d attention maps in %s are constant: those images get weight 1 on every patch and train as a "
             "plain MAE. Check the map source (--attention_method / the attention column); maps that are constant "
-            "for every image make this run a vanilla MAE", constant, len(maps), where)
+            "for every image make this run a vanilla MAE", constant, count, where)
     return bool(constant)
 
 
